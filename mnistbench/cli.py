@@ -1,0 +1,155 @@
+"""The ``mnistbench`` command: a thin layer over functions the tests call directly.
+
+Exit codes: 0 success; 2 bad input (spec, data, device, folder); 130/143 stopped
+by SIGINT/SIGTERM after saving what was finished.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import Interrupted, MnistbenchError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Benchmark LeNet-5 and comparable MLPs on MNIST: accuracy, loss, parameters, speed.",
+)
+
+DataDir = typer.Option(None, "--data-dir", help="Folder with the four IDX files (else $MNISTBENCH_DATA_DIR, else the user cache).")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"mnistbench: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def models(detail: bool = typer.Option(False, "--detail", help="Per-layer weights and biases of each model.")) -> None:
+    """List the registered models: parameters, forward FLOPs per sample, description."""
+    from tabulate import tabulate
+
+    from .models import MODELS, count_params, create_model, forward_flops, layer_params
+
+    rows = []
+    for name in MODELS.names():
+        m = create_model(name)
+        rows.append([name, f"{count_params(m):,}", f"{forward_flops(m):,}", MODELS.get(name).description])
+        if detail:
+            layers = layer_params(m)
+            table = [[l.layer, l.kind, f"{l.weights:,}", f"{l.biases:,}", f"{l.total:,}"] for l in layers]
+            table.append(["total", "", f"{sum(l.weights for l in layers):,}", f"{sum(l.biases for l in layers):,}", f"{count_params(m):,}"])
+            typer.echo(f"\n{name}\n" + tabulate(table, headers=["layer", "kind", "weights", "biases", "parameters"],
+                                               tablefmt="github", disable_numparse=True))
+    if detail:
+        typer.echo("")
+    typer.echo(tabulate(rows, headers=["model", "parameters", "forward FLOPs/sample", "description"],
+                        tablefmt="github", disable_numparse=True))
+
+
+@app.command()
+def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check.")) -> None:
+    """Check spec files without training; print how many cells each expands to."""
+    from .spec import load_spec
+
+    try:
+        for path in specs:
+            spec = load_spec(path)
+            typer.echo(f"{path}: ok, spec '{spec.name}', {len(spec.cells())} cells")
+    except MnistbenchError as e:
+        fail(str(e))
+
+
+@app.command()
+def run(
+    spec_path: Path = typer.Argument(..., metavar="SPEC", help="A benchmark spec (YAML)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded cells and exit."),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Root folder; results go to <root>/<spec name>/."),
+    data_dir: Optional[Path] = DataDir,
+    force: bool = typer.Option(False, "--force", help="Re-run cells that already finished with the same configuration."),
+    no_download: bool = typer.Option(False, "--no-download", help="Never try to download missing data files."),
+) -> None:
+    """Train and evaluate every cell of a spec, then write run files, tables and plots."""
+    from .spec import load_spec
+
+    try:
+        spec = load_spec(spec_path)
+        if dry_run:
+            _print_cells(spec)
+            return
+        from .progress import progress_for
+        from .runner import run_spec
+
+        with progress_for() as progress:
+            summary = run_spec(spec, results_dir, data_dir, force, progress, allow_download=not no_download)
+    except MnistbenchError as e:
+        fail(str(e))
+    except Interrupted as e:
+        typer.echo(
+            f"mnistbench: stopped by {e}; finished cells and epochs are saved. "
+            f"Resume with: mnistbench run {spec_path}" + (f" --results-dir {results_dir}" if str(results_dir) != "results" else ""),
+            err=True,
+        )
+        raise typer.Exit(e.exit_code)
+    typer.echo(
+        f"{len(summary.ran)} cells run, {len(summary.skipped)} skipped (already finished), "
+        f"{len(summary.diverged)} diverged; wall {summary.wall_seconds:.1f}s, "
+        f"harness overhead {100 * summary.overhead_fraction:.1f}% of wall time. Results: {summary.results_dir}"
+    )
+
+
+def _print_cells(spec) -> None:
+    from tabulate import tabulate
+
+    cells = spec.cells()
+    keys = list(spec.matrix)
+    typer.echo(f"spec '{spec.name}': {len(cells)} cells")
+    typer.echo(tabulate([[c.id] + [getattr(c.config, k) for k in keys] for c in cells], headers=["cell"] + keys, tablefmt="github"))
+    fixed = {k: v for k, v in cells[0].config.model_dump().items() if k not in keys}
+    typer.echo("fixed settings: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
+
+
+@app.command()
+def report(results_dir: Path = typer.Argument(..., help="A spec's results folder, e.g. results/cpu.")) -> None:
+    """Rebuild the summary tables and plots of a results folder from its run files alone."""
+    from .report import write_report
+
+    try:
+        for path in write_report(results_dir):
+            typer.echo(f"wrote {path}")
+    except MnistbenchError as e:
+        fail(str(e))
+
+
+@app.command()
+def data(
+    dataset: str = typer.Option("mnist", "--dataset", help="Which dataset."),
+    data_dir: Optional[Path] = DataDir,
+    no_download: bool = typer.Option(False, "--no-download", help="Never try to download missing files."),
+) -> None:
+    """Locate (or download), parse and verify a dataset's files; print their hashes and official status."""
+    from tabulate import tabulate
+
+    from .data import load_dataset
+
+    try:
+        ds = load_dataset(dataset, data_dir, allow_download=not no_download)
+    except MnistbenchError as e:
+        fail(str(e))
+    flag = {True: "official", False: "NOT official", None: "unverified (raw)"}
+    typer.echo(f"{ds.info.title} in {ds.folder}: {len(ds.train)} training and {len(ds.test)} test samples")
+    typer.echo(tabulate([[f.role, f.file, flag[f.official], f.sha256] for f in ds.files],
+                        headers=["role", "file", "status", "sha256"], tablefmt="github"))
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

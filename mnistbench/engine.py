@@ -1,0 +1,222 @@
+"""Train and evaluate one cell: one model, one seed, one configuration.
+
+Timing discipline: training time covers the optimisation steps of an epoch only,
+evaluation time the test pass only; on CUDA both synchronise the device before
+reading the clock. Seeds fix initialisation and shuffling, so a CPU cell repeats
+exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .data import Dataset, TensorBatches, normalize, torchvision_batches
+from .errors import Interrupted, MnistbenchError
+from .models import create_model
+from .results import EpochMetrics
+from .spec import CellConfig
+
+
+@dataclass
+class CellOutcome:
+    status: str  # "finished" or "diverged"
+    epochs: list[EpochMetrics]
+    device: str
+    threads: int
+    time_to_target_s: Optional[float] = None  # training seconds until test accuracy first reached target_accuracy
+    epochs_to_target: Optional[int] = None
+    peak_memory_bytes: Optional[int] = None
+    note: str = ""
+
+
+@dataclass
+class Resume:
+    """State to continue a cell from the end of a finished epoch (see checkpoint.py)."""
+
+    epochs: list[EpochMetrics]
+    model: dict
+    optimizer: dict
+    scheduler: Optional[dict]
+    generator: torch.Tensor
+    time_to_target_s: Optional[float] = None
+    epochs_to_target: Optional[int] = None
+
+
+EpochHook = Callable[[EpochMetrics, Callable[[], dict[str, Any]]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MnistbenchError("device 'cuda' asked for, but PyTorch sees no CUDA GPU here (use device: cpu or auto)")
+    return torch.device(name)
+
+
+def build_optimizer(config: CellConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(config: CellConfig, optimizer, steps_per_epoch: int):
+    """All schedules step once per batch, so they behave the same at every batch size."""
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size * steps_per_epoch, gamma=config.gamma)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+    return None
+
+
+def make_batches(config: CellConfig, dataset: Dataset, device: torch.device):
+    """Training batches (shuffled by the cell's seed) and test batches for the configured loader."""
+    if config.loader == "torchvision":
+        train = torchvision_batches(dataset.train, dataset.info, config.batch_size, config.seed)
+        test = torchvision_batches(dataset.test, dataset.info, config.eval_batch_size, None)
+        return train, test
+    x_train, y_train = normalize(dataset.train, dataset.info, device)
+    x_test, y_test = normalize(dataset.test, dataset.info, device)
+    return (
+        TensorBatches(x_train, y_train, config.batch_size, config.seed),
+        TensorBatches(x_test, y_test, config.eval_batch_size),
+    )
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def train_epoch(model, batches, optimizer, scheduler, device, should_stop=None) -> tuple[float, float, float]:
+    """One pass over the training set: mean loss, accuracy, seconds.
+
+    ``should_stop()`` is polled between batches; when it answers a signal number the
+    epoch is abandoned (nothing of it is kept) by raising ``Interrupted``.
+    """
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    start = _clock(device)
+    for x, y in batches:
+        if should_stop is not None and should_stop():
+            raise Interrupted(should_stop())
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        # Accumulate on the device: no host sync inside the loop.
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+    seconds = _clock(device) - start
+    n = batches.num_samples
+    return loss_sum.item() / n, correct.item() / n, seconds
+
+
+@torch.inference_mode()
+def evaluate(model, batches, device) -> tuple[float, float, float]:
+    """Mean loss, accuracy and seconds over a test set."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    start = _clock(device)
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    seconds = _clock(device) - start
+    n = batches.num_samples
+    return loss_sum.item() / n, correct.item() / n, seconds
+
+
+def run_cell(
+    config: CellConfig,
+    dataset: Dataset,
+    on_epoch: Optional[EpochHook] = None,
+    resume: Optional[Resume] = None,
+    should_stop: Optional[Callable[[], int]] = None,
+) -> CellOutcome:
+    """Train ``config.model`` for ``config.epochs`` epochs, evaluating after each.
+
+    ``on_epoch(metrics, state)`` is called after every epoch; ``state()`` returns
+    what a checkpoint needs to resume. With ``resume``, training continues after
+    the last epoch it holds and ends with the metrics of an uninterrupted run.
+    """
+    device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(config.seed)
+    model = create_model(config.model).to(device)
+    train_batches, test_batches = make_batches(config, dataset, device)
+    optimizer = build_optimizer(config, model.parameters())
+    scheduler = build_scheduler(config, optimizer, len(train_batches))
+    outcome = CellOutcome("finished", [], str(device), torch.get_num_threads())
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        if scheduler is not None and resume.scheduler is not None:
+            scheduler.load_state_dict(resume.scheduler)
+        train_batches.generator.set_state(resume.generator)
+        outcome.epochs = list(resume.epochs)
+        outcome.time_to_target_s, outcome.epochs_to_target = resume.time_to_target_s, resume.epochs_to_target
+
+    def state() -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": None if scheduler is None else scheduler.state_dict(),
+            "generator": train_batches.generator.get_state(),
+            "time_to_target_s": outcome.time_to_target_s,
+            "epochs_to_target": outcome.epochs_to_target,
+        }
+
+    trained_seconds = sum(e.train_seconds for e in outcome.epochs)
+    for epoch in range(len(outcome.epochs) + 1, config.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc, train_s = train_epoch(model, train_batches, optimizer, scheduler, device, should_stop)
+        test_loss, test_acc, eval_s = evaluate(model, test_batches, device)
+        metrics = EpochMetrics(
+            epoch,
+            train_loss,
+            train_acc,
+            test_loss,
+            test_acc,
+            train_s,
+            eval_s,
+            train_batches.num_samples / train_s,
+            test_batches.num_samples / eval_s,
+            lr,
+        )
+        outcome.epochs.append(metrics)
+        trained_seconds += train_s
+        if config.target_accuracy is not None and outcome.time_to_target_s is None and test_acc >= config.target_accuracy:
+            outcome.time_to_target_s, outcome.epochs_to_target = trained_seconds, epoch
+        if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+            outcome.status = "diverged"
+            outcome.note = f"loss became {train_loss if not math.isfinite(train_loss) else test_loss} in epoch {epoch}"
+        if on_epoch is not None:
+            on_epoch(metrics, state)
+        if outcome.status == "diverged":
+            break
+    if device.type == "cuda":
+        outcome.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
+    return outcome

@@ -1,0 +1,25 @@
+"""The one exception type the CLI turns into a one-line message and exit code 2."""
+
+
+class MnistbenchError(Exception):
+    """A user-facing error: bad spec, bad data, unavailable device, unwritable folder.
+
+    The message is a single line that names the problem; the CLI prints it
+    without a traceback and exits with ``exit_code``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+class Interrupted(Exception):
+    """Raised inside a run when SIGINT/SIGTERM asked it to stop; carries the exit code (130/143)."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -1,0 +1,80 @@
+"""Front ends for runner events: a rich progress bar in a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+import sys
+
+from .runner import Event
+
+
+class PlainProgress:
+    """One line per cell and epoch: readable in CI logs and files."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def __call__(self, e: Event) -> None:
+        if e.kind == "start":
+            line = f"running {e.total} cells -> {e.message}"
+        elif e.kind == "skip":
+            line = f"[{e.index}/{e.total}] {e.cell.id}: already finished with this configuration, skipped"
+        elif e.kind == "cell":
+            resumed = f" (resuming after epoch {e.epoch})" if e.epoch else ""
+            line = f"[{e.index}/{e.total}] {e.cell.id}: {e.epochs} epochs{resumed}"
+        elif e.kind == "epoch":
+            line = f"[{e.index}/{e.total}] {e.cell.id} epoch {e.epoch}/{e.epochs}: {e.message}"
+        elif e.kind == "done":
+            line = f"[{e.index}/{e.total}] {e.cell.id}: {e.message}"
+        else:
+            line = f"tables written to {e.message}"
+        print(line, file=self.stream, flush=True)
+
+
+class RichProgress:
+    """Two bars: cells of the matrix, epochs of the current cell."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
+        self.cells = None
+        self.epochs = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, e: Event) -> None:
+        p = self.progress
+        if e.kind == "start":
+            self.cells = p.add_task("cells", total=e.total, info=e.message)
+        elif e.kind == "skip":
+            p.console.print(f"{e.cell.id}: already finished, skipped")
+            p.advance(self.cells)
+        elif e.kind == "cell":
+            if self.epochs is not None:
+                p.remove_task(self.epochs)
+            self.epochs = p.add_task(f"  {e.cell.id}", total=e.epochs, completed=e.epoch, info="")
+        elif e.kind == "epoch":
+            p.update(self.epochs, completed=e.epoch, info=e.message)
+        elif e.kind == "done":
+            p.console.print(f"{e.cell.id}: {e.message}")
+            p.advance(self.cells)
+        elif e.kind == "report":
+            p.console.print(f"tables written to {e.message}")
+
+
+def progress_for(stream=sys.stdout):
+    return RichProgress() if stream.isatty() else PlainProgress(stream)

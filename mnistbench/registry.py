@@ -1,0 +1,49 @@
+"""A tiny name -> factory registry, shared by models and datasets (after timm's ``register_model``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Generic, TypeVar
+
+from .errors import MnistbenchError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    description: str
+    factory: Callable[..., T]
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, description: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: ``@models.register("lenet5", "...")`` over a factory function."""
+
+        def decorate(factory: Callable[..., T]) -> Callable[..., T]:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = Entry(name, description, factory)
+            return factory
+
+        return decorate
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise MnistbenchError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: object) -> str:
+        return f"unknown {self.kind} {name!r} (known: {', '.join(self.names())})"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries

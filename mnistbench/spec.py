@@ -1,0 +1,196 @@
+"""Benchmark specs: a YAML file of settings plus a matrix, validated and expanded into cells.
+
+A spec is flat: every scalar setting of a cell (``CellConfig``) may stand at the top
+level (one value for all cells) or in ``matrix`` (a list: one cell per value, and
+the cartesian product over all matrix keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .data import DATASETS
+from .errors import MnistbenchError
+from .models import MODELS
+
+Optimizer = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["none", "step", "cosine", "onecycle"]
+
+
+class CellConfig(BaseModel):
+    """Everything that defines one training run: one model, one seed, one configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    model: str
+    seed: int = Field(0, ge=0, lt=2**32)
+    dataset: str = "mnist"
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    loader: Literal["tensor", "torchvision"] = "tensor"
+    epochs: int = Field(10, gt=0, le=10_000)
+    batch_size: int = Field(128, gt=0, le=1_000_000)
+    eval_batch_size: int = Field(1000, gt=0, le=1_000_000)
+    optimizer: Optimizer = "adam"
+    lr: float = Field(1e-3, gt=0, le=100)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Schedule = "none"
+    step_size: int = Field(1, gt=0)  # epochs between decays, for schedule 'step'
+    gamma: float = Field(0.1, gt=0, le=1)  # decay factor, for schedule 'step'
+    threads: Optional[int] = Field(None, gt=0, le=1024)  # CPU threads; None: torch's default
+    target_accuracy: Optional[float] = Field(None, gt=0, le=1)  # for time-to-accuracy
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v not in MODELS:
+            raise ValueError(MODELS.unknown_message(v))
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(DATASETS.unknown_message(v))
+        return v
+
+    def config_hash(self, data_hashes: list[str] | tuple[str, ...] = ()) -> str:
+        """Hash of the resolved configuration and the data it trains on: equal hashes, same experiment."""
+        blob = json.dumps({"config": self.model_dump(), "data": list(data_hashes)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+SETTINGS = tuple(CellConfig.model_fields)
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    config: CellConfig
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    settings: dict[str, Any]
+    matrix: dict[str, list[Any]]
+    source: str = ""
+
+    def cells(self) -> list[Cell]:
+        """The cartesian product of the matrix over the fixed settings, in matrix order."""
+        keys = list(self.matrix)
+        cells = []
+        for values in itertools.product(*(self.matrix[k] for k in keys)):
+            combo = dict(zip(keys, values))
+            config = CellConfig(**{**self.settings, **combo})
+            cells.append(Cell(cell_id(config, keys), config))
+        return cells
+
+
+def cell_id(config: CellConfig, matrix_keys: list[str]) -> str:
+    """A file-name-safe id: the model, then every other matrix key with its value."""
+    parts = [config.model] + [f"{k}-{getattr(config, k)}" for k in matrix_keys if k != "model"]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts))
+
+
+def _loc(error: dict, matrix_keys: set[str]) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "spec"
+    root = str(error["loc"][0]) if error["loc"] else ""
+    return f"matrix.{key}" if root in matrix_keys else key
+
+
+def _one_line(error: dict) -> str:
+    msg = error["msg"]
+    msg = msg.removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"unknown key (known settings: {', '.join(SETTINGS)})"
+    if error["type"] == "missing":
+        return "missing (every cell needs one)"
+    if "input" in error and error["type"] not in ("value_error",):
+        msg = f"{msg}, got {error['input']!r}"
+    return msg
+
+
+def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
+    """Validate a spec given as parsed YAML; every error is one line that names the offending key."""
+    where = source or name
+    if not isinstance(raw, dict):
+        raise MnistbenchError(f"{where}: a spec must be a mapping of settings, got {type(raw).__name__}")
+    raw = dict(raw)
+    spec_name = raw.pop("name", name)
+    description = raw.pop("description", "")
+    matrix = raw.pop("matrix", None)
+    if not isinstance(spec_name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", spec_name):
+        raise MnistbenchError(f"{where}: name: must be letters, digits, '.', '_' or '-', got {spec_name!r}")
+    if not isinstance(description, str):
+        raise MnistbenchError(f"{where}: description: must be a string")
+    if matrix is None:
+        matrix = {}
+    if not isinstance(matrix, dict):
+        raise MnistbenchError(f"{where}: matrix: must be a mapping of setting -> list of values")
+    for key, values in matrix.items():
+        if key not in SETTINGS:
+            raise MnistbenchError(f"{where}: matrix.{key}: unknown key (known settings: {', '.join(SETTINGS)})")
+        if key in raw:
+            raise MnistbenchError(f"{where}: {key}: set both at the top level and in the matrix")
+        if not isinstance(values, list):
+            matrix[key] = [values]
+        elif not values:
+            raise MnistbenchError(f"{where}: matrix.{key}: empty list, the matrix would hold no cells")
+        elif len(set(map(repr, values))) != len(values):
+            raise MnistbenchError(f"{where}: matrix.{key}: repeated value")
+    for key in raw:
+        if key not in SETTINGS:
+            raise MnistbenchError(f"{where}: {key}: unknown key (known settings: name, description, matrix, {', '.join(SETTINGS)})")
+    spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, source=source)
+    try:
+        spec.cells()
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise MnistbenchError(f"{where}: {_loc(err, set(matrix))}: {_one_line(err)}") from None
+    return spec
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; a spec author means the number."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a spec file; a missing file or a YAML syntax error is a one-line error too."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise MnistbenchError(f"spec file not found: {path}") from None
+    except IsADirectoryError:
+        raise MnistbenchError(f"spec path is a folder, not a file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise MnistbenchError(f"cannot read spec {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        line = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        raise MnistbenchError(f"{path}: YAML syntax error at{line} {problem}") from None
+    if raw is None:
+        raise MnistbenchError(f"{path}: empty spec")
+    return parse_spec(raw, path.stem, str(path))
