@@ -10,8 +10,8 @@ from .runner import Event
 class PlainProgress:
     """One line per cell and epoch: readable in CI logs and files."""
 
-    def __init__(self, stream=sys.stdout):
-        self.stream = stream
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
 
     def __enter__(self):
         return self
@@ -76,5 +76,6 @@ class RichProgress:
             p.console.print(f"tables written to {e.message}")
 
 
-def progress_for(stream=sys.stdout):
+def progress_for(stream=None):
+    stream = stream or sys.stdout
     return RichProgress() if stream.isatty() else PlainProgress(stream)

@@ -134,13 +134,14 @@ def run_spec(
 
     started_wall = time.perf_counter()
     cells = spec.cells()
+    # Every input is checked before anything is written: device, data, results folder.
     for device in {c.config.device for c in cells}:
-        resolve_device(device)  # 'cuda' without a GPU fails before anything is written
+        resolve_device(device)
+    datasets = {name: load_dataset(name, data_dir, allow_download) for name in dict.fromkeys(c.config.dataset for c in cells)}
     folder = Path(results_root) / spec.name
     check_writable(folder)
     runs_dir = folder / "runs"
     summary = RunSummary(folder)
-    datasets: dict[str, object] = {}
     model_info: dict[str, dict] = {}
 
     with results_lock(folder), StopFlag() as stop:
@@ -148,8 +149,6 @@ def run_spec(
         try:
             for index, cell in enumerate(cells, start=1):
                 config = cell.config
-                if config.dataset not in datasets:
-                    datasets[config.dataset] = load_dataset(config.dataset, data_dir, allow_download)
                 dataset = datasets[config.dataset]
                 config_hash = config.config_hash([f.sha256 for f in dataset.files])
                 if not force and finished_record(runs_dir, cell, config_hash) is not None:
@@ -214,7 +213,7 @@ def run_spec(
                 on_event(Event("done", cell, index, len(cells), message=outcome.status))
         finally:
             # Whatever stopped the loop, the tables describe every finished cell.
-            if any(runs_dir.glob("*.json")):
+            if summary.ran or (any(runs_dir.glob("*.json")) and not (folder / "summary.md").exists()):
                 write_report(folder, spec.name)
                 on_event(Event("report", message=str(folder)))
             summary.wall_seconds = time.perf_counter() - started_wall

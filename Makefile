@@ -1,0 +1,56 @@
+# mnistbench: `make bench-cpu` runs the CPU comparison, `make test` runs the tests.
+# Each target installs what it needs into .venv first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SPEC_CPU ?= bench/cpu.yaml
+SPEC_GPU ?= bench/gpu.yaml
+SPEC   ?=
+# DOCKER=auto (use an engine when one answers) | yes | no
+DOCKER ?= auto
+export DOCKER
+
+.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro report clean
+
+help:
+	@echo "make install      create $(VENV) and install mnistbench with dev extras"
+	@echo "make test         run the test suite (installs first)"
+	@echo "make bench-cpu    run $(SPEC_CPU) on the CPU (SPEC=bench/x.yaml for another spec)"
+	@echo "make bench-gpu    run $(SPEC_GPU) on a CUDA GPU"
+	@echo "make bench-smoke  a seconds-long end-to-end check"
+	@echo "make bench-micro  pytest-benchmark micro-benchmarks, compared with the last saved run"
+	@echo "make lint         hadolint on the Dockerfiles"
+
+install: $(VENV)/.installed
+
+# Re-install only when the package metadata changes; the install is editable.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+test: install lint
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/hadolint --failure-threshold warning docker/cpu.Dockerfile docker/cuda.Dockerfile
+
+bench-cpu: install
+	@scripts/bench.sh cpu $(or $(SPEC),$(SPEC_CPU))
+
+bench-gpu: install
+	@scripts/bench.sh gpu $(or $(SPEC),$(SPEC_GPU))
+
+bench-smoke: install
+	$(BIN)/mnistbench run bench/smoke.yaml
+
+bench-micro: install
+	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-autosave --benchmark-compare -q
+
+report: install
+	$(BIN)/mnistbench report $(or $(DIR),results/cpu)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

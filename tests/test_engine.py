@@ -1,0 +1,98 @@
+"""The training engine: repeatable on the CPU, every optimizer and schedule, honest errors."""
+
+import math
+
+import pytest
+import torch
+
+from mnistbench.data import load_dataset
+from mnistbench.engine import resolve_device, run_cell
+from mnistbench.errors import MnistbenchError
+from mnistbench.models import MODELS, register_model
+from mnistbench.spec import CellConfig
+
+
+def cfg(**kw):
+    base = dict(model="mlp-matched", device="cpu", epochs=2, batch_size=32, eval_batch_size=50, threads=1)
+    return CellConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def tiny(tiny_data):
+    return load_dataset("mnist", tiny_data, allow_download=False)
+
+
+def test_the_same_cell_twice_gives_identical_metrics(tiny):
+    runs = [run_cell(cfg(model="lenet5", seed=7), tiny) for _ in range(2)]
+    strip = lambda o: [(e.train_loss, e.train_accuracy, e.test_loss, e.test_accuracy, e.lr) for e in o.epochs]
+    assert strip(runs[0]) == strip(runs[1])
+    assert strip(runs[0]) != strip(run_cell(cfg(model="lenet5", seed=8), tiny))
+
+
+def test_an_epoch_records_every_metric(tiny):
+    out = run_cell(cfg(epochs=3, lr=3e-3), tiny)
+    assert out.status == "finished" and [e.epoch for e in out.epochs] == [1, 2, 3]
+    for e in out.epochs:
+        assert 0 <= e.train_accuracy <= 1 and 0 <= e.test_accuracy <= 1
+        assert e.train_seconds > 0 and e.eval_seconds > 0
+        assert e.train_samples_per_s == pytest.approx(256 / e.train_seconds)
+        assert e.eval_samples_per_s == pytest.approx(128 / e.eval_seconds)
+    assert out.epochs[-1].test_accuracy > 0.5  # the synthetic digits are learnable
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("schedule", ["none", "step", "cosine", "onecycle"])
+def test_every_optimizer_and_schedule_trains(tiny, optimizer, schedule):
+    out = run_cell(cfg(optimizer=optimizer, schedule=schedule, lr=0.01 if optimizer == "sgd" else 1e-3), tiny)
+    assert out.status == "finished" and all(math.isfinite(e.train_loss) for e in out.epochs)
+
+
+def test_the_schedule_moves_the_learning_rate(tiny):
+    step = run_cell(cfg(schedule="step", step_size=1, gamma=0.5, epochs=3), tiny)
+    assert [e.lr for e in step.epochs] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_the_reference_torchvision_pipeline_trains_too(tiny):
+    out = run_cell(cfg(loader="torchvision"), tiny)
+    assert out.status == "finished" and out.epochs[-1].train_samples_per_s > 0
+
+
+def test_time_to_accuracy_counts_training_time_until_the_target(tiny):
+    out = run_cell(cfg(epochs=4, lr=5e-3, target_accuracy=0.05), tiny)
+    assert out.epochs_to_target == 1 and out.time_to_target_s == pytest.approx(out.epochs[0].train_seconds)
+    never = run_cell(cfg(epochs=1, target_accuracy=1.0), tiny)
+    assert never.time_to_target_s is None
+
+
+def test_a_loss_that_becomes_nan_ends_the_cell_as_diverged(tiny):
+    name = "test-nan-net"
+    if name not in MODELS:
+
+        @register_model(name, "outputs NaN after the first step, to test divergence handling")
+        def nan_net():
+            class NanNet(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = torch.nn.Linear(784, 10)
+
+                def forward(self, x):
+                    out = self.fc(x.flatten(1))
+                    return out * float("nan") if not self.training or self.fc.weight.grad is not None else out
+
+            return NanNet()
+
+    out = run_cell(cfg(model=name, epochs=3), tiny)
+    assert out.status == "diverged" and len(out.epochs) == 1 and "nan" in out.note
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MnistbenchError, match="device 'cuda' asked for, but PyTorch sees no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_lenet5_learns_real_mnist_in_one_epoch(real_data):
+    ds = load_dataset("mnist", real_data, allow_download=False)
+    out = run_cell(CellConfig(model="lenet5", device="cpu", epochs=1, batch_size=128, lr=2e-3, schedule="onecycle"), ds)
+    assert out.epochs[0].test_accuracy >= 0.97

@@ -1,0 +1,96 @@
+"""Specs: validated at the boundary, with one-line messages that name the offending key."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_SPEC, write_spec
+from mnistbench.errors import MnistbenchError
+from mnistbench.spec import load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spec_error(raw: dict) -> str:
+    with pytest.raises(MnistbenchError) as e:
+        parse_spec(raw, "t")
+    message = str(e.value)
+    assert "\n" not in message
+    return message
+
+
+def test_the_matrix_expands_into_the_cartesian_product(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "tiny.yaml", TINY_SPEC))
+    cells = spec.cells()
+    assert [c.id for c in cells] == ["lenet5_seed-0", "lenet5_seed-1", "mlp-matched_seed-0", "mlp-matched_seed-1"]
+    assert all(c.config.epochs == 2 and c.config.lr == 3e-3 for c in cells)
+
+
+def test_any_scalar_setting_can_be_a_matrix_axis():
+    spec = parse_spec({"matrix": {"model": ["lenet5"], "loader": ["tensor", "torchvision"], "batch_size": [64, 128]}}, "t")
+    ids = [c.id for c in spec.cells()]
+    assert ids == [
+        "lenet5_loader-tensor_batch_size-64",
+        "lenet5_loader-tensor_batch_size-128",
+        "lenet5_loader-torchvision_batch_size-64",
+        "lenet5_loader-torchvision_batch_size-128",
+    ]
+
+
+def test_plain_yaml_exponents_are_numbers(tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s.yaml", "model: lenet5\nlr: 1e-3\n"))
+    assert spec.cells()[0].config.lr == 0.001
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "bench").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_spec_is_valid(path):
+    assert load_spec(path).cells()
+
+
+def test_an_unknown_model_lists_the_known_ones():
+    msg = spec_error({"matrix": {"model": ["lenet5", "resnet"]}})
+    assert msg.startswith("t: matrix.model:") and "unknown model 'resnet'" in msg and "lenet5, custom-mlp, mlp-matched" in msg
+
+
+@pytest.mark.parametrize(
+    "raw, key, words",
+    [
+        ({"model": "lenet5", "epoch": 3}, "epoch", "unknown key"),
+        ({"model": "lenet5", "matrix": {"seeds": [1]}}, "matrix.seeds", "unknown key"),
+        ({"model": "lenet5", "epochs": "ten"}, "epochs", "valid integer"),
+        ({"model": "lenet5", "epochs": 0}, "epochs", "greater than 0"),
+        ({"model": "lenet5", "batch_size": -8}, "batch_size", "greater than 0"),
+        ({"model": "lenet5", "lr": 0}, "lr", "greater than 0"),
+        ({"model": "lenet5", "matrix": {"seed": [0, -1]}}, "matrix.seed", "greater than or equal to 0"),
+        ({"model": "lenet5", "optimizer": "rmsprop"}, "optimizer", "'sgd', 'adam' or 'adamw'"),
+        ({"model": "lenet5", "schedule": "linear"}, "schedule", "'none', 'step', 'cosine' or 'onecycle'"),
+        ({"model": "lenet5", "dataset": "cifar10"}, "dataset", "unknown dataset 'cifar10' (known: mnist, fashion-mnist)"),
+        ({"model": "lenet5", "device": "tpu"}, "device", "'cpu', 'cuda' or 'auto'"),
+        ({"model": "lenet5", "matrix": {"seed": []}}, "matrix.seed", "empty"),
+        ({"model": "lenet5", "matrix": ["seed"]}, "matrix", "mapping"),
+        ({"model": "lenet5", "epochs": True}, "epochs", "valid integer"),
+        ({"seed": 1}, "model", "missing"),
+    ],
+)
+def test_bad_settings_name_the_key(raw, key, words):
+    msg = spec_error(raw)
+    assert msg.startswith(f"t: {key}:") and words in msg
+
+
+def test_a_yaml_syntax_error_gives_the_line(tmp_path):
+    path = write_spec(tmp_path / "bad.yaml", "model: lenet5\nmatrix:\n  seed: [0, 1\nepochs: 2\n")
+    with pytest.raises(MnistbenchError, match=r"bad.yaml: YAML syntax error at line \d+, column \d+") as e:
+        load_spec(path)
+    assert "\n" not in str(e.value)
+
+
+def test_a_missing_spec_file_is_named(tmp_path):
+    with pytest.raises(MnistbenchError, match="spec file not found: .*nope.yaml"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_the_config_hash_changes_with_the_configuration_and_the_data():
+    a, b = parse_spec({"matrix": {"model": ["lenet5"], "epochs": [1, 2]}}, "t").cells()
+    assert a.config.config_hash(["x"]) != b.config.config_hash(["x"])
+    assert a.config.config_hash(["x"]) != a.config.config_hash(["y"])
+    assert a.config.config_hash(["x"]) == a.config.config_hash(["x"])
