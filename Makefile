@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 SPEC_CPU ?= bench/cpu.yaml
 SPEC_GPU ?= bench/gpu.yaml
 SPEC   ?=
+# Extra arguments for `mnistbench run`, e.g. ARGS=--force
+ARGS   ?=
 # DOCKER=auto (use an engine when one answers) | yes | no
 DOCKER ?= auto
 export DOCKER
@@ -37,11 +39,15 @@ test: install lint
 lint: install
 	$(BIN)/hadolint --failure-threshold warning docker/cpu.Dockerfile docker/cuda.Dockerfile
 
-bench-cpu: install
-	@scripts/bench.sh cpu $(or $(SPEC),$(SPEC_CPU))
+# In a container when a Docker engine answers (docs/containers.md), else natively; only the
+# native run needs $(VENV), so the script installs it (INSTALL) when it falls back.
+BENCH_INSTALL = $(MAKE) --no-print-directory -s install
 
-bench-gpu: install
-	@scripts/bench.sh gpu $(or $(SPEC),$(SPEC_GPU))
+bench-cpu:
+	@INSTALL='$(BENCH_INSTALL)' scripts/bench.sh cpu $(or $(SPEC),$(SPEC_CPU)) $(ARGS)
+
+bench-gpu:
+	@INSTALL='$(BENCH_INSTALL)' scripts/bench.sh gpu $(or $(SPEC),$(SPEC_GPU)) $(ARGS)
 
 bench-smoke: install
 	$(BIN)/mnistbench run bench/smoke.yaml

@@ -12,6 +12,7 @@ usage="usage: scripts/bench.sh cpu|gpu SPEC [ARGS...]"
 [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
 target=$1 spec=$2
 shift 2
+extra=("$@") # bash 3.2 (macOS) treats an empty array as unset under set -u, hence ${extra[@]+...} below
 case $target in cpu | gpu) ;; *) echo "$usage" >&2; exit 2 ;; esac
 mode=${DOCKER:-auto}
 case $mode in auto | yes | no) ;; *) echo "mnistbench: error: DOCKER must be auto, yes or no, not '$mode'" >&2; exit 2 ;; esac
@@ -71,7 +72,6 @@ in_container() { # in_container FLAVOUR [docker run flags...]
     "$image" run "$rel" ${extra[@]+"${extra[@]}"}
 }
 
-extra=("$@") # bash 3.2 (macOS) treats an empty array as unset under set -u, hence ${extra[@]+...}
 info=
 engine=no
 if [ "$mode" != no ] && info=$(docker info 2>/dev/null); then engine=yes; fi

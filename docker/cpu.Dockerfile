@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# mnistbench on the CPU: PyTorch's CPU-only wheels, no CUDA libraries.
+# Built by `make bench-cpu` (scripts/bench.sh) from the repository root:
+#   docker build -f docker/cpu.Dockerfile -t mnistbench-cpu:0.1.0 .
+
+FROM python:3.11.13-slim-bookworm AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# Dependencies before the source, so editing the code does not download PyTorch again.
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
+        torch==2.9.1 torchvision==0.24.1
+COPY docker/requirements.txt /tmp/requirements.txt
+RUN pip install --no-cache-dir --requirement /tmp/requirements.txt
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY mnistbench/ mnistbench/
+RUN pip install --no-cache-dir --no-deps . && pip check
+
+FROM python:3.11.13-slim-bookworm
+COPY --from=builder /opt/venv /opt/venv
+# HOME and MPLCONFIGDIR in /tmp: `docker run --user` gives a uid with no home folder.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib
+# The CLI writes ./results/<spec>/; scripts/bench.sh mounts the host's results/ here.
+WORKDIR /mnistbench
+USER 10001
+# Last, so a new commit only rebuilds this layer; read by mnistbench/environment.py.
+ARG GIT_COMMIT=unknown
+ENV MNISTBENCH_GIT_COMMIT=$GIT_COMMIT
+ENTRYPOINT ["mnistbench"]
+CMD ["--help"]
