@@ -1,5 +1,321 @@
+"""Figures built from run records alone: learning curves, final test error, training throughput.
+
+Each is written as PNG and SVG next to ``summary.md``. matplotlib is imported lazily and
+used without pyplot (a bare ``Figure`` renders with Agg), so no GUI backend or global
+figure state is involved, and torch is never imported.
+"""
+
 from __future__ import annotations
 
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
 
-def write_plots(results_dir, spec, records):
-    return []
+from .files import atomic_path
+from .report import PAPER_TEST_ERROR_PCT, Group, describe_devices, group_records, seeds_words
+from .results import RunRecord
+from .stats import estimate
+
+DPI = 150
+# Fixed SVG ids and text as paths, so the same records give byte-identical figures.
+_RC = {
+    "svg.hashsalt": "mnistbench",
+    "svg.fonttype": "path",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+_METADATA = {"png": {"Software": None}, "svg": {"Date": None}}
+# Markers on the curves while the points are few enough to tell apart.
+_MARKER_EPOCHS = 25
+# Below this many seeds a 95% interval is too wide to draw; the band shows min-max instead.
+MIN_SEEDS_FOR_CI = 3
+
+
+def write_plots(results_dir: str | Path, spec: str, records: list[RunRecord]) -> list[Path]:
+    """Write learning_curves, final_error and throughput (PNG and SVG) into ``results_dir``; return their paths."""
+    from matplotlib import rc_context
+
+    results_dir = Path(results_dir)
+    groups = group_records(records)
+    header = _header(records, groups)
+    written: list[Path] = []
+    with rc_context(_RC):
+        for name, draw in (
+            ("learning_curves", _learning_curves),
+            ("final_error", _final_error),
+            ("throughput", _throughput),
+        ):
+            fig = draw(spec, header, groups)
+            written += _save(fig, results_dir / name)
+    return written
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    paths = []
+    for fmt in ("png", "svg"):
+        path = stem.with_suffix(f".{fmt}")
+        with atomic_path(path) as tmp:
+            # The temporary name ends in .tmp, so the format is given explicitly.
+            fig.savefig(tmp, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
+        paths.append(path)
+    return paths
+
+
+def _header(records: list[RunRecord], groups: list[Group]) -> str:
+    datasets = ", ".join(sorted({str(r.config.get("dataset")) for r in records}))
+    return f"{datasets} on {describe_devices(records)}, {seeds_words(groups)}"
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _colour(i: int) -> str:
+    return f"C{i % 10}"
+
+
+def _diverged_words(g: Group) -> str:
+    k = len(g.records) - len(g.finished)
+    if not k:
+        return ""
+    if not g.finished:
+        return "all diverged, not shown"
+    return f"{k} of {len(g.records)} diverged, not shown"
+
+
+def _band_words(counts: list[int], ci_words: str = "95% CI of the mean") -> str:
+    """What the band or bar around a mean shows, given each group's number of seeds."""
+    counts = [n for n in counts if n > 0]
+    if not counts or max(counts) == 1:
+        return ""
+    if min(counts) >= MIN_SEEDS_FOR_CI:
+        return ci_words
+    if max(counts) < MIN_SEEDS_FOR_CI:
+        return "min–max over seeds"
+    return f"{ci_words} (n≥{MIN_SEEDS_FOR_CI}), min–max (n<{MIN_SEEDS_FOR_CI})"
+
+
+@dataclass
+class Spread:
+    """A mean over seeds with the interval drawn around it."""
+
+    n: int
+    mean: float
+    low: float
+    high: float
+
+
+def spread(values: list[float]) -> Spread:
+    """Mean with its 95% Student-t interval from 3 seeds up, else the min-max range (a point for one seed)."""
+    if len(values) >= MIN_SEEDS_FOR_CI:
+        e = estimate(values)
+        return Spread(e.n, e.mean, e.ci_low, e.ci_high)
+    return Spread(len(values), statistics.fmean(values), min(values), max(values))
+
+
+def curve(records: list[RunRecord], attr: str, scale: float = 1.0) -> tuple[list[int], list[Spread]]:
+    """Per epoch, the spread over the runs that reached that epoch of ``attr`` times ``scale``."""
+    by_epoch: dict[int, list[float]] = {}
+    for r in records:
+        for e in r.epochs:
+            by_epoch.setdefault(e.epoch, []).append(scale * getattr(e, attr))
+    xs = sorted(by_epoch)
+    return xs, [spread(by_epoch[x]) for x in xs]
+
+
+def _plot_curve(ax, xs, spreads, colour, test: bool, markers: bool) -> None:
+    means = [s.mean for s in spreads]
+    style = dict(
+        color=colour,
+        linestyle="-" if test else "--",
+        linewidth=1.6 if test else 1.1,
+        marker=("o" if test else "s") if markers else None,
+        markersize=3.5 if test else 3,
+        markerfacecolor=colour if test else "white",
+    )
+    ax.plot(xs, means, **style)
+    if not test:
+        return  # bands on the test curves only: the train curves are there to show the gap
+    if len(xs) == 1:
+        s = spreads[0]
+        if s.high > s.low:
+            ax.errorbar(xs, means, yerr=[[s.mean - s.low], [s.high - s.mean]], color=colour, capsize=3, linewidth=1)
+    else:
+        ax.fill_between(xs, [s.low for s in spreads], [s.high for s in spreads], color=colour, alpha=0.18, linewidth=0)
+
+
+def _zoom_limits(curves: list[tuple[list[Spread], list[Spread]]]) -> tuple[float, float]:
+    """An accuracy range (%) around the test curves' second half and final bands, padded.
+
+    Final train accuracy above that (over-fitting) is kept in view; below it, it may leave the panel.
+    """
+    test_values, train_values = [], []
+    for test, train in curves:
+        test_values += [test[-1].low, test[-1].high] + [s.mean for s in test[len(test) // 2 :]]
+        train_values.append(train[-1].mean)
+    lo, hi = min(test_values), max(test_values + [t for t in train_values if t > min(test_values)])
+    span = max(hi - lo, 0.2)
+    lo = max(0.0, math.floor(10 * (lo - 0.25 * span)) / 10)
+    hi = min(100.0, hi + 0.25 * span)
+    if hi - lo < 0.2:
+        lo = max(0.0, hi - 0.2)
+    return lo, hi
+
+
+def _learning_curves(spec: str, header: str, groups: list[Group]):
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(14, 5)
+    ax_acc, ax_zoom, ax_loss = fig.subplots(1, 3)
+    max_epochs = max((len(r.epochs) for g in groups for r in g.finished), default=0)
+    markers = max_epochs <= _MARKER_EPOCHS
+    handles = []
+    zoom_data = []
+    losses = []
+    for i, g in enumerate(groups):
+        colour = _colour(i)
+        label = f"{g.label} (n={len(g.finished)})"
+        if _diverged_words(g):
+            label = f"{g.label} (n={len(g.finished)}; {_diverged_words(g)})"
+        handles.append(Line2D([], [], color=colour, linewidth=2, label=label))
+        if not g.finished:
+            continue
+        xs, test_acc = curve(g.finished, "test_accuracy", 100)
+        xt, train_acc = curve(g.finished, "train_accuracy", 100)
+        for ax in (ax_acc, ax_zoom):
+            _plot_curve(ax, xs, test_acc, colour, True, markers)
+            _plot_curve(ax, xt, train_acc, colour, False, markers)
+        zoom_data.append((test_acc, train_acc))
+        xs, test_loss = curve(g.finished, "test_loss")
+        xt, train_loss = curve(g.finished, "train_loss")
+        _plot_curve(ax_loss, xs, test_loss, colour, True, markers)
+        _plot_curve(ax_loss, xt, train_loss, colour, False, markers)
+        losses += [s.mean for s in test_loss + train_loss] + [s.low for s in test_loss]
+
+    ax_acc.set_title("Accuracy")
+    ax_zoom.set_title("Accuracy, zoomed")
+    ax_loss.set_title("Loss")
+    for ax in (ax_acc, ax_zoom):
+        ax.set_ylabel("accuracy (%)")
+    ax_loss.set_ylabel("cross-entropy loss (nats/sample)")
+    positive = [v for v in losses if v > 0 and math.isfinite(v)]
+    if positive and max(positive) / min(positive) > 20:
+        ax_loss.set_yscale("log")
+        ax_loss.set_ylabel("cross-entropy loss (nats/sample, log scale)")
+    if zoom_data:
+        ax_zoom.set_ylim(*_zoom_limits(zoom_data))
+    else:
+        for ax in (ax_acc, ax_zoom, ax_loss):
+            ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center", va="center")
+    for ax in (ax_acc, ax_zoom, ax_loss):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if max_epochs:
+            ax.set_xlim(1 - 0.03 * max(max_epochs - 1, 8), max_epochs + 0.03 * max(max_epochs - 1, 8))
+
+    handles += [
+        Line2D([], [], color="0.3", linestyle="-", marker="o" if markers else None, markersize=3.5, label="test (mean over seeds)"),
+        Line2D([], [], color="0.3", linestyle="--", marker="s" if markers else None, markersize=3,
+               markerfacecolor="white", label="train, running mean over the epoch"),
+    ]
+    band = _band_words([len(g.finished) for g in groups])
+    if band:
+        handles.append(Patch(color="0.3", alpha=0.18, label=f"band: {band}"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False)
+    fig.suptitle(f"{spec}: learning curves\n{header}")
+    return fig
+
+
+def _final_error(spec: str, header: str, groups: list[Group]):
+    from matplotlib.lines import Line2D
+
+    fig = _figure(max(6.0, 1.9 * len(groups) + 2.5), 5)
+    ax = fig.subplots()
+    paper_shown = False
+    ticks = []
+    for i, g in enumerate(groups):
+        colour = _colour(i)
+        ticks.append(f"{g.label}\n(n={len(g.finished)})" + (f"\n{_diverged_words(g)}" if _diverged_words(g) else ""))
+        if not g.finished:
+            continue
+        errors = [100 * (1 - r.final.test_accuracy) for r in g.finished]
+        s = spread(errors)
+        offsets = [0.0] if len(errors) == 1 else [-0.12 + 0.24 * k / (len(errors) - 1) for k in range(len(errors))]
+        ax.scatter([i - 0.2 + o * 0.5 for o in offsets], errors, s=12, color=colour, alpha=0.5, linewidths=0, zorder=2)
+        ax.errorbar([i], [s.mean], yerr=[[s.mean - s.low], [s.high - s.mean]], fmt="o", color=colour,
+                    markersize=7, capsize=5, linewidth=1.5, zorder=3)
+        ax.annotate(f"{s.mean:.2f}%", (i, s.mean), xytext=(8, 0), textcoords="offset points", va="center", fontsize=8)
+        paper = PAPER_TEST_ERROR_PCT.get(g.model)
+        if paper is not None:
+            ax.scatter([i + 0.3], [paper], marker="D", s=30, facecolors="none", edgecolors="black", zorder=3)
+            ax.annotate(f"{paper:.2f}%", (i + 0.3, paper), xytext=(7, 0), textcoords="offset points", va="center",
+                        fontsize=8, color="0.25")
+            paper_shown = True
+    ax.set_xticks(range(len(groups)), ticks)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("final test error (%)")
+    ax.grid(axis="x", visible=False)
+    bar = _band_words([len(g.finished) for g in groups]) or "one seed, no interval"
+    handles = [
+        Line2D([], [], color="0.3", marker="o", markersize=7, linestyle="-", label=f"mean, bars: {bar}"),
+        Line2D([], [], color="0.3", marker="o", markersize=4, alpha=0.5, linestyle="none", label="each seed"),
+    ]
+    if paper_shown:
+        handles.append(Line2D([], [], color="black", marker="D", markerfacecolor="none", linestyle="none",
+                              label="LeCun et al. 1998 (different recipe)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    fig.suptitle(f"{spec}: test error after the last epoch\n{header}")
+    return fig
+
+
+def _runs(n: int) -> str:
+    return f"{n} run{'' if n == 1 else 's'}"
+
+
+def _mantissa(v: float) -> int:
+    return round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
+
+
+def _throughput(spec: str, header: str, groups: list[Group]):
+    fig = _figure(max(6.0, 1.9 * len(groups) + 2.5), 5)
+    ax = fig.subplots()
+    values = []
+    for i, g in enumerate(groups):
+        v = g.steady_epochs("train_samples_per_s")
+        if not v:
+            continue
+        med, lo, hi = statistics.median(v), min(v), max(v)
+        values += [lo, hi]
+        ax.errorbar([i], [med], yerr=[[med - lo], [hi - med]], fmt="o", color=_colour(i), markersize=7, capsize=5,
+                    linewidth=1.5)
+        ax.annotate(f"{med:,.0f}/s", (i, med), xytext=(9, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xticks(range(len(groups)), [f"{g.label}\n({_runs(len(g.records))})" for g in groups])
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.grid(axis="x", visible=False)
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) >= 10:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_yscale("log")
+        ax.set_ylabel("training throughput (samples/s, log scale)")
+        # Plain numbers (2,000 rather than 2x10^3); minor ticks labelled at 2x and 5x each decade.
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if _mantissa(v) in (2, 5) else ""))
+    else:
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("training throughput (samples/s)")
+    single = any(len(r.epochs) == 1 for g in groups for r in g.records)
+    excluded = "first (warm-up) epoch excluded" + (" except in one-epoch runs" if single else "")
+    fig.suptitle(f"{spec}: training throughput\n{header}")
+    ax.set_title(f"median over epochs and seeds, bars min–max; {excluded}", fontsize=8.5)
+    return fig

@@ -13,6 +13,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .files import write_atomic
+from .models import MODELS
 from .results import RunRecord, load_records
 from .stats import Estimate, estimate, welch
 
@@ -58,7 +59,11 @@ class Group:
 
 
 def group_records(records: list[RunRecord]) -> list[Group]:
-    """Group by every setting but the seed; label by the model and the settings that vary."""
+    """Group by every setting but the seed; label by the model and the settings that vary.
+
+    Groups come in the model registry's order (lenet5, custom-mlp, mlp-matched), then by
+    the varying settings; records within a group by seed. File names play no part.
+    """
     def key(r: RunRecord) -> tuple:
         return tuple(sorted((k, repr(v)) for k, v in r.config.items() if k != "seed"))
 
@@ -69,9 +74,45 @@ def group_records(records: list[RunRecord]) -> list[Group]:
     )
     groups: dict[tuple, Group] = {}
     for r in records:
-        label = ", ".join([r.config["model"]] + [f"{k}={r.config[k]}" for k in varying])
+        label = ", ".join([r.config["model"]] + [f"{k}={r.config.get(k)}" for k in varying])
         groups.setdefault(key(r), Group(label, [])).records.append(r)
-    return list(groups.values())
+    for g in groups.values():
+        g.records.sort(key=lambda r: (_sortable(r.config.get("seed")), r.cell))
+    names = MODELS.names()
+
+    def order(g: Group) -> tuple:
+        model = g.model
+        rank = names.index(model) if model in names else len(names)
+        return (rank, model, tuple(_sortable(g.records[0].config.get(k)) for k in varying))
+
+    return sorted(groups.values(), key=order)
+
+
+def _sortable(v: object) -> tuple:
+    # Numbers compare as numbers (lr 0.001 < 0.01 < 0.1), everything else as text.
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return (0, float(v), "")
+    return (1, 0.0, repr(v))
+
+
+def describe_devices(records: list[RunRecord]) -> str:
+    """The hardware the runs measured: GPU names for CUDA runs, the CPU model otherwise."""
+    words = []
+    for device in sorted({r.device for r in records}):
+        env = next(r.environment for r in records if r.device == device)
+        if device.startswith("cuda") and env.get("gpu"):
+            words.append(env["gpu"]["name"])
+        else:
+            threads = f", {env['threads']} threads" if env.get("threads") else ""
+            words.append(f"{env.get('cpu') or 'unknown CPU'}{threads}")
+    return ", ".join(dict.fromkeys(words))
+
+
+def seeds_words(groups: list[Group]) -> str:
+    """``3 seeds`` or ``2-3 seeds`` when groups differ."""
+    counts = sorted({len(g.records) for g in groups})
+    n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"{n} seed{'' if counts == [1] else 's'}"
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
@@ -81,6 +122,8 @@ def _pct(x: float | None, digits: int = 2) -> str:
 def _mean_std(e: Estimate | None, scale: float = 100, digits: int = 2) -> str:
     if e is None:
         return "n/a"
+    if e.n < 2:  # one seed: a value, not a spread
+        return f"{scale * e.mean:.{digits}f} (one seed)"
     return f"{scale * e.mean:.{digits}f} ± {scale * e.std:.{digits}f}"
 
 
@@ -90,8 +133,18 @@ def _ci(e: Estimate | None, scale: float = 100, digits: int = 2) -> str:
     return f"[{scale * e.ci_low:.{digits}f}, {scale * e.ci_high:.{digits}f}]"
 
 
-def _median_range(values: list[float]) -> tuple[float, float, float]:
+def _median_range(values: list[float]) -> tuple[float | None, float | None, float | None]:
+    if not values:
+        return None, None, None
     return statistics.median(values), min(values), max(values)
+
+
+def _median_time_to_target(times: list[float | None]) -> float | None:
+    """Median over seeds, a seed that never reached the target counting as infinitely slow."""
+    if not times:
+        return None
+    m = statistics.median([math.inf if t is None else t for t in times])
+    return None if math.isinf(m) or math.isnan(m) else m
 
 
 def summary_rows(groups: list[Group]) -> list[dict]:
@@ -102,7 +155,7 @@ def summary_rows(groups: list[Group]) -> list[dict]:
         acc, best, loss = g.final_accuracy(), g.best_accuracy(), g.final_loss()
         train_med, train_min, train_max = _median_range(g.steady_epochs("train_samples_per_s"))
         eval_med, _, _ = _median_range(g.steady_epochs("eval_samples_per_s"))
-        epoch_s = statistics.median(g.steady_epochs("train_seconds"))
+        epoch_s, _, _ = _median_range(g.steady_epochs("train_seconds"))
         ttt = [r.time_to_target_s for r in g.records if r.config.get("target_accuracy") is not None]
         rows.append(
             {
@@ -127,7 +180,7 @@ def summary_rows(groups: list[Group]) -> list[dict]:
                 "eval_samples_per_s_median": eval_med,
                 "seconds_per_epoch_median": epoch_s,
                 "target_accuracy": first.config.get("target_accuracy"),
-                "time_to_target_s_median": statistics.median(ttt) if ttt and None not in ttt else None,
+                "time_to_target_s_median": _median_time_to_target(ttt),
                 "target_reached": f"{sum(t is not None for t in ttt)}/{len(ttt)}" if ttt else None,
             }
         )
@@ -138,18 +191,48 @@ def _fmt_num(x, digits=0) -> str:
     return "n/a" if x is None else f"{x:,.{digits}f}"
 
 
-def markdown(spec: str, records: list[RunRecord]) -> str:
-    """The human-readable summary: headline table, statistics, pairwise comparisons, provenance."""
+def _table(rows: list[list], headers: list[str]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _steady_note(groups: list[Group]) -> str:
+    if all(len(r.epochs) > 1 for g in groups for r in g.records):
+        return "first (warm-up) epoch of each run excluded"
+    return "first (warm-up) epoch of each run excluded, except in runs of a single epoch"
+
+
+FIGURE_TITLES = {
+    "learning_curves.png": "Learning curves",
+    "final_error.png": "Final test error",
+    "throughput.png": "Training throughput",
+}
+
+
+def markdown(spec: str, records: list[RunRecord], figures: list[str] | None = None) -> str:
+    """The human-readable summary: headline table, statistics, pairwise comparisons, figures, provenance.
+
+    ``figures`` are file names (next to ``summary.md``) of the plots written with it; they are embedded.
+    """
     groups = group_records(records)
     rows = summary_rows(groups)
+    figures = list(figures or [])
     env = records[0].environment
     devices = sorted({r.device for r in records})
+    steady = _steady_note(groups)
     lines = [f"# {spec}: summary", ""]
     lines.append(
-        f"{len(records)} runs on {', '.join(devices)} ({_device_words(env, devices)}); "
+        f"{len(records)} runs on {', '.join(devices)} ({describe_devices(records)}); "
         f"dataset {records[0].config['dataset']}; torch {env.get('torch')}, mnistbench {env.get('mnistbench')} "
         f"(commit {env.get('git_commit') or 'unknown'})."
     )
+    diverged = [r for r in records if r.status != "finished"]
+    if diverged:
+        lines += [
+            "",
+            "Diverged runs, left out of every accuracy and loss figure: "
+            + ", ".join(f"{r.cell} ({r.note or r.status})" for r in diverged)
+            + ".",
+        ]
     lines.append("")
     headline = [
         [
@@ -158,18 +241,18 @@ def markdown(spec: str, records: list[RunRecord]) -> str:
             r["epochs"],
             r["seeds"] if not r["diverged"] else f"{r['seeds']} ({r['diverged']} diverged)",
             _mean_std(g.final_accuracy()),
-            _pct(r["best_test_acc_max"]),
+            _pct(r["best_test_acc_max"]) or "n/a",
             "n/a" if r["final_test_loss_mean"] is None else f"{r['final_test_loss_mean']:.4f}",
             _fmt_num(r["train_samples_per_s_median"]),
             _fmt_num(r["eval_samples_per_s_median"]),
-            f"{r['seconds_per_epoch_median']:.2f}",
+            _fmt_num(r["seconds_per_epoch_median"], 2),
         ]
         for r, g in zip(rows, groups)
     ]
     lines.append(
-        tabulate(
+        _table(
             headline,
-            headers=[
+            [
                 "model",
                 "parameters",
                 "epochs",
@@ -181,11 +264,11 @@ def markdown(spec: str, records: list[RunRecord]) -> str:
                 "eval samples/s",
                 "s/epoch",
             ],
-            tablefmt="github",
-            disable_numparse=True,
         )
     )
-    lines += ["", "Throughput and s/epoch: median over epochs and seeds, first (warm-up) epoch excluded.", ""]
+    lines += ["", f"Throughput and s/epoch: median over epochs and seeds, {steady}.", ""]
+    if "learning_curves.png" in figures:
+        lines += ["![Learning curves: test and train accuracy and loss per epoch](learning_curves.png)", ""]
 
     lines += ["## Across seeds (95% Student-t intervals)", ""]
     stat_rows = []
@@ -194,7 +277,7 @@ def markdown(spec: str, records: list[RunRecord]) -> str:
         stat_rows.append(
             [
                 r["model"],
-                r["seeds"],
+                len(g.finished),
                 _mean_std(g.final_accuracy()),
                 _ci(g.final_accuracy()),
                 _mean_std(g.best_accuracy()),
@@ -203,13 +286,15 @@ def markdown(spec: str, records: list[RunRecord]) -> str:
                 _ci(g.final_loss(), 1, 4),
                 "n/a" if r["final_test_error_pct"] is None else f"{r['final_test_error_pct']:.2f}",
                 "—" if paper is None else f"{paper:.2f}",
-                f"{_fmt_num(r['train_samples_per_s_median'])} [{_fmt_num(r['train_samples_per_s_min'])}–{_fmt_num(r['train_samples_per_s_max'])}]",
+                "n/a"
+                if r["train_samples_per_s_median"] is None
+                else f"{_fmt_num(r['train_samples_per_s_median'])} [{_fmt_num(r['train_samples_per_s_min'])}–{_fmt_num(r['train_samples_per_s_max'])}]",
             ]
         )
     lines.append(
-        tabulate(
+        _table(
             stat_rows,
-            headers=[
+            [
                 "model",
                 "n",
                 "final acc %",
@@ -222,11 +307,18 @@ def markdown(spec: str, records: list[RunRecord]) -> str:
                 "reference error % (LeCun et al. 1998)",
                 "train samples/s median [min–max]",
             ],
-            tablefmt="github",
-            disable_numparse=True,
         )
     )
-    lines += [""]
+    lines += [
+        "",
+        "n: finished (not diverged) seeds. Accuracy and loss: mean ± sample standard deviation over seeds, "
+        "95% interval of the mean = mean ± t(0.975, n−1)·s/√n (n/a for one seed). Best acc: each seed's best "
+        "epoch, an optimistic figure since it picks an epoch by its test score. Test error = 100 − mean final acc. "
+        "Reference error: the test error LeCun, Bottou, Bengio & Haffner (1998) report for LeNet-5 and for the "
+        "784-500-150-10 network, with a different recipe (see docs/reports.md). "
+        f"Train samples/s: median and range over epochs and seeds, {steady}.",
+        "",
+    ]
 
     if len(groups) > 1:
         lines += ["## Pairwise comparison of final test accuracy (Welch's t-test)", ""]
@@ -237,22 +329,21 @@ def markdown(spec: str, records: list[RunRecord]) -> str:
             c = welch([r.final.test_accuracy for r in a.finished], [r.final.test_accuracy for r in b.finished])
             ci = "n/a" if math.isnan(c.ci_low) else f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]"
             p = "n/a" if math.isnan(c.p_value) else f"{c.p_value:.3g}"
-            comp_rows.append([a.label, b.label, f"{100 * c.difference:+.2f}", ci, p])
-        lines.append(
-            tabulate(
-                comp_rows,
-                headers=["model A", "model B", "A − B (points)", "95% CI", "p-value"],
-                tablefmt="github",
-                disable_numparse=True,
-            )
-        )
-        lines += [""]
+            comp_rows.append([a.label, b.label, f"{len(a.finished)} / {len(b.finished)}", f"{100 * c.difference:+.2f}", ci, p])
+        lines.append(_table(comp_rows, ["model A", "model B", "n A / n B", "A − B (points)", "95% CI", "p-value"]))
+        lines += [
+            "",
+            "A − B: difference of mean final test accuracy in percentage points, with its 95% Welch–Satterthwaite "
+            "interval and two-sided p-value (n/a with fewer than two seeds a side). With few seeds intervals are "
+            "wide; p-values are not corrected for the number of comparisons.",
+            "",
+        ]
 
     ttt_rows = [r for r in rows if r["target_accuracy"] is not None]
     if ttt_rows:
         lines += ["## Time to accuracy (training time only, evaluation excluded)", ""]
         lines.append(
-            tabulate(
+            _table(
                 [
                     [
                         r["model"],
@@ -262,12 +353,17 @@ def markdown(spec: str, records: list[RunRecord]) -> str:
                     ]
                     for r in ttt_rows
                 ],
-                headers=["model", "target acc %", "seeds reaching it", "median s to target"],
-                tablefmt="github",
-                disable_numparse=True,
+                ["model", "target acc %", "seeds reaching it", "median s to target"],
             )
         )
-        lines += [""]
+        lines += ["", "A seed that never reached the target counts as slower than every seed that did.", ""]
+
+    others = [f for f in figures if f.endswith(".png") and f != "learning_curves.png"]
+    if others:
+        lines += ["## Figures", ""]
+        for f in others:
+            lines += [f"![{FIGURE_TITLES.get(f, f)}]({f})", ""]
+        lines += ["Each figure is also written as SVG next to the PNG.", ""]
 
     lines += ["## Data", ""]
     for f in records[0].data["files"]:
@@ -288,12 +384,6 @@ def markdown(spec: str, records: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 
-def _device_words(env: dict, devices: list[str]) -> str:
-    if any(d.startswith("cuda") for d in devices) and env.get("gpu"):
-        return env["gpu"]["name"]
-    return env.get("cpu") or "unknown CPU"
-
-
 def csv_text(records: list[RunRecord]) -> str:
     rows = summary_rows(group_records(records))
     out = io.StringIO()
@@ -305,7 +395,11 @@ def csv_text(records: list[RunRecord]) -> str:
 
 
 def write_report(results_dir: Path, spec: str | None = None, plots: bool = True) -> list[Path]:
-    """Rebuild ``summary.csv``, ``summary.md`` (and plots) of a results folder from its run files alone."""
+    """Rebuild ``summary.csv``, ``summary.md`` (and plots) of a results folder from its run files alone.
+
+    Returns the paths written. The output depends on the run files only, so running it twice
+    gives identical tables (and, with the same matplotlib, identical figures).
+    """
     results_dir = Path(results_dir)
     records = load_records(results_dir)
     if not records:
@@ -315,9 +409,13 @@ def write_report(results_dir: Path, spec: str | None = None, plots: bool = True)
     spec = spec or records[0].spec
     written = [results_dir / "summary.csv", results_dir / "summary.md"]
     write_atomic(written[0], csv_text(records))
-    write_atomic(written[1], markdown(spec, records))
-    if plots:
-        from .plots import write_plots
+    figures: list[Path] = []
+    try:
+        if plots:
+            from .plots import write_plots
 
-        written += write_plots(results_dir, spec, records)
-    return written
+            figures = write_plots(results_dir, spec, records)
+    finally:
+        # A plotting failure still leaves the tables, without figure links.
+        write_atomic(written[1], markdown(spec, records, [p.name for p in figures]))
+    return written + figures

@@ -1,4 +1,8 @@
-"""Statistics across seeds: mean, standard deviation, Student-t intervals, Welch's t-test."""
+"""Statistics across seeds: mean, standard deviation, Student-t intervals, Welch's t-test.
+
+Seeds are few (3-10), so intervals use Student's t rather than the normal approximation,
+and two models are compared with Welch's test, which does not assume equal variances.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ from scipy import stats as st
 class Estimate:
     n: int
     mean: float
-    std: float  # sample standard deviation (n-1); 0 for n=1
-    ci_low: float  # 95% Student-t interval of the mean; nan for n=1
+    std: float  # sample standard deviation (n-1 denominator); nan for n=1, where it is undefined
+    ci_low: float  # Student-t interval of the mean; nan for n=1
     ci_high: float
 
     @property
@@ -24,24 +28,34 @@ class Estimate:
 
 
 def estimate(values: Sequence[float], confidence: float = 0.95) -> Estimate:
+    """Mean, sample standard deviation and the Student-t interval ``mean ± t(1-α/2, n-1)·s/√n``."""
     values = [float(v) for v in values]
     n = len(values)
     if n == 0:
         raise ValueError("no values")
     mean = statistics.fmean(values)
     if n == 1:
-        return Estimate(1, mean, 0.0, math.nan, math.nan)
+        return Estimate(1, mean, math.nan, math.nan, math.nan)
     std = statistics.stdev(values)
-    half = st.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)
+    half = float(st.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
     return Estimate(n, mean, std, mean - half, mean + half)
 
 
 @dataclass(frozen=True)
 class Comparison:
     difference: float  # mean(a) - mean(b)
-    ci_low: float  # 95% Welch interval of the difference
+    ci_low: float  # Welch interval of the difference; nan below 2 values a side
     ci_high: float
-    p_value: float  # Welch's two-sided t-test
+    p_value: float  # Welch's two-sided t-test; nan below 2 values a side
+    dof: float = math.nan  # Welch-Satterthwaite degrees of freedom
+
+
+def welch_dof(a: Sequence[float], b: Sequence[float]) -> float:
+    """Welch-Satterthwaite degrees of freedom: (va + vb)² / (va²/(na-1) + vb²/(nb-1)), v = s²/n."""
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return math.nan
+    return (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
 
 
 def welch(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Comparison:
@@ -53,8 +67,9 @@ def welch(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> C
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     se = math.sqrt(va + vb)
     if se == 0:
+        # Every seed gave the same value on both sides: the t statistic is 0 or infinite.
         return Comparison(diff, diff, diff, 0.0 if diff else 1.0)
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = st.t.ppf((1 + confidence) / 2, dof) * se
-    p = float(st.ttest_ind(a, b, equal_var=False).pvalue)
-    return Comparison(diff, diff - half, diff + half, p)
+    dof = welch_dof(a, b)
+    half = float(st.t.ppf((1 + confidence) / 2, dof)) * se
+    p = 2 * float(st.t.sf(abs(diff) / se, dof))
+    return Comparison(diff, diff - half, diff + half, p, dof)

@@ -1,0 +1,160 @@
+"""summary.csv and summary.md, built from synthetic run files the way `mnistbench report` builds them."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+from records_factory import comparison, final_accuracy, make_record, write_records
+
+from mnistbench.errors import MnistbenchError
+from mnistbench.report import _median_time_to_target, group_records, write_report
+from mnistbench.results import load_records
+
+T_975_DOF2 = 4.302652729911275
+
+
+def read_csv(folder: Path) -> list[dict]:
+    with open(folder / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def three_seeds(tmp_path: Path) -> Path:
+    return comparison(tmp_path / "demo", seeds=3)
+
+
+def test_summary_csv_holds_mean_std_and_student_t_interval_per_model(three_seeds):
+    write_report(three_seeds, plots=False)
+    rows = {r["model"]: r for r in read_csv(three_seeds)}
+    lenet = rows["lenet5"]
+    # Seeds 98.9%, 99.0%, 99.1%: mean 99.0%, std 0.1 points, half-width t(0.975, 2)·0.001/√3.
+    half = T_975_DOF2 * 0.001 / math.sqrt(3)
+    assert float(lenet["final_test_acc_mean"]) == pytest.approx(0.99)
+    assert float(lenet["final_test_acc_std"]) == pytest.approx(0.001)
+    assert float(lenet["final_test_acc_ci95_low"]) == pytest.approx(0.99 - half, abs=1e-6)
+    assert float(lenet["final_test_acc_ci95_high"]) == pytest.approx(0.99 + half, abs=1e-6)
+    assert float(lenet["final_test_error_pct"]) == pytest.approx(1.0)
+    assert float(lenet["final_test_loss_mean"]) == pytest.approx(0.04)
+    assert float(lenet["final_test_loss_std"]) == pytest.approx(0.002)
+    assert int(lenet["seeds"]) == 3 and int(lenet["diverged"]) == 0
+    assert int(lenet["parameters"]) == 44_426
+
+
+def test_summary_csv_has_the_paper_reference_error_for_models_with_a_counterpart(three_seeds):
+    write_report(three_seeds, plots=False)
+    paper = {r["model"]: r["paper_test_error_pct"] for r in read_csv(three_seeds)}
+    assert paper == {"lenet5": "0.95", "custom-mlp": "2.95", "mlp-matched": ""}
+
+
+def test_throughput_leaves_out_each_runs_first_epoch(tmp_path):
+    speeds = [[500.0, 2000.0, 2100.0], [600.0, 1900.0, 2200.0]]
+    records = [make_record("lenet5", s, train_samples_per_s=v, epochs=3) for s, v in enumerate(speeds)]
+    folder = write_records(tmp_path / "demo", records)
+    write_report(folder, plots=False)
+    row = read_csv(folder)[0]
+    assert float(row["train_samples_per_s_min"]) == 1900
+    assert float(row["train_samples_per_s_max"]) == 2200
+    assert float(row["train_samples_per_s_median"]) == pytest.approx(2050)
+    assert "first (warm-up) epoch of each run excluded" in (folder / "summary.md").read_text()
+
+
+def test_models_come_in_registry_order_not_file_name_order(three_seeds):
+    # File names sort custom-mlp first; the registry lists lenet5 first.
+    assert sorted(p.name for p in (three_seeds / "runs").iterdir())[0].startswith("custom-mlp")
+    write_report(three_seeds, plots=False)
+    assert [r["model"] for r in read_csv(three_seeds)] == ["lenet5", "custom-mlp", "mlp-matched"]
+    md = (three_seeds / "summary.md").read_text()
+    assert md.index("| lenet5 ") < md.index("| custom-mlp ") < md.index("| mlp-matched ")
+
+
+def test_settings_that_vary_label_the_groups_and_sort_as_numbers(tmp_path):
+    records = [make_record("lenet5", s, lr=lr) for lr in (0.01, 0.001, 0.1) for s in range(2)]
+    groups = group_records(records)
+    assert [g.label for g in groups] == ["lenet5, lr=0.001", "lenet5, lr=0.01", "lenet5, lr=0.1"]
+    assert all([r.seed for r in g.records] == [0, 1] for g in groups)
+
+
+def test_summary_md_has_the_statistics_the_paper_column_and_the_comparisons(three_seeds):
+    write_report(three_seeds, plots=False)
+    md = (three_seeds / "summary.md").read_text()
+    assert "## Across seeds (95% Student-t intervals)" in md
+    assert "reference error % (LeCun et al. 1998)" in md
+    lenet_row = next(line for line in md.splitlines() if line.startswith("| lenet5 ") and "[98." in line)
+    cells = [c.strip() for c in lenet_row.strip("|").split("|")]
+    assert cells[2] == "99.00 ± 0.10"  # final accuracy
+    assert cells[3] == "[98.75, 99.25]"  # 99 ± 4.3027·0.1/√3 = 99 ± 0.248
+    assert cells[8:10] == ["1.00", "0.95"]  # measured error next to the paper's
+    assert "## Pairwise comparison of final test accuracy (Welch's t-test)" in md
+    comp = next(line for line in md.splitlines() if line.startswith("| lenet5 ") and "| custom-mlp " in line)
+    cells = [c.strip() for c in comp.strip("|").split("|")]
+    assert cells[:4] == ["lenet5", "custom-mlp", "3 / 3", "+1.00"]
+    assert cells[4] == "[+0.77, +1.23]"  # equal variances, dof 4: 1 ± 2.776·√(2·0.1²/3)
+    assert float(cells[5]) < 0.001
+
+
+def test_writing_the_report_twice_gives_identical_files(three_seeds):
+    write_report(three_seeds, plots=False)
+    first = [(three_seeds / n).read_bytes() for n in ("summary.csv", "summary.md")]
+    write_report(three_seeds, plots=False)
+    assert [(three_seeds / n).read_bytes() for n in ("summary.csv", "summary.md")] == first
+
+
+def test_a_diverged_run_is_counted_but_left_out_of_the_accuracy_figures(three_seeds):
+    write_records(three_seeds, [make_record("lenet5", 7, final_accuracy=0.10, status="diverged")])
+    write_report(three_seeds, plots=False)
+    lenet = read_csv(three_seeds)[0]
+    assert (lenet["seeds"], lenet["diverged"]) == ("4", "1")
+    assert float(lenet["final_test_acc_mean"]) == pytest.approx(0.99)
+    md = (three_seeds / "summary.md").read_text()
+    assert "4 (1 diverged)" in md
+    assert "lenet5_seed-7 (loss became nan" in md
+
+
+def test_one_seed_gives_values_without_intervals_or_p_values(tmp_path):
+    folder = comparison(tmp_path / "demo", seeds=1)
+    write_report(folder, plots=False)
+    row = read_csv(folder)[0]
+    assert row["final_test_acc_ci95_low"] == "nan"
+    md = (folder / "summary.md").read_text()
+    assert "99.00 (one seed)" in md
+    comp = next(line for line in md.splitlines() if line.startswith("| lenet5 ") and "| custom-mlp " in line)
+    assert [c.strip() for c in comp.strip("|").split("|")][3:] == ["+1.00", "n/a", "n/a"]
+
+
+def test_two_seeds_give_an_interval_and_a_p_value(tmp_path):
+    folder = comparison(tmp_path / "demo", seeds=2)
+    write_report(folder, plots=False)
+    row = read_csv(folder)[0]
+    assert float(row["final_test_acc_mean"]) == pytest.approx(final_accuracy("lenet5", 0, 2) + 0.0005)
+    assert float(row["final_test_acc_ci95_high"]) - float(row["final_test_acc_ci95_low"]) > 0.01  # t(1) = 12.7
+
+
+def test_the_learning_curves_are_embedded_when_plots_are_written(three_seeds):
+    written = write_report(three_seeds)
+    assert [p.name for p in written[:2]] == ["summary.csv", "summary.md"]
+    assert {p.name for p in written[2:]} >= {"learning_curves.png", "final_error.png", "throughput.png"}
+    md = (three_seeds / "summary.md").read_text()
+    assert "](learning_curves.png)" in md
+    assert "](final_error.png)" in md and "](throughput.png)" in md
+    write_report(three_seeds, plots=False)
+    assert "learning_curves.png" not in (three_seeds / "summary.md").read_text()
+
+
+def test_a_folder_without_run_files_is_an_error(tmp_path):
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(MnistbenchError, match="no run files"):
+        write_report(tmp_path)
+
+
+def test_time_to_target_median_counts_seeds_that_missed_it_as_slowest():
+    assert _median_time_to_target([10.0, 12.0, None]) == 12.0
+    assert _median_time_to_target([10.0, None, None]) is None
+    assert _median_time_to_target([10.0, 12.0, 14.0]) == 12.0
+
+
+def test_records_round_trip_through_the_run_files(three_seeds):
+    records = load_records(three_seeds)
+    assert len(records) == 9 and {r.status for r in records} == {"finished"}
