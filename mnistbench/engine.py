@@ -8,6 +8,7 @@ exactly.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -100,7 +101,12 @@ def _clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def train_epoch(model, batches, optimizer, scheduler, device, should_stop=None) -> tuple[float, float, float]:
+def autocast(config: CellConfig, device: torch.device):
+    """bf16 autocast for the forward pass and loss when asked for; a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+
+
+def train_epoch(model, batches, optimizer, scheduler, device, should_stop=None, precision=None) -> tuple[float, float, float]:
     """One pass over the training set: mean loss, accuracy, seconds.
 
     ``should_stop()`` is polled between batches; when it answers a signal number the
@@ -114,8 +120,9 @@ def train_epoch(model, batches, optimizer, scheduler, device, should_stop=None) 
         if should_stop is not None and should_stop():
             raise Interrupted(should_stop())
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        with precision or contextlib.nullcontext():
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -130,7 +137,7 @@ def train_epoch(model, batches, optimizer, scheduler, device, should_stop=None) 
 
 
 @torch.inference_mode()
-def evaluate(model, batches, device) -> tuple[float, float, float]:
+def evaluate(model, batches, device, precision=None) -> tuple[float, float, float]:
     """Mean loss, accuracy and seconds over a test set."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
@@ -138,8 +145,9 @@ def evaluate(model, batches, device) -> tuple[float, float, float]:
     start = _clock(device)
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        with precision or contextlib.nullcontext():
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     seconds = _clock(device) - start
     n = batches.num_samples
@@ -167,6 +175,13 @@ def run_cell(
     torch.manual_seed(config.seed)
     model = create_model(config.model).to(device)
     train_batches, test_batches = make_batches(config, dataset, device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        for batches in (train_batches, test_batches):
+            if isinstance(batches, TensorBatches):
+                batches.x = batches.x.contiguous(memory_format=torch.channels_last)
+    # The compiled module shares parameters with ``model``; checkpoints keep the plain state dict.
+    step_model = torch.compile(model) if config.compile else model
     optimizer = build_optimizer(config, model.parameters())
     scheduler = build_scheduler(config, optimizer, len(train_batches))
     outcome = CellOutcome("finished", [], str(device), torch.get_num_threads())
@@ -192,8 +207,10 @@ def run_cell(
     trained_seconds = sum(e.train_seconds for e in outcome.epochs)
     for epoch in range(len(outcome.epochs) + 1, config.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc, train_s = train_epoch(model, train_batches, optimizer, scheduler, device, should_stop)
-        test_loss, test_acc, eval_s = evaluate(model, test_batches, device)
+        train_loss, train_acc, train_s = train_epoch(
+            step_model, train_batches, optimizer, scheduler, device, should_stop, autocast(config, device)
+        )
+        test_loss, test_acc, eval_s = evaluate(step_model, test_batches, device, autocast(config, device))
         metrics = EpochMetrics(
             epoch,
             train_loss,

@@ -182,9 +182,52 @@ def summary_rows(groups: list[Group]) -> list[dict]:
                 "target_accuracy": first.config.get("target_accuracy"),
                 "time_to_target_s_median": _median_time_to_target(ttt),
                 "target_reached": f"{sum(t is not None for t in ttt)}/{len(ttt)}" if ttt else None,
+                **_roofline_columns(g),
             }
         )
     return rows
+
+
+def _roofline_columns(g: Group) -> dict:
+    """Median over seeds of the achieved GFLOP/s the runner stored with each run (absent in old run files)."""
+    rates = [r.extra["roofline"] for r in g.records if "roofline" in r.extra]
+    if not rates:
+        return {}
+    med = lambda k: statistics.median(x[k] for x in rates)  # noqa: E731
+    return {
+        "train_flops_per_sample": g.records[0].model.get("train_flops"),
+        "peak_gflops": med("peak_gflops"),
+        "train_gflops": med("train_gflops"),
+        "train_fraction_of_peak": med("train_fraction_of_peak"),
+        "eval_gflops": med("eval_gflops"),
+        "eval_fraction_of_peak": med("eval_fraction_of_peak"),
+    }
+
+
+def speedups(groups: list[Group], rows: list[dict]) -> list[list[str]]:
+    """For each setting that varies besides the model: each variant's training throughput over the first variant's."""
+    out = []
+    configs = [g.records[0].config for g in groups]
+    varying = [k for k in configs[0] if k not in ("model", "seed") and len({repr(c.get(k)) for c in configs}) > 1]
+    for key in varying:
+        for model in dict.fromkeys(c["model"] for c in configs):
+            mine = [(c, r) for c, r in zip(configs, rows) if c["model"] == model]
+            base_cfg, base = mine[0]
+            for c, r in mine[1:]:
+                if all(c.get(k) == base_cfg.get(k) for k in varying if k != key) and base["train_samples_per_s_median"]:
+                    ratio = r["train_samples_per_s_median"] / base["train_samples_per_s_median"]
+                    out.append([model, key, f"{base_cfg.get(key)} → {c.get(key)}", f"{ratio:.2f}×",
+                                f"{base['train_samples_per_s_median'] / r['train_samples_per_s_median']:.2f}×"])
+    return out
+
+
+def harness_overhead(records: list[RunRecord]) -> tuple[float, float] | None:
+    """Summed wall time of the cells and the part of it spent outside measured training and evaluation."""
+    walls = [(r.extra["wall_seconds"], r.extra["measured_seconds"]) for r in records if "measured_seconds" in r.extra]
+    if not walls:
+        return None
+    wall = sum(w for w, _ in walls)
+    return wall, max(0.0, wall - sum(m for _, m in walls)) / wall
 
 
 def _fmt_num(x, digits=0) -> str:
@@ -357,6 +400,47 @@ def markdown(spec: str, records: list[RunRecord], figures: list[str] | None = No
             )
         )
         lines += ["", "A seed that never reached the target counts as slower than every seed that did.", ""]
+
+    if any("train_gflops" in r for r in rows):
+        peak = statistics.median(r["peak_gflops"] for r in rows if "peak_gflops" in r)
+        lines += ["## Speed and roofline", ""]
+        lines.append(
+            _table(
+                [
+                    [
+                        r["model"],
+                        _fmt_num(r["train_samples_per_s_median"]),
+                        _fmt_num(r.get("train_flops_per_sample")),
+                        _fmt_num(r.get("train_gflops"), 1),
+                        _pct(r.get("train_fraction_of_peak"), 1),
+                        _fmt_num(r.get("eval_gflops"), 1),
+                        _pct(r.get("eval_fraction_of_peak"), 1),
+                    ]
+                    for r in rows
+                ],
+                ["model", "train samples/s", "train FLOPs/sample", "train GFLOP/s", "% of peak", "eval GFLOP/s", "% of peak"],
+            )
+        )
+        lines += [
+            "",
+            f"Peak: {peak:,.1f} GFLOP/s, a float32 matrix multiply timed on the same device and threads at the start "
+            "of the run (best of 5). FLOPs per sample are counted by torch.utils.flop_counter (forward + backward for "
+            "training); GFLOP/s = FLOPs/sample × median samples/s.",
+            "",
+        ]
+    ratio_rows = speedups(groups, rows)
+    if ratio_rows:
+        lines += ["### Speed-ups between settings", ""]
+        lines.append(_table(ratio_rows, ["model", "setting", "change", "train throughput ratio", "time ratio (old/new)"]))
+        lines += [""]
+    overhead = harness_overhead(records)
+    if overhead:
+        wall, fraction = overhead
+        lines += [
+            f"Harness overhead: {100 * fraction:.1f}% of the cells' {wall:,.1f} s wall time was spent outside the "
+            "timed training and evaluation (data preparation, model set-up, checkpoints, peak calibration).",
+            "",
+        ]
 
     others = [f for f in figures if f.endswith(".png") and f != "learning_curves.png"]
     if others:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -131,6 +132,7 @@ def run_spec(
     from .environment import environment
     from .models import count_params, create_model, forward_flops, train_flops
     from .report import write_report
+    from .roofline import matmul_peak_gflops, roofline
 
     started_wall = time.perf_counter()
     cells = spec.cells()
@@ -179,6 +181,15 @@ def run_spec(
                                    message=f"test acc {100 * metrics.test_accuracy:.2f}%  loss {metrics.test_loss:.4f}"))
 
                 outcome = run_cell(config, dataset, on_epoch=on_epoch, resume=resume, should_stop=stop)
+                steady = outcome.epochs[1:] or outcome.epochs  # the first epoch pays for warm-up
+                info = model_info[config.model]
+                peak = matmul_peak_gflops(outcome.device, outcome.threads)
+                rates = roofline(
+                    info["train_flops"], info["forward_flops"],
+                    statistics.median(e.train_samples_per_s for e in steady),
+                    statistics.median(e.eval_samples_per_s for e in steady),
+                    peak,
+                )
                 measured = sum(e.train_seconds + e.eval_seconds for e in outcome.epochs[len(resume.epochs) if resume else 0:])
                 record = RunRecord(
                     spec=spec.name,
@@ -202,7 +213,9 @@ def run_spec(
                     peak_memory_bytes=outcome.peak_memory_bytes,
                     note=outcome.note,
                     extra={"resumed_from_epoch": len(resume.epochs) if resume else 0,
-                           "wall_seconds": time.perf_counter() - cell_wall},
+                           "wall_seconds": time.perf_counter() - cell_wall,
+                           "measured_seconds": sum(e.train_seconds + e.eval_seconds for e in outcome.epochs),
+                           "roofline": rates},
                 )
                 record.save(runs_dir)
                 ckpt.unlink(missing_ok=True)

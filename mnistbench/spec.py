@@ -47,6 +47,9 @@ class CellConfig(BaseModel):
     step_size: int = Field(1, gt=0)  # epochs between decays, for schedule 'step'
     gamma: float = Field(0.1, gt=0, le=1)  # decay factor, for schedule 'step'
     threads: Optional[int] = Field(None, gt=0, le=1024)  # CPU threads; None: torch's default
+    channels_last: bool = False  # NHWC memory format for the conv layers and their input
+    compile: bool = False  # torch.compile the model (compilation time counts as training time)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward and loss to bfloat16
     target_accuracy: Optional[float] = Field(None, gt=0, le=1)  # for time-to-accuracy
 
     @field_validator("model")
