@@ -2,7 +2,10 @@
 
 A spec is flat: every scalar setting of a cell (``CellConfig``) may stand at the top
 level (one value for all cells) or in ``matrix`` (a list: one cell per value, and
-the cartesian product over all matrix keys).
+the cartesian product over all matrix keys). ``variants`` is an optional list of
+partial settings (e.g. ``[{}, {channels_last: true}, {precision: bf16}]``): each
+matrix cell is repeated once per variant, so options can be measured one at a time
+against the default instead of in every combination.
 """
 
 from __future__ import annotations
@@ -88,16 +91,19 @@ class Spec(BaseModel):
     description: str = ""
     settings: dict[str, Any]
     matrix: dict[str, list[Any]]
+    variants: list[dict[str, Any]] = [{}]
     source: str = ""
 
     def cells(self) -> list[Cell]:
         """The cartesian product of the matrix over the fixed settings, in matrix order."""
         keys = list(self.matrix)
+        variant_keys = list(dict.fromkeys(k for v in self.variants for k in v))
         cells = []
         for values in itertools.product(*(self.matrix[k] for k in keys)):
             combo = dict(zip(keys, values))
-            config = CellConfig(**{**self.settings, **combo})
-            cells.append(Cell(cell_id(config, keys), config))
+            for variant in self.variants:
+                config = CellConfig(**{**self.settings, **combo, **variant})
+                cells.append(Cell(cell_id(config, keys + [k for k in variant_keys if k in variant]), config))
         return cells
 
 
@@ -134,6 +140,7 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
     spec_name = raw.pop("name", name)
     description = raw.pop("description", "")
     matrix = raw.pop("matrix", None)
+    variants = raw.pop("variants", [{}])
     if not isinstance(spec_name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", spec_name):
         raise MnistbenchError(f"{where}: name: must be letters, digits, '.', '_' or '-', got {spec_name!r}")
     if not isinstance(description, str):
@@ -155,8 +162,16 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
             raise MnistbenchError(f"{where}: matrix.{key}: repeated value")
     for key in raw:
         if key not in SETTINGS:
-            raise MnistbenchError(f"{where}: {key}: unknown key (known settings: name, description, matrix, {', '.join(SETTINGS)})")
-    spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, source=source)
+            raise MnistbenchError(f"{where}: {key}: unknown key (known settings: name, description, matrix, variants, {', '.join(SETTINGS)})")
+    if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):
+        raise MnistbenchError(f"{where}: variants: must be a non-empty list of mappings of settings")
+    for i, variant in enumerate(variants):
+        for key in variant:
+            if key not in SETTINGS:
+                raise MnistbenchError(f"{where}: variants[{i}].{key}: unknown key (known settings: {', '.join(SETTINGS)})")
+            if key in matrix:
+                raise MnistbenchError(f"{where}: variants[{i}].{key}: also a matrix axis")
+    spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, variants=variants, source=source)
     try:
         spec.cells()
     except ValidationError as e:

@@ -94,3 +94,11 @@ def test_the_config_hash_changes_with_the_configuration_and_the_data():
     assert a.config.config_hash(["x"]) != b.config.config_hash(["x"])
     assert a.config.config_hash(["x"]) != a.config.config_hash(["y"])
     assert a.config.config_hash(["x"]) == a.config.config_hash(["x"])
+
+
+def test_variants_repeat_each_matrix_cell_with_one_change_at_a_time():
+    spec = parse_spec({"matrix": {"model": ["lenet5"], "seed": [0]}, "variants": [{}, {"channels_last": True}, {"batch_size": 256}]}, "t")
+    cells = spec.cells()
+    assert [c.id for c in cells] == ["lenet5_seed-0", "lenet5_seed-0_channels_last-True", "lenet5_seed-0_batch_size-256"]
+    assert [(c.config.channels_last, c.config.batch_size) for c in cells] == [(False, 128), (True, 128), (False, 256)]
+    assert spec_error({"model": "lenet5", "variants": [{"chanels_last": True}]}).startswith("t: variants[0].chanels_last: unknown key")
