@@ -52,8 +52,11 @@ bench-gpu:
 bench-smoke: install
 	$(BIN)/mnistbench run bench/smoke.yaml
 
+# Saved under .benchmarks/ and compared with the last saved run (docs/micro.md); about 10 s on 2 idle CPU cores.
 bench-micro: install
-	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-autosave --benchmark-compare -q
+	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-autosave --benchmark-compare -q \
+		--benchmark-warmup=on --benchmark-warmup-iterations=10 --benchmark-min-rounds=5 --benchmark-max-time=0.25 \
+		--benchmark-columns=min,median,mean,stddev,ops,rounds
 
 report: install
 	$(BIN)/mnistbench report $(or $(DIR),results/cpu)
