@@ -15,9 +15,12 @@ import struct
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
 
 from .errors import MnistbenchError
 from .registry import Registry
@@ -178,6 +181,8 @@ def file_record(info: DatasetInfo, role: str, path: Path) -> FileRecord:
 
 def read_idx(path: Path) -> np.ndarray:
     """Parse one IDX file (gzip or raw) of unsigned bytes, with a clear error for every malformation."""
+    import numpy as np
+
     try:
         if path.name.endswith(".gz"):
             with gzip.open(path, "rb") as f:
@@ -227,6 +232,7 @@ class Dataset:
 
 
 def _split(images: np.ndarray, labels: np.ndarray, img_name: str, lbl_name: str) -> Split:
+    import numpy as np
     import torch
 
     if images.ndim != 3 or images.shape[1:] != IMAGE_SIZE:

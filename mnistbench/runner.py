@@ -45,10 +45,6 @@ class RunSummary:
     wall_seconds: float = 0.0
     measured_seconds: float = 0.0  # summed training + evaluation time of the cells run
 
-    @property
-    def overhead_fraction(self) -> float:
-        return 0.0 if not self.wall_seconds else max(0.0, 1 - self.measured_seconds / self.wall_seconds)
-
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

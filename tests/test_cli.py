@@ -184,3 +184,18 @@ def test_a_bad_spec_fails_the_same_way_from_a_real_shell(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mnistbench.cli", "validate", str(spec)], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and "unknown model 'lenet6'" in proc.stderr
+
+
+def test_help_and_validate_do_not_import_torch():
+    # Keeps `mnistbench --help` and `mnistbench validate` instant: torch loads only where a command needs it.
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from mnistbench.cli import app\n"
+        "r = CliRunner().invoke(app, ['validate', 'bench/cpu.yaml'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "CliRunner().invoke(app, ['--help'])\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert proc.stdout.strip() == "False", proc.stderr
