@@ -208,7 +208,8 @@ def run_spec(
                     epochs_to_target=outcome.epochs_to_target,
                     peak_memory_bytes=outcome.peak_memory_bytes,
                     note=outcome.note,
-                    extra={"resumed_from_epoch": len(resume.epochs) if resume else 0,
+                    extra={"cell_index": index,  # position in the spec: the first variant is the baseline
+                           "resumed_from_epoch": len(resume.epochs) if resume else 0,
                            "wall_seconds": time.perf_counter() - cell_wall,
                            "measured_seconds": sum(e.train_seconds + e.eval_seconds for e in outcome.epochs),
                            "roofline": rates},

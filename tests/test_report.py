@@ -158,3 +158,33 @@ def test_time_to_target_median_counts_seeds_that_missed_it_as_slowest():
 def test_records_round_trip_through_the_run_files(three_seeds):
     records = load_records(three_seeds)
     assert len(records) == 9 and {r.status for r in records} == {"finished"}
+
+
+def test_speedups_compare_each_variant_with_its_models_first_cell(tmp_path):
+    from records_factory import make_record, write_records
+    from mnistbench.report import group_records, speedups, summary_rows
+
+    records = []
+    for index, (loader, speed) in enumerate([("torchvision", 3_000.0), ("tensor", 12_000.0)], start=1):
+        r = make_record("lenet5", 0, epochs=3, train_samples_per_s=[speed / 2, speed, speed], loader=loader)
+        r.extra["cell_index"] = index
+        records.append(r)
+    groups = group_records(records)
+    rows = speedups(groups, summary_rows(groups))
+    assert rows == [["lenet5", "loader", "torchvision → tensor", "4.00×", "3,000", "12,000"]]
+
+
+def test_roofline_and_harness_overhead_appear_in_the_summary(tmp_path):
+    from records_factory import make_record
+    from mnistbench.report import markdown
+
+    r = make_record("lenet5", 0, epochs=3)
+    r.extra.update(
+        wall_seconds=100.0,
+        measured_seconds=96.0,
+        roofline={"peak_gflops": 150.0, "train_gflops": 45.0, "eval_gflops": 30.0,
+                  "train_fraction_of_peak": 0.3, "eval_fraction_of_peak": 0.2},
+    )
+    text = markdown("demo", [r])
+    assert "| lenet5 " in text and "| 150.0 " in text and "| 45.0 " in text and "| 30.0 " in text
+    assert "Harness overhead: 4.0% of the cells' 100.0 s wall time" in text
