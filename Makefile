@@ -39,7 +39,7 @@ test: install lint
 lint: install
 	$(BIN)/hadolint --failure-threshold warning docker/cpu.Dockerfile docker/cuda.Dockerfile
 
-# In a container when a Docker engine answers (docs/containers.md), else natively; only the
+# In a container when a Docker engine answers (README, "Containers"), else natively; only the
 # native run needs $(VENV), so the script installs it (INSTALL) when it falls back.
 BENCH_INSTALL = $(MAKE) --no-print-directory -s install
 
@@ -52,7 +52,7 @@ bench-gpu:
 bench-smoke: install
 	$(BIN)/mnistbench run bench/smoke.yaml
 
-# Saved under .benchmarks/ and compared with the last saved run (docs/micro.md); about 10 s on 2 idle CPU cores.
+# Saved under .benchmarks/ and compared with the last saved run (README, "Micro-benchmarks"); about 10 s on 2 idle CPU cores.
 bench-micro: install
 	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-autosave --benchmark-compare -q \
 		--benchmark-warmup=on --benchmark-warmup-iterations=10 --benchmark-min-rounds=5 --benchmark-max-time=0.25 \

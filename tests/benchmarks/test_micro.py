@@ -1,6 +1,6 @@
 """Micro-benchmarks: forward, and forward+backward, of every registered model at batch sizes 1, 64 and 1024.
 
-`make bench-micro` times them (docs/micro.md); under `make test` benchmarking is disabled, so each body runs
+`make bench-micro` times them (README, "Micro-benchmarks"); under `make test` benchmarking is disabled, so each body runs
 once and its assertions make it a correctness test: logits of shape (batch, 10), finite, gradients populated.
 samples/s = batch / mean time (extra_info["batch"] times the OPS column).
 """
