@@ -368,7 +368,7 @@ def markdown(spec: str, records: list[RunRecord], figures: list[str] | None = No
         "95% interval of the mean = mean ± t(0.975, n−1)·s/√n (n/a for one seed). Best acc: each seed's best "
         "epoch, an optimistic figure since it picks an epoch by its test score. Test error = 100 − mean final acc. "
         "Reference error: the test error LeCun, Bottou, Bengio & Haffner (1998) report for LeNet-5 and for the "
-        "784-500-150-10 network, with a different recipe (see the README, "The 1998 reference errors"). "
+        "784-500-150-10 network, with a different recipe (see the README, section 'The 1998 reference errors'). "
         f"Train samples/s: median and range over epochs and seeds, {steady}.",
         "",
     ]
