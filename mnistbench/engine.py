@@ -168,8 +168,16 @@ def run_cell(
     the last epoch it holds and ends with the metrics of an uninterrupted run.
     """
     device = resolve_device(config.device)
+    default_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
+    try:
+        return _run(config, dataset, device, on_epoch, resume, should_stop)
+    finally:
+        torch.set_num_threads(default_threads)  # a cell's thread count never leaks into the next cell
+
+
+def _run(config, dataset, device, on_epoch, resume, should_stop) -> CellOutcome:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(config.seed)

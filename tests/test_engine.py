@@ -96,3 +96,9 @@ def test_lenet5_learns_real_mnist_in_one_epoch(real_data):
     ds = load_dataset("mnist", real_data, allow_download=False)
     out = run_cell(CellConfig(model="lenet5", device="cpu", epochs=1, batch_size=128, lr=2e-3, schedule="onecycle"), ds)
     assert out.epochs[0].test_accuracy >= 0.97
+
+
+def test_a_cells_thread_count_does_not_leak_into_the_next_cell(tiny):
+    before = torch.get_num_threads()
+    out = run_cell(cfg(epochs=1, threads=1), tiny)
+    assert out.threads == 1 and torch.get_num_threads() == before
