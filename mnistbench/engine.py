@@ -31,7 +31,7 @@ class CellOutcome:
     device: str
     threads: int
     time_to_target_s: Optional[float] = None  # training seconds until test accuracy first reached target_accuracy
-    epochs_to_target: Optional[int] = None
+    epochs_to_target: Optional[float] = None  # fractional when probed between batches
     peak_memory_bytes: Optional[int] = None
     note: str = ""
 
@@ -46,7 +46,7 @@ class Resume:
     scheduler: Optional[dict]
     generator: torch.Tensor
     time_to_target_s: Optional[float] = None
-    epochs_to_target: Optional[int] = None
+    epochs_to_target: Optional[float] = None
 
 
 EpochHook = Callable[[EpochMetrics, Callable[[], dict[str, Any]]], None]
@@ -106,17 +106,22 @@ def autocast(config: CellConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
 
-def train_epoch(model, batches, optimizer, scheduler, device, should_stop=None, precision=None) -> tuple[float, float, float]:
-    """One pass over the training set: mean loss, accuracy, seconds.
+def train_epoch(
+    model, batches, optimizer, scheduler, device, should_stop=None, precision=None, probe=None, probe_every: int = 0
+) -> tuple[float, float, float]:
+    """One pass over the training set: mean loss, accuracy, seconds of training.
 
     ``should_stop()`` is polled between batches; when it answers a signal number the
     epoch is abandoned (nothing of it is kept) by raising ``Interrupted``.
+    ``probe(step, seconds)`` is called every ``probe_every`` batches with the training
+    seconds so far; the clock is stopped while it runs, so it costs no training time.
     """
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
+    seconds = 0.0
     start = _clock(device)
-    for x, y in batches:
+    for step, (x, y) in enumerate(batches, start=1):
         if should_stop is not None and should_stop():
             raise Interrupted(should_stop())
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -131,7 +136,12 @@ def train_epoch(model, batches, optimizer, scheduler, device, should_stop=None, 
         # Accumulate on the device: no host sync inside the loop.
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
-    seconds = _clock(device) - start
+        if probe is not None and probe_every and step % probe_every == 0:
+            seconds += _clock(device) - start
+            probe(step, seconds)
+            model.train()
+            start = _clock(device)
+    seconds += _clock(device) - start
     n = batches.num_samples
     return loss_sum.item() / n, correct.item() / n, seconds
 
@@ -177,7 +187,7 @@ def run_cell(
         torch.set_num_threads(default_threads)  # a cell's thread count never leaks into the next cell
 
 
-def _run(config, dataset, device, on_epoch, resume, should_stop) -> CellOutcome:
+def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, resume, should_stop) -> CellOutcome:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(config.seed)
@@ -213,10 +223,24 @@ def _run(config, dataset, device, on_epoch, resume, should_stop) -> CellOutcome:
         }
 
     trained_seconds = sum(e.train_seconds for e in outcome.epochs)
+
+    def target_probe(epoch: int):
+        """Between batches: has the test accuracy reached the target yet? (untimed; only until it has)"""
+        def probe(step: int, seconds: float) -> None:
+            if outcome.time_to_target_s is not None:
+                return
+            _, acc, _ = evaluate(step_model, test_batches, device, autocast(config, device))
+            if acc >= config.target_accuracy:
+                outcome.time_to_target_s = trained_seconds + seconds
+                outcome.epochs_to_target = epoch - 1 + step / len(train_batches)
+        return probe
+
+    probing = config.target_accuracy is not None and config.target_eval_every is not None
     for epoch in range(len(outcome.epochs) + 1, config.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc, train_s = train_epoch(
-            step_model, train_batches, optimizer, scheduler, device, should_stop, autocast(config, device)
+            step_model, train_batches, optimizer, scheduler, device, should_stop, autocast(config, device),
+            probe=target_probe(epoch) if probing else None, probe_every=config.target_eval_every or 0,
         )
         test_loss, test_acc, eval_s = evaluate(step_model, test_batches, device, autocast(config, device))
         metrics = EpochMetrics(
@@ -234,7 +258,7 @@ def _run(config, dataset, device, on_epoch, resume, should_stop) -> CellOutcome:
         outcome.epochs.append(metrics)
         trained_seconds += train_s
         if config.target_accuracy is not None and outcome.time_to_target_s is None and test_acc >= config.target_accuracy:
-            outcome.time_to_target_s, outcome.epochs_to_target = trained_seconds, epoch
+            outcome.time_to_target_s, outcome.epochs_to_target = trained_seconds, float(epoch)
         if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
             outcome.status = "diverged"
             outcome.note = f"loss became {train_loss if not math.isfinite(train_loss) else test_loss} in epoch {epoch}"

@@ -42,7 +42,7 @@ class RunRecord:
     finished: str
     device: str = "cpu"
     time_to_target_s: Optional[float] = None
-    epochs_to_target: Optional[int] = None
+    epochs_to_target: Optional[float] = None
     peak_memory_bytes: Optional[int] = None
     note: str = ""
     extra: dict = field(default_factory=dict)  # measurements added by later features (roofline, ...)

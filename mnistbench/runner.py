@@ -227,4 +227,7 @@ def run_spec(
                 write_report(folder, spec.name)
                 on_event(Event("report", message=str(folder)))
             summary.wall_seconds = time.perf_counter() - started_wall
+            ckpt_dir = folder / "checkpoints"
+            if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+                ckpt_dir.rmdir()  # only cells in progress leave anything there
     return summary

@@ -54,6 +54,7 @@ class CellConfig(BaseModel):
     compile: bool = False  # torch.compile the model (compilation time counts as training time)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward and loss to bfloat16
     target_accuracy: Optional[float] = Field(None, gt=0, le=1)  # for time-to-accuracy
+    target_eval_every: Optional[int] = Field(None, gt=0)  # also check the target every N batches (untimed)
 
     @field_validator("model")
     @classmethod

@@ -102,3 +102,12 @@ def test_a_cells_thread_count_does_not_leak_into_the_next_cell(tiny):
     before = torch.get_num_threads()
     out = run_cell(cfg(epochs=1, threads=1), tiny)
     assert out.threads == 1 and torch.get_num_threads() == before
+
+
+def test_probing_between_batches_finds_the_target_within_an_epoch_without_changing_training(tiny):
+    plain = run_cell(cfg(epochs=2, lr=5e-3, target_accuracy=0.05), tiny)
+    probed = run_cell(cfg(epochs=2, lr=5e-3, target_accuracy=0.05, target_eval_every=2), tiny)
+    assert probed.epochs_to_target == pytest.approx(2 / 8)  # 256 samples / batch 32 = 8 batches per epoch
+    assert probed.time_to_target_s < probed.epochs[0].train_seconds
+    same = lambda o: [(e.train_loss, e.test_accuracy) for e in o.epochs]
+    assert same(plain) == same(probed)  # probing evaluates, it does not train
