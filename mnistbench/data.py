@@ -129,28 +129,44 @@ def _mirrors(info: DatasetInfo) -> list[str]:
     return list(getattr(tvd, info.torchvision_class).mirrors)
 
 
-def download(info: DatasetInfo, folder: Path, missing: list[str]) -> None:
-    """Fetch the official .gz files with torchvision's downloader (its mirrors, MD5-checked)."""
+def download(info: DatasetInfo, folder: Path, missing: list[str], timeout_s: float = 30.0) -> None:
+    """Fetch the official .gz files with torchvision's downloader (its mirrors, MD5-checked).
+
+    Each file lands in a temporary folder first and is moved into place only once its MD5
+    matched, so an interrupted or failed download never leaves a partial file behind.
+    """
+    import shutil
+    import socket
+    import tempfile
+
     from torchvision.datasets.utils import download_url
 
     md5s = _official_md5s(info)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=folder))
     except OSError as e:
         raise MnistbenchError(f"cannot create data folder {folder}: {e.strerror}") from None
-    for base in missing:
-        filename = base + ".gz"
-        for mirror in _mirrors(info):
-            try:
-                download_url(mirror + filename, str(folder), filename, md5s[filename])
-                break
-            except Exception:  # noqa: BLE001 - any mirror failure: try the next one
-                continue
-        else:
-            raise MnistbenchError(
-                f"{info.title} file {base}(.gz) is not in {folder} and could not be downloaded "
-                f"(offline?): put the four IDX files there, or pass --data-dir / set {info.env_var}"
-            )
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)  # urllib would otherwise wait forever on a silent network
+    try:
+        for base in missing:
+            filename = base + ".gz"
+            for mirror in _mirrors(info):
+                try:
+                    download_url(mirror + filename, str(staging), filename, md5s[filename])
+                    os.replace(staging / filename, folder / filename)
+                    break
+                except Exception:  # noqa: BLE001 - any mirror failure: try the next one
+                    (staging / filename).unlink(missing_ok=True)
+            else:
+                raise MnistbenchError(
+                    f"{info.title} file {base}(.gz) is not in {folder} and could not be downloaded "
+                    f"(offline?): put the four IDX files there, or pass --data-dir / set {info.env_var}"
+                )
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def locate_files(info: DatasetInfo, folder: Path, allow_download: bool = True) -> dict[str, Path]:

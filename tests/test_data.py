@@ -124,3 +124,38 @@ def test_the_torchvision_pipeline_yields_the_same_normalized_pixels(tiny_data):
     x, y = normalize(ds.test, ds.info, torch.device("cpu"))
     xb, yb = next(iter(torchvision_batches(ds.test, ds.info, 16, seed=None)))
     assert torch.allclose(xb, x[:16], atol=1e-6) and torch.equal(yb, y[:16])
+
+
+def test_missing_files_are_downloaded_from_a_mirror_and_verified(tmp_path, monkeypatch):
+    """A local HTTP server stands in for the MNIST mirrors; the real download code runs against it."""
+    import functools
+    import http.server
+    import threading
+
+    import torchvision.datasets as tvd
+
+    served = make_dataset(tmp_path / "mirror")
+    md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in served.iterdir()}
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dead = "http://127.0.0.1:9/nothing-here/"  # the first mirror fails, the second answers
+        monkeypatch.setattr(tvd.MNIST, "mirrors", [dead, f"http://127.0.0.1:{server.server_port}/"])
+        monkeypatch.setattr(tvd.MNIST, "resources", list(md5.items()))
+        target = tmp_path / "cache"
+        ds = load_dataset("mnist", target, allow_download=True)
+    finally:
+        server.shutdown()
+    assert sorted(p.name for p in target.iterdir()) == sorted(md5)  # no partial or staging files left
+    assert len(ds.train) == 256 and all(f.official for f in ds.files)
+
+
+def test_a_download_that_fails_everywhere_is_a_one_line_error(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    monkeypatch.setattr(tvd.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    with pytest.raises(MnistbenchError, match=r"could not be downloaded \(offline\?\): put the four IDX files there"):
+        load_dataset("mnist", tmp_path / "cache", allow_download=True)
+    assert list((tmp_path / "cache").iterdir()) == []
