@@ -102,6 +102,28 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
+def describe_model(name: str) -> dict:
+    """Name, parameter count and counted FLOPs per sample, stored with every run of the model."""
+    from .models import count_params, create_model, forward_flops, train_flops
+
+    m = create_model(name)
+    return {"name": name, "parameters": count_params(m), "forward_flops": forward_flops(m), "train_flops": train_flops(m)}
+
+
+def achieved_rates(model: dict, outcome) -> dict:
+    """Steady-state GFLOP/s of a finished cell against the matmul peak of its device and thread count."""
+    from .roofline import matmul_peak_gflops, roofline
+
+    steady = outcome.epochs[1:] or outcome.epochs  # the first epoch pays for warm-up
+    return roofline(
+        model["train_flops"],
+        model["forward_flops"],
+        statistics.median(e.train_samples_per_s for e in steady),
+        statistics.median(e.eval_samples_per_s for e in steady),
+        matmul_peak_gflops(outcome.device, outcome.threads),
+    )
+
+
 def finished_record(runs_dir: Path, cell: Cell, config_hash: str) -> Optional[RunRecord]:
     path = runs_dir / f"{cell.id}.json"
     if not path.is_file():
@@ -126,9 +148,7 @@ def run_spec(
     from .data import load_dataset
     from .engine import resolve_device, run_cell
     from .environment import environment
-    from .models import count_params, create_model, forward_flops, train_flops
     from .report import write_report
-    from .roofline import matmul_peak_gflops, roofline
 
     started_wall = time.perf_counter()
     cells = spec.cells()
@@ -156,13 +176,7 @@ def run_spec(
                 if stop():
                     raise Interrupted(stop())
                 if config.model not in model_info:
-                    m = create_model(config.model)
-                    model_info[config.model] = {
-                        "name": config.model,
-                        "parameters": count_params(m),
-                        "forward_flops": forward_flops(m),
-                        "train_flops": train_flops(m),
-                    }
+                    model_info[config.model] = describe_model(config.model)
                 ckpt = checkpoint_path(folder, cell.id)
                 resume = None if force else load_checkpoint(ckpt, config_hash)
                 on_event(Event("cell", cell, index, len(cells), epoch=len(resume.epochs) if resume else 0, epochs=config.epochs))
@@ -177,16 +191,9 @@ def run_spec(
                                    message=f"test acc {100 * metrics.test_accuracy:.2f}%  loss {metrics.test_loss:.4f}"))
 
                 outcome = run_cell(config, dataset, on_epoch=on_epoch, resume=resume, should_stop=stop)
-                steady = outcome.epochs[1:] or outcome.epochs  # the first epoch pays for warm-up
-                info = model_info[config.model]
-                peak = matmul_peak_gflops(outcome.device, outcome.threads)
-                rates = roofline(
-                    info["train_flops"], info["forward_flops"],
-                    statistics.median(e.train_samples_per_s for e in steady),
-                    statistics.median(e.eval_samples_per_s for e in steady),
-                    peak,
-                )
-                measured = sum(e.train_seconds + e.eval_seconds for e in outcome.epochs[len(resume.epochs) if resume else 0:])
+                resumed_from = len(resume.epochs) if resume else 0
+                # Timed work of this invocation only, to set against this invocation's wall time.
+                measured = sum(e.train_seconds + e.eval_seconds for e in outcome.epochs[resumed_from:])
                 record = RunRecord(
                     spec=spec.name,
                     cell=cell.id,
@@ -209,10 +216,10 @@ def run_spec(
                     peak_memory_bytes=outcome.peak_memory_bytes,
                     note=outcome.note,
                     extra={"cell_index": index,  # position in the spec: the first variant is the baseline
-                           "resumed_from_epoch": len(resume.epochs) if resume else 0,
+                           "resumed_from_epoch": resumed_from,
+                           "roofline": achieved_rates(model_info[config.model], outcome),
                            "wall_seconds": time.perf_counter() - cell_wall,
-                           "measured_seconds": sum(e.train_seconds + e.eval_seconds for e in outcome.epochs),
-                           "roofline": rates},
+                           "measured_seconds": measured},
                 )
                 record.save(runs_dir)
                 ckpt.unlink(missing_ok=True)
