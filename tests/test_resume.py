@@ -142,3 +142,20 @@ def test_sigterm_stops_with_143_and_says_how_to_resume(setup, tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143
     assert "Traceback" not in stderr and "Resume with: mnistbench run" in stderr
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_and_leaves_every_file_whole(setup, tmp_path):
+    _, data, spec_path, _ = setup
+    out = tmp_path / "resumable"
+    proc = _start(spec_path, tmp_path, data)
+    assert _wait_for(lambda: any((out / "checkpoints").glob("*.pt")), proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    for p in out.rglob("*.json"):  # a temporary file may be left; no file in place is partial
+        json.loads(p.read_text())
+    resumed = _start(spec_path, tmp_path, data)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
