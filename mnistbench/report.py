@@ -181,6 +181,9 @@ def summary_rows(groups: list[Group]) -> list[dict]:
                 "seconds_per_epoch_median": epoch_s,
                 "target_accuracy": first.config.get("target_accuracy"),
                 "time_to_target_s_median": _median_time_to_target(ttt),
+                "epochs_to_target_median": _median_time_to_target(
+                    [r.epochs_to_target for r in g.records if r.config.get("target_accuracy") is not None]
+                ),
                 "target_reached": f"{sum(t is not None for t in ttt)}/{len(ttt)}" if ttt else None,
                 **_roofline_columns(g),
             }
@@ -403,13 +406,19 @@ def markdown(spec: str, records: list[RunRecord], figures: list[str] | None = No
                         _pct(r["target_accuracy"]),
                         r["target_reached"],
                         "not reached" if r["time_to_target_s_median"] is None else f"{r['time_to_target_s_median']:.2f}",
+                        "not reached" if r["epochs_to_target_median"] is None else f"{r['epochs_to_target_median']:.2f}",
                     ]
                     for r in ttt_rows
                 ],
-                ["model", "target acc %", "seeds reaching it", "median s to target"],
+                ["model", "target acc %", "seeds reaching it", "median s to target", "median epochs to target"],
             )
         )
-        lines += ["", "A seed that never reached the target counts as slower than every seed that did.", ""]
+        lines += [
+            "",
+            "A seed that never reached the target counts as slower than every seed that did. Without "
+            "`target_eval_every` the accuracy is checked after each epoch, so times are whole epochs.",
+            "",
+        ]
 
     if any("train_gflops" in r for r in rows):
         lines += ["## Speed and roofline", ""]
