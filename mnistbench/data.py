@@ -13,7 +13,7 @@ import hashlib
 import os
 import struct
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -229,6 +229,7 @@ def read_idx(path: Path) -> np.ndarray:
 class Split:
     images: "torch.Tensor"  # noqa: F821 - uint8, N x 28 x 28
     labels: "torch.Tensor"  # noqa: F821 - int64, N
+    normalized: dict = field(default_factory=dict, repr=False)  # device -> (x, y), filled by normalize()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -280,9 +281,15 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
 
 
 def normalize(split: Split, info: DatasetInfo, device) -> tuple["torch.Tensor", "torch.Tensor"]:  # noqa: F821
-    """The whole split as one normalized float tensor (N x 1 x 28 x 28) and its labels, on ``device``."""
-    x = split.images.to(device).unsqueeze(1).float().div_(255).sub_(info.mean).div_(info.std)
-    return x, split.labels.to(device)
+    """The whole split as one normalized float tensor (N x 1 x 28 x 28) and its labels, on ``device``.
+
+    Computed once per device and shared by the cells of a run; callers never modify it in place.
+    """
+    key = str(device)
+    if key not in split.normalized:
+        x = split.images.to(device).unsqueeze(1).float().div_(255).sub_(info.mean).div_(info.std)
+        split.normalized[key] = (x, split.labels.to(device))
+    return split.normalized[key]
 
 
 class TensorBatches:

@@ -139,8 +139,8 @@ def _median_range(values: list[float]) -> tuple[float | None, float | None, floa
     return statistics.median(values), min(values), max(values)
 
 
-def _median_time_to_target(times: list[float | None]) -> float | None:
-    """Median over seeds, a seed that never reached the target counting as infinitely slow."""
+def _median_reached(times: list[float | None]) -> float | None:
+    """Median over seeds (of seconds or epochs to target), a seed that never reached it counting as infinitely slow."""
     if not times:
         return None
     m = statistics.median([math.inf if t is None else t for t in times])
@@ -180,8 +180,8 @@ def summary_rows(groups: list[Group]) -> list[dict]:
                 "eval_samples_per_s_median": eval_med,
                 "seconds_per_epoch_median": epoch_s,
                 "target_accuracy": first.config.get("target_accuracy"),
-                "time_to_target_s_median": _median_time_to_target(ttt),
-                "epochs_to_target_median": _median_time_to_target(
+                "time_to_target_s_median": _median_reached(ttt),
+                "epochs_to_target_median": _median_reached(
                     [r.epochs_to_target for r in g.records if r.config.get("target_accuracy") is not None]
                 ),
                 "target_reached": f"{sum(t is not None for t in ttt)}/{len(ttt)}" if ttt else None,
