@@ -137,7 +137,7 @@ def _print_cells(spec) -> None:
     from tabulate import tabulate
 
     cells = spec.cells()
-    keys = list(spec.matrix) + [k for k in dict.fromkeys(k for v in spec.variants for k in v) if k not in spec.matrix]
+    keys = spec.axes()
     typer.echo(f"spec '{spec.name}': {len(cells)} cells")
     typer.echo(tabulate([[c.id] + [getattr(c.config, k) for k in keys] for c in cells], headers=["cell"] + keys, tablefmt="github"))
     fixed = {k: v for k, v in cells[0].config.model_dump().items() if k not in keys}

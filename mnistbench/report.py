@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from .errors import MnistbenchError
 from .files import write_atomic
 from .models import MODELS
 from .results import RunRecord, load_records
@@ -508,8 +509,6 @@ def write_report(results_dir: Path, spec: str | None = None, plots: bool = True)
     results_dir = Path(results_dir)
     records = load_records(results_dir)
     if not records:
-        from .errors import MnistbenchError
-
         raise MnistbenchError(f"no run files in {results_dir / 'runs'}")
     spec = spec or records[0].spec
     written = [results_dir / "summary.csv", results_dir / "summary.md"]

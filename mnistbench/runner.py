@@ -42,7 +42,6 @@ class RunSummary:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     diverged: list[str] = field(default_factory=list)
-    wall_seconds: float = 0.0
     measured_seconds: float = 0.0  # summed training + evaluation time of the cells run
 
 
@@ -150,7 +149,6 @@ def run_spec(
     from .environment import environment
     from .report import write_report
 
-    started_wall = time.perf_counter()
     cells = spec.cells()
     # Every input is checked before anything is written: device, data, results folder.
     for device in {c.config.device for c in cells}:
@@ -233,7 +231,6 @@ def run_spec(
             if summary.ran or (any(runs_dir.glob("*.json")) and not (folder / "summary.md").exists()):
                 write_report(folder, spec.name)
                 on_event(Event("report", message=str(folder)))
-            summary.wall_seconds = time.perf_counter() - started_wall
             ckpt_dir = folder / "checkpoints"
             if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
                 ckpt_dir.rmdir()  # only cells in progress leave anything there

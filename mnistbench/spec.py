@@ -95,16 +95,19 @@ class Spec(BaseModel):
     variants: list[dict[str, Any]] = [{}]
     source: str = ""
 
+    def axes(self) -> list[str]:
+        """The settings that vary between cells: matrix keys, then keys the variants override."""
+        return list(self.matrix) + [k for k in dict.fromkeys(k for v in self.variants for k in v) if k not in self.matrix]
+
     def cells(self) -> list[Cell]:
         """The cartesian product of the matrix over the fixed settings, in matrix order."""
-        keys = list(self.matrix)
-        variant_keys = list(dict.fromkeys(k for v in self.variants for k in v))
+        keys, axes = list(self.matrix), self.axes()
         cells = []
         for values in itertools.product(*(self.matrix[k] for k in keys)):
             combo = dict(zip(keys, values))
             for variant in self.variants:
                 config = CellConfig(**{**self.settings, **combo, **variant})
-                cells.append(Cell(cell_id(config, keys + [k for k in variant_keys if k in variant]), config))
+                cells.append(Cell(cell_id(config, keys + [k for k in axes if k in variant]), config))
         return cells
 
 
