@@ -1,44 +1,86 @@
-"""Per-epoch checkpoints of a running cell, so an interrupted cell resumes where it stopped."""
+"""Per-epoch checkpoints of a running cell: the engine's ``ResumeState``, serialised, and nothing else.
+
+A checkpoint belongs to one cell key. One that cannot be read or does not hold a
+sound state is moved aside (``<cell>.pt.bad``) with a message, and its cell restarts.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import os
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
+from pydantic import TypeAdapter, ValidationError
 
-from .engine import Resume
+from .engine import ResumeState
 from .files import atomic_path
 from .results import EpochMetrics
 
+_EPOCHS = TypeAdapter(list[EpochMetrics])
+FORMAT = 2
+
 
 def checkpoint_path(results_dir: Path, cell: str) -> Path:
-    return results_dir / "checkpoints" / f"{cell}.pt"
+    return Path(results_dir) / "checkpoints" / f"{cell}.pt"
 
 
-def save_checkpoint(path: Path, config_hash: str, epochs: list[EpochMetrics], state: dict[str, Any]) -> None:
-    payload = {"config_hash": config_hash, "epochs": [asdict(e) for e in epochs], **state}
+def save_checkpoint(path: Path, key: str, state: ResumeState) -> None:
+    payload = {"format": FORMAT, "key": key, **asdict(state)}
+    payload["epochs"] = [asdict(e) for e in state.epochs]
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: Path, config_hash: str) -> Optional[Resume]:
-    """The resume state in ``path`` if it belongs to this exact configuration; None otherwise."""
-    if not path.is_file():
-        return None
+def load_checkpoint(path: Path, key: str, epochs: int) -> tuple[Optional[ResumeState], str]:
+    """(state, "") for a sound checkpoint of this key; (None, why) when there is none or it was set aside.
+
+    A checkpoint of another key (the cell's settings or data changed) is left alone and
+    ignored; one that is unreadable or malformed is renamed to ``.bad`` so nothing reads it again.
+    """
+    if not os.path.lexists(path):
+        return None, ""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - an unreadable checkpoint only costs a restart of the cell
-        return None
-    if payload.get("config_hash") != config_hash:
-        return None
-    return Resume(
-        epochs=[EpochMetrics(**e) for e in payload["epochs"]],
-        model=payload["model"],
-        optimizer=payload["optimizer"],
-        scheduler=payload["scheduler"],
-        generator=payload["generator"],
-        time_to_target_s=payload.get("time_to_target_s"),
-        epochs_to_target=payload.get("epochs_to_target"),
-    )
+        if not isinstance(payload, dict):
+            raise ValueError(f"holds a {type(payload).__name__}, not a mapping")
+        if payload.get("key", payload.get("config_hash")) != key:
+            return None, ""
+        state = _state(payload, epochs)
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with it, the cell restarts
+        return None, set_aside(path, str(e).splitlines()[0][:120] if str(e) else type(e).__name__)
+    return state, ""
+
+
+def set_aside(path: Path, why: str) -> str:
+    """Move a bad checkpoint out of the way (a folder or file alike) and say so in one line."""
+    bad = path.with_name(path.name + ".bad")
+    try:
+        if bad.is_dir() and not bad.is_symlink():
+            import shutil
+
+            shutil.rmtree(bad)
+        os.replace(path, bad)
+        where = f"moved to {bad.name}"
+    except OSError as e:
+        where = f"could not be moved aside ({e.strerror}); it is ignored"
+    return f"checkpoint {path.name} is unusable ({why}); {where}, and the cell restarts"
+
+
+def _state(payload: dict, epochs: int) -> ResumeState:
+    names = [f.name for f in fields(ResumeState)]
+    missing = [n for n in names if n not in payload and n not in ("time_to_target_s", "epochs_to_target")]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    try:
+        done = _EPOCHS.validate_python(payload["epochs"])
+    except ValidationError as e:
+        raise ValueError(f"epochs: {e.errors()[0]['msg']}") from None
+    if not done or len(done) >= epochs + 1 or any(e.epoch != i for i, e in enumerate(done, start=1)):
+        raise ValueError(f"holds {len(done)} epochs for a cell of {epochs}")
+    if not isinstance(payload["model"], dict) or not all(isinstance(v, torch.Tensor) for v in payload["model"].values()):
+        raise ValueError("model: not a state dict of tensors")
+    if not isinstance(payload["optimizer"], dict) or not isinstance(payload["generator"], torch.Tensor):
+        raise ValueError("optimizer or generator state malformed")
+    return ResumeState(**{**{n: payload.get(n) for n in names}, "epochs": done})

@@ -1,19 +1,22 @@
 """The ``mnistbench`` command: a thin layer over functions the tests call directly.
 
-Exit codes: 0 success; 2 bad input (spec, data, device, folder); 130/143 stopped
-by SIGINT/SIGTERM after saving what was finished.
+Exit codes (README, "Exit codes"): 0 success; 1 ``report --check`` found stale tables;
+2 bad input (spec, data, device, folder, a full disk); 3 the run finished but some
+cells failed; 130/143 stopped by SIGINT/SIGTERM after saving what was finished.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from .errors import Interrupted, MnistbenchError
+
+EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
 
 app = typer.Typer(
     add_completion=False,
@@ -23,9 +26,14 @@ app = typer.Typer(
 )
 
 DataDir = typer.Option(None, "--data-dir", help="Folder with the four IDX files (else $MNISTBENCH_DATA_DIR, else the user cache).")
+RunDataDirs = typer.Option(
+    None, "--data-dir", metavar="[DATASET=]FOLDER",
+    help="A dataset's folder of IDX files, e.g. fashion-mnist=/data/fm (repeatable). A bare FOLDER is allowed when "
+    "the spec uses one dataset. Else $MNISTBENCH_DATA_DIR / $MNISTBENCH_FASHION_DATA_DIR, else the user cache.",
+)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     typer.echo(f"mnistbench: error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -71,16 +79,16 @@ def run(
     spec_path: Path = typer.Argument(..., metavar="SPEC", help="A benchmark spec (YAML)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded cells and exit."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Root folder; results go to <root>/<spec name>/."),
-    data_dir: Optional[Path] = DataDir,
+    data_dir: Optional[List[str]] = RunDataDirs,
     force: bool = typer.Option(False, "--force", help="Re-run cells that already finished with the same configuration."),
     no_download: bool = typer.Option(False, "--no-download", help="Never try to download missing data files."),
 ) -> None:
     """Train and evaluate every cell of a spec, then write run files, tables and plots."""
-    command_start = time.perf_counter()
     from .spec import load_spec
 
     try:
         spec = load_spec(spec_path)
+        dirs = parse_data_dirs(data_dir or [])
         if dry_run:
             _print_cells(spec)
             return
@@ -88,49 +96,46 @@ def run(
         from .runner import run_spec
 
         with progress_for() as progress:
-            summary = run_spec(spec, results_dir, data_dir, force, progress, allow_download=not no_download)
+            summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download)
     except MnistbenchError as e:
         fail(str(e))
     except Interrupted as e:
-        typer.echo(
-            f"mnistbench: stopped by {e}; finished cells and epochs are saved. "
-            f"Resume with: mnistbench run {spec_path}" + (f" --results-dir {results_dir}" if str(results_dir) != "results" else ""),
-            err=True,
-        )
+        hint = resume_command(spec_path, results_dir, data_dir or [], no_download)
+        typer.echo(f"mnistbench: stopped by {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
         raise typer.Exit(e.exit_code)
-    wall = time.perf_counter() - command_start  # from the command's start: torch import, data, cells, report
-    overhead = 0.0 if not summary.ran else max(0.0, 1 - summary.measured_seconds / wall)
-    if summary.ran:
-        _record_invocation(summary, wall, overhead)
+    failed = summary.cells("failed")
     typer.echo(
-        f"{len(summary.ran)} cells run, {len(summary.skipped)} skipped (already finished), "
-        f"{len(summary.diverged)} diverged; wall {wall:.1f}s, timed training+evaluation {summary.measured_seconds:.1f}s, "
-        f"harness overhead {100 * overhead:.1f}% of wall time. Results: {summary.results_dir}"
+        f"{len(summary.ran)} cells run ({len(summary.cells('finished'))} finished, {len(summary.cells('diverged'))} diverged, "
+        f"{len(failed)} failed), {len(summary.skipped)} skipped (already done); wall {summary.wall_seconds:.1f}s, "
+        f"timed training+evaluation {summary.measured_seconds:.1f}s. Results: {summary.results_dir}"
     )
+    if failed:
+        typer.echo(f"mnistbench: error: {len(failed)} cells failed ({', '.join(failed)}); their reasons are in the run "
+                   "files and summary.md, and the next run retries them", err=True)
+        raise typer.Exit(EXIT_CELLS_FAILED)
 
 
-def _record_invocation(summary, wall: float, overhead: float) -> None:
-    """``last_run.json``: how long the whole command took against the time it measured."""
-    import json
+def parse_data_dirs(values: list[str]) -> dict[Optional[str], str]:
+    """``--data-dir`` values as {dataset: folder}; a bare folder is stored under None."""
+    out: dict[Optional[str], str] = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or "/" in name or not name:
+            name, folder = None, value  # a bare folder (which may itself contain '=' after a '/')
+        if name in out:
+            raise MnistbenchError(f"--data-dir given twice for {name or 'the same dataset'}")
+        out[name] = folder
+    return out
 
-    from .files import write_atomic
 
-    write_atomic(
-        summary.results_dir / "last_run.json",
-        json.dumps(
-            {
-                "cells_run": len(summary.ran),
-                "cells_skipped": len(summary.skipped),
-                "wall_seconds": round(wall, 3),
-                "measured_seconds": round(summary.measured_seconds, 3),
-                "harness_overhead_fraction": round(overhead, 4),
-                "note": "wall: from the start of `mnistbench run` to the end of the report; measured: summed "
-                "training and evaluation time of the cells it ran",
-            },
-            indent=2,
-        )
-        + "\n",
-    )
+def resume_command(spec_path: Path, results_dir: Path, data_dirs: list[str], no_download: bool) -> str:
+    """The command that continues this run: every option it was given except --force."""
+    args = ["mnistbench", "run", str(spec_path), "--results-dir", str(results_dir)]
+    for value in data_dirs:
+        args += ["--data-dir", value]
+    if no_download:
+        args.append("--no-download")
+    return shlex.join(args)
 
 
 def _print_cells(spec) -> None:
@@ -145,15 +150,39 @@ def _print_cells(spec) -> None:
 
 
 @app.command()
-def report(results_dir: Path = typer.Argument(..., help="A spec's results folder, e.g. results/cpu.")) -> None:
+def report(
+    results_dir: Path = typer.Argument(..., help="A spec's results folder, e.g. results/cpu."),
+    check: bool = typer.Option(False, "--check", help="Only check that the tables match the run files (exit 1 if not)."),
+) -> None:
     """Rebuild the summary tables and plots of a results folder from its run files alone."""
-    from .report import write_report
+    from .report import check_report, write_report
 
     try:
+        if check:
+            problems = check_report(results_dir)
+            for line in problems:
+                typer.echo(f"{results_dir}: {line}", err=True)
+            if problems:
+                typer.echo(f"mnistbench: tables out of date; rebuild them with: mnistbench report {shlex.quote(str(results_dir))}", err=True)
+                raise typer.Exit(EXIT_STALE)
+            typer.echo(f"{results_dir}: tables, figures and run files agree")
+            return
         for path in write_report(results_dir):
             typer.echo(f"wrote {path}")
     except MnistbenchError as e:
         fail(str(e))
+    _print_report_warnings(results_dir)
+
+
+def _print_report_warnings(results_dir: Path) -> None:
+    import json
+
+    try:
+        warnings = json.loads((results_dir / "manifest.json").read_text()).get("warnings", [])
+    except (OSError, ValueError):
+        return
+    for w in warnings:
+        typer.echo(f"mnistbench: warning: {w}", err=True)
 
 
 @app.command()

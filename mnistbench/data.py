@@ -48,12 +48,13 @@ class DatasetInfo:
         return base / "mnistbench" / self.name
 
 
-def _idx_files(prefix: str = "") -> dict[str, str]:
+def _idx_files() -> dict[str, str]:
+    """The four file names every MNIST-family dataset uses."""
     return {
-        "train-images": f"{prefix}train-images-idx3-ubyte",
-        "train-labels": f"{prefix}train-labels-idx1-ubyte",
-        "test-images": f"{prefix}t10k-images-idx3-ubyte",
-        "test-labels": f"{prefix}t10k-labels-idx1-ubyte",
+        "train-images": "train-images-idx3-ubyte",
+        "train-labels": "train-labels-idx1-ubyte",
+        "test-images": "t10k-images-idx3-ubyte",
+        "test-labels": "t10k-labels-idx1-ubyte",
     }
 
 
@@ -269,12 +270,29 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
     """Locate (or download), verify and parse a dataset's four IDX files."""
     info = dataset_info(name)
     folder = resolve_data_dir(info, data_dir)
+    if data_dir and not folder.is_dir():
+        raise MnistbenchError(f"--data-dir {folder}: no such folder (create it first to download {info.title} into it)")
     paths = locate_files(info, folder, allow_download)
     arrays = {role: read_idx(path) for role, path in paths.items()}
     train = _split(arrays["train-images"], arrays["train-labels"], paths["train-images"].name, paths["train-labels"].name)
     test = _split(arrays["test-images"], arrays["test-labels"], paths["test-images"].name, paths["test-labels"].name)
     files = [file_record(info, role, paths[role]) for role in ROLES]
+    check_not_another_dataset(info, folder, files)
     return Dataset(info, folder, train, test, files)
+
+
+def check_not_another_dataset(info: DatasetInfo, folder: Path, files: list[FileRecord]) -> None:
+    """Refuse files that are another registered dataset's official ones (e.g. MNIST given as Fashion-MNIST)."""
+    for name in DATASETS.names():
+        other = dataset_info(name)
+        if other.name == info.name:
+            continue
+        theirs = set(_official_md5s(other).values())
+        if any(f.md5 in theirs for f in files):
+            raise MnistbenchError(
+                f"{folder} holds {other.title}'s official files, not {info.title}'s: point {info.env_var} "
+                f"or --data-dir {info.name}=PATH at a folder with {info.title}"
+            )
 
 
 # --------------------------------------------------------------------------- batches

@@ -3,13 +3,14 @@
 Timing discipline: training time covers the optimisation steps of an epoch only,
 evaluation time the test pass only; on CUDA both synchronise the device before
 reading the clock. Seeds fix initialisation and shuffling, so a CPU cell repeats
-exactly.
+exactly on the same machine and software (README, "When runs repeat").
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -26,30 +27,32 @@ from .spec import CellConfig
 
 @dataclass
 class CellOutcome:
-    status: str  # "finished" or "diverged"
     epochs: list[EpochMetrics]
     device: str
     threads: int
     time_to_target_s: Optional[float] = None  # training seconds until test accuracy first reached target_accuracy
     epochs_to_target: Optional[float] = None  # fractional when probed between batches
     peak_memory_bytes: Optional[int] = None
-    note: str = ""
 
 
 @dataclass
-class Resume:
-    """State to continue a cell from the end of a finished epoch (see checkpoint.py)."""
+class ResumeState:
+    """Everything needed to continue a cell after a finished epoch; checkpoint.py only serialises it."""
 
     epochs: list[EpochMetrics]
-    model: dict
-    optimizer: dict
-    scheduler: Optional[dict]
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: Optional[dict[str, Any]]
     generator: torch.Tensor
     time_to_target_s: Optional[float] = None
     epochs_to_target: Optional[float] = None
 
 
-EpochHook = Callable[[EpochMetrics, Callable[[], dict[str, Any]]], None]
+class ResumeError(Exception):
+    """A checkpoint's state does not fit the cell's model, optimizer or schedule."""
+
+
+EpochHook = Callable[[EpochMetrics, Callable[[], ResumeState]], None]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,7 +110,7 @@ def autocast(config: CellConfig, device: torch.device):
 
 
 def train_epoch(
-    model, batches, optimizer, scheduler, device, should_stop=None, precision=None, probe=None, probe_every: int = 0
+    model, batches, optimizer, scheduler, device, should_stop=None, autocast_ctx=None, probe=None, probe_every: int = 0
 ) -> tuple[float, float, float]:
     """One pass over the training set: mean loss, accuracy, seconds of training.
 
@@ -125,7 +128,7 @@ def train_epoch(
         if should_stop is not None and should_stop():
             raise Interrupted(should_stop())
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with precision or contextlib.nullcontext():
+        with autocast_ctx or contextlib.nullcontext():
             logits = model(x)
             loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -147,7 +150,7 @@ def train_epoch(
 
 
 @torch.inference_mode()
-def evaluate(model, batches, device, precision=None) -> tuple[float, float, float]:
+def evaluate(model, batches, device, autocast_ctx=None) -> tuple[float, float, float]:
     """Mean loss, accuracy and seconds over a test set."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
@@ -155,7 +158,7 @@ def evaluate(model, batches, device, precision=None) -> tuple[float, float, floa
     start = _clock(device)
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with precision or contextlib.nullcontext():
+        with autocast_ctx or contextlib.nullcontext():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
@@ -168,7 +171,7 @@ def run_cell(
     config: CellConfig,
     dataset: Dataset,
     on_epoch: Optional[EpochHook] = None,
-    resume: Optional[Resume] = None,
+    resume: Optional[ResumeState] = None,
     should_stop: Optional[Callable[[], int]] = None,
 ) -> CellOutcome:
     """Train ``config.model`` for ``config.epochs`` epochs, evaluating after each.
@@ -176,15 +179,36 @@ def run_cell(
     ``on_epoch(metrics, state)`` is called after every epoch; ``state()`` returns
     what a checkpoint needs to resume. With ``resume``, training continues after
     the last epoch it holds and ends with the metrics of an uninterrupted run.
+    Training stops after the first epoch with a non-finite loss (the caller
+    records the cell as diverged from its metrics).
     """
     device = resolve_device(config.device)
-    default_threads = torch.get_num_threads()
+    with cell_settings(config):
+        return _run(config, dataset, device, on_epoch, resume, should_stop)
+
+
+@contextlib.contextmanager
+def cell_settings(config: CellConfig):
+    """The process-wide torch settings a cell asks for, restored afterwards so none leaks into the next cell."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    cudnn_benchmark = torch.backends.cudnn.benchmark
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; it reads this when its handle is created.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     try:
-        return _run(config, dataset, device, on_epoch, resume, should_stop)
+        yield
     finally:
-        torch.set_num_threads(default_threads)  # a cell's thread count never leaks into the next cell
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+def diverged(epochs: list[EpochMetrics]) -> bool:
+    return any(not (math.isfinite(e.train_loss) and math.isfinite(e.test_loss)) for e in epochs)
 
 
 def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, resume, should_stop) -> CellOutcome:
@@ -202,25 +226,29 @@ def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, r
     step_model = torch.compile(model) if config.compile else model
     optimizer = build_optimizer(config, model.parameters())
     scheduler = build_scheduler(config, optimizer, len(train_batches))
-    outcome = CellOutcome("finished", [], str(device), torch.get_num_threads())
+    outcome = CellOutcome([], str(device), torch.get_num_threads())
     if resume is not None:
-        model.load_state_dict(resume.model)
-        optimizer.load_state_dict(resume.optimizer)
-        if scheduler is not None and resume.scheduler is not None:
-            scheduler.load_state_dict(resume.scheduler)
-        train_batches.generator.set_state(resume.generator)
+        try:
+            model.load_state_dict(resume.model)
+            optimizer.load_state_dict(resume.optimizer)
+            if scheduler is not None and resume.scheduler is not None:
+                scheduler.load_state_dict(resume.scheduler)
+            train_batches.generator.set_state(resume.generator)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise ResumeError(str(e).splitlines()[0][:120]) from None
         outcome.epochs = list(resume.epochs)
         outcome.time_to_target_s, outcome.epochs_to_target = resume.time_to_target_s, resume.epochs_to_target
 
-    def state() -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": None if scheduler is None else scheduler.state_dict(),
-            "generator": train_batches.generator.get_state(),
-            "time_to_target_s": outcome.time_to_target_s,
-            "epochs_to_target": outcome.epochs_to_target,
-        }
+    def state() -> ResumeState:
+        return ResumeState(
+            epochs=list(outcome.epochs),
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            scheduler=None if scheduler is None else scheduler.state_dict(),
+            generator=train_batches.generator.get_state(),
+            time_to_target_s=outcome.time_to_target_s,
+            epochs_to_target=outcome.epochs_to_target,
+        )
 
     trained_seconds = sum(e.train_seconds for e in outcome.epochs)
 
@@ -236,7 +264,8 @@ def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, r
         return probe
 
     probing = config.target_accuracy is not None and config.target_eval_every is not None
-    for epoch in range(len(outcome.epochs) + 1, config.epochs + 1):
+    first = config.epochs + 1 if diverged(outcome.epochs) else len(outcome.epochs) + 1  # never train on from a NaN
+    for epoch in range(first, config.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc, train_s = train_epoch(
             step_model, train_batches, optimizer, scheduler, device, should_stop, autocast(config, device),
@@ -259,12 +288,9 @@ def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, r
         trained_seconds += train_s
         if config.target_accuracy is not None and outcome.time_to_target_s is None and test_acc >= config.target_accuracy:
             outcome.time_to_target_s, outcome.epochs_to_target = trained_seconds, float(epoch)
-        if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
-            outcome.status = "diverged"
-            outcome.note = f"loss became {train_loss if not math.isfinite(train_loss) else test_loss} in epoch {epoch}"
         if on_epoch is not None:
             on_epoch(metrics, state)
-        if outcome.status == "diverged":
+        if diverged([metrics]):
             break
     if device.type == "cuda":
         outcome.peak_memory_bytes = torch.cuda.max_memory_allocated(device)

@@ -28,6 +28,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, path)
+    except OSError as e:  # a full disk, a quota, a read-only mount: the old file stays as it was
+        raise MnistbenchError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -29,7 +29,10 @@ def _mlp(*widths: int):
     return nn.Sequential(OrderedDict(layers))
 
 
-@register_model("lenet5", "LeNet-5 on 28x28: conv6@5x5-pool-conv16@5x5-pool-FC120-FC84-FC10, ReLU, max-pool")
+# paper_error_pct: MNIST test error reported by LeCun, Bottou, Bengio & Haffner (1998), "Gradient-Based
+# Learning Applied to Document Recognition", for the models that have a counterpart there.
+@register_model("lenet5", "LeNet-5 on 28x28: conv6@5x5-pool-conv16@5x5-pool-FC120-FC84-FC10, ReLU, max-pool",
+                paper_error_pct=0.95)
 def lenet5():
     from torch import nn
 
@@ -53,7 +56,8 @@ def lenet5():
     )
 
 
-@register_model("custom-mlp", "The founding document's 'comparable' MLP: 784-500-150-10, ReLU (10x LeNet-5's parameters)")
+@register_model("custom-mlp", "The founding document's 'comparable' MLP: 784-500-150-10, ReLU (10x LeNet-5's parameters)",
+                paper_error_pct=2.95)
 def custom_mlp():
     return _mlp(784, 500, 150, 10)
 
@@ -70,6 +74,11 @@ def create_model(name: str):
 
 def list_models() -> list[str]:
     return MODELS.names()
+
+
+def paper_test_error_pct(name: str) -> float | None:
+    """The 1998 paper's test error for the model's counterpart there, if it has one."""
+    return MODELS.get(name).meta.get("paper_error_pct") if name in MODELS else None
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,12 @@ figure state is involved, and torch is never imported.
 from __future__ import annotations
 
 import math
-import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 from .files import atomic_path
-from .report import PAPER_TEST_ERROR_PCT, Group, describe_devices, group_records, seeds_words
+from .groups import MIN_SEEDS_FOR_CI, Group, Report, curve, describe_devices, seeds_words, spread
+from .models import paper_test_error_pct
 from .results import RunRecord
-from .stats import estimate
 
 DPI = 150
 # Fixed SVG ids and text as paths, so the same records give byte-identical figures.
@@ -32,17 +30,16 @@ _RC = {
 _METADATA = {"png": {"Software": None}, "svg": {"Date": None}}
 # Markers on the curves while the points are few enough to tell apart.
 _MARKER_EPOCHS = 25
-# Below this many seeds a 95% interval is too wide to draw; the band shows min-max instead.
-MIN_SEEDS_FOR_CI = 3
 
 
-def write_plots(results_dir: str | Path, spec: str, records: list[RunRecord]) -> list[Path]:
+def write_plots(results_dir: str | Path, report: Report) -> list[Path]:
     """Write learning_curves, final_error and throughput (PNG and SVG) into ``results_dir``; return their paths."""
     from matplotlib import rc_context
 
     results_dir = Path(results_dir)
-    groups = group_records(records)
-    header = _header(records, groups)
+    groups = report.groups()
+    spec = report.title
+    header = _header([r for g in groups for r in g.records], groups)
     written: list[Path] = []
     with rc_context(_RC):
         for name, draw in (
@@ -85,9 +82,8 @@ def _diverged_words(g: Group) -> str:
     k = len(g.records) - len(g.finished)
     if not k:
         return ""
-    if not g.finished:
-        return "all diverged, not shown"
-    return f"{k} of {len(g.records)} diverged, not shown"
+    why = " or ".join(s for s in ("diverged", "failed") if g.with_status(s))
+    return f"all {why}, not shown" if not g.finished else f"{k} of {len(g.records)} {why}, not shown"
 
 
 def _band_words(counts: list[int], ci_words: str = "95% CI of the mean") -> str:
@@ -100,34 +96,6 @@ def _band_words(counts: list[int], ci_words: str = "95% CI of the mean") -> str:
     if max(counts) < MIN_SEEDS_FOR_CI:
         return "min–max over seeds"
     return f"{ci_words} (n≥{MIN_SEEDS_FOR_CI}), min–max (n<{MIN_SEEDS_FOR_CI})"
-
-
-@dataclass
-class Spread:
-    """A mean over seeds with the interval drawn around it."""
-
-    n: int
-    mean: float
-    low: float
-    high: float
-
-
-def spread(values: list[float]) -> Spread:
-    """Mean with its 95% Student-t interval from 3 seeds up, else the min-max range (a point for one seed)."""
-    if len(values) >= MIN_SEEDS_FOR_CI:
-        e = estimate(values)
-        return Spread(e.n, e.mean, e.ci_low, e.ci_high)
-    return Spread(len(values), statistics.fmean(values), min(values), max(values))
-
-
-def curve(records: list[RunRecord], attr: str, scale: float = 1.0) -> tuple[list[int], list[Spread]]:
-    """Per epoch, the spread over the runs that reached that epoch of ``attr`` times ``scale``."""
-    by_epoch: dict[int, list[float]] = {}
-    for r in records:
-        for e in r.epochs:
-            by_epoch.setdefault(e.epoch, []).append(scale * getattr(e, attr))
-    xs = sorted(by_epoch)
-    return xs, [spread(by_epoch[x]) for x in xs]
 
 
 def _plot_curve(ax, xs, spreads, colour, test: bool, markers: bool) -> None:
@@ -254,7 +222,7 @@ def _final_error(spec: str, header: str, groups: list[Group]):
         ax.errorbar([i], [s.mean], yerr=[[s.mean - s.low], [s.high - s.mean]], fmt="o", color=colour,
                     markersize=7, capsize=5, linewidth=1.5, zorder=3)
         ax.annotate(f"{s.mean:.2f}%", (i, s.mean), xytext=(8, 0), textcoords="offset points", va="center", fontsize=8)
-        paper = PAPER_TEST_ERROR_PCT.get(g.model)
+        paper = paper_test_error_pct(g.model)
         if paper is not None:
             ax.scatter([i + 0.3], [paper], marker="D", s=30, facecolors="none", edgecolors="black", zorder=3)
             ax.annotate(f"{paper:.2f}%", (i + 0.3, paper), xytext=(7, 0), textcoords="offset points", va="center",
@@ -291,10 +259,9 @@ def _throughput(spec: str, header: str, groups: list[Group]):
     ax = fig.subplots()
     values = []
     for i, g in enumerate(groups):
-        v = g.steady_epochs("train_samples_per_s")
-        if not v:
+        med, lo, hi = g.train_throughput()
+        if med is None:
             continue
-        med, lo, hi = statistics.median(v), min(v), max(v)
         values += [lo, hi]
         ax.errorbar([i], [med], yerr=[[med - lo], [hi - med]], fmt="o", color=_colour(i), markersize=7, capsize=5,
                     linewidth=1.5)

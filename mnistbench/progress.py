@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .runner import Event
+from .cell import Event
 
 
 class PlainProgress:
@@ -23,7 +23,11 @@ class PlainProgress:
         if e.kind == "start":
             line = f"running {e.total} cells -> {e.message}"
         elif e.kind == "skip":
-            line = f"[{e.index}/{e.total}] {e.cell.id}: already finished with this configuration, skipped"
+            same = "" if e.message == e.cell.id else f" (as {e.message})"
+            line = f"[{e.index}/{e.total}] {e.cell.id}: already done with this configuration{same}, skipped"
+        elif e.kind == "warning":
+            print(f"mnistbench: warning: {e.message}", file=sys.stderr, flush=True)
+            return
         elif e.kind == "cell":
             resumed = f" (resuming after epoch {e.epoch})" if e.epoch else ""
             line = f"[{e.index}/{e.total}] {e.cell.id}: {e.epochs} epochs{resumed}"
@@ -61,8 +65,10 @@ class RichProgress:
         if e.kind == "start":
             self.cells = p.add_task("cells", total=e.total, info=e.message)
         elif e.kind == "skip":
-            p.console.print(f"{e.cell.id}: already finished, skipped")
+            p.console.print(f"{e.cell.id}: already done, skipped")
             p.advance(self.cells)
+        elif e.kind == "warning":
+            p.console.print(f"mnistbench: warning: {e.message}", markup=False)
         elif e.kind == "cell":
             if self.epochs is not None:
                 p.remove_task(self.epochs)

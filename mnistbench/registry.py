@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Generic, TypeVar
 
 from .errors import MnistbenchError
@@ -15,6 +15,7 @@ class Entry(Generic[T]):
     name: str
     description: str
     factory: Callable[..., T]
+    meta: dict = field(default_factory=dict)  # facts about the entry, e.g. a model's published test error
 
 
 class Registry(Generic[T]):
@@ -22,13 +23,13 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, description: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(self, name: str, description: str, **meta) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator: ``@models.register("lenet5", "...")`` over a factory function."""
 
         def decorate(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = Entry(name, description, factory)
+            self._entries[name] = Entry(name, description, factory, dict(meta))
             return factory
 
         return decorate

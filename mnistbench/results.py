@@ -1,52 +1,72 @@
-"""Run records: one JSON file per finished cell, the single source every table and plot is built from."""
+"""Run records: one strict-JSON file per cell, the single source every table and plot is built from.
+
+A record's ``key`` is the canonical cell key (``cell_key``): the model, every resolved
+setting (the device as used, not ``auto``), the seed and the hashes of the data files.
+Two records with one key are one measurement, whatever their file names. A record's
+``status`` follows from its metrics when it is built and again when it is loaded: any
+non-finite loss makes it ``diverged``; a cell that raised is ``failed``.
+
+Files are strict JSON: a non-finite number is stored as ``null`` and named, with its
+value, in ``non_finite`` (``{"epochs[3].train_loss": "nan"}``). Files written by 0.1
+(schema 1, bare ``NaN``, no key) still load.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+from pydantic import StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
 
 from .errors import MnistbenchError
 from .files import write_atomic
 
-SCHEMA = 1
+SCHEMA = 2
+STATUSES = ("finished", "diverged", "failed")
+# Settings added after 0.1 enter the key only when they differ from these defaults, so
+# records written before they existed keep their keys (and are not run again).
+KEY_OMITTED_AT_DEFAULT: dict[str, Any] = {"deterministic": False}
 
 
 @dataclass
 class EpochMetrics:
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    test_loss: float
-    test_accuracy: float
-    train_seconds: float
-    eval_seconds: float
-    train_samples_per_s: float
-    eval_samples_per_s: float
-    lr: float
+    epoch: StrictInt
+    train_loss: StrictFloat
+    train_accuracy: StrictFloat
+    test_loss: StrictFloat
+    test_accuracy: StrictFloat
+    train_seconds: StrictFloat
+    eval_seconds: StrictFloat
+    train_samples_per_s: StrictFloat
+    eval_samples_per_s: StrictFloat
+    lr: StrictFloat
 
 
 @dataclass
 class RunRecord:
-    spec: str
-    cell: str
-    config: dict  # the cell's full resolved CellConfig
-    config_hash: str
-    status: str  # "finished" or "diverged"
-    model: dict  # name, parameters, forward_flops, train_flops
-    data: dict  # dataset, official, files: [{role, file, sha256, md5, official}]
+    spec: StrictStr
+    cell: StrictStr
+    config: dict[str, Any]  # the cell's full resolved CellConfig (device as used)
+    config_hash: StrictStr  # equal to ``key``; kept under its 0.1 name for readers of old files
+    status: StrictStr  # "finished", "diverged" or "failed"
+    model: dict[str, Any]  # name, parameters, forward_flops, train_flops
+    data: dict[str, Any]  # dataset, identity, official, files: [{role, file, sha256, md5, official}]
     epochs: list[EpochMetrics]
-    environment: dict
-    started: str
-    finished: str
-    device: str = "cpu"
-    time_to_target_s: Optional[float] = None
-    epochs_to_target: Optional[float] = None
-    peak_memory_bytes: Optional[int] = None
-    note: str = ""
-    extra: dict = field(default_factory=dict)  # measurements added by later features (roofline, ...)
-    schema: int = SCHEMA
+    environment: dict[str, Any]
+    started: StrictStr
+    finished: StrictStr
+    device: StrictStr = "cpu"
+    time_to_target_s: Optional[StrictFloat] = None
+    epochs_to_target: Optional[StrictFloat] = None
+    peak_memory_bytes: Optional[StrictInt] = None
+    note: StrictStr = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # measurements added by later features (roofline, ...)
+    key: StrictStr = ""
+    schema: StrictInt = SCHEMA
 
     @property
     def final(self) -> EpochMetrics:
@@ -56,35 +76,158 @@ class RunRecord:
     def seed(self) -> int:
         return self.config["seed"]
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+    @property
+    def device_type(self) -> str:
+        return self.device.split(":")[0]
 
-    @classmethod
-    def from_dict(cls, raw: dict) -> "RunRecord":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in raw.items() if k in known}
-        values["epochs"] = [EpochMetrics(**e) for e in raw["epochs"]]
-        return cls(**values)
+    def to_json(self) -> str:
+        raw = asdict(self)
+        non_finite: dict[str, str] = {}
+        raw = _finite_only(raw, "", non_finite)
+        if non_finite:
+            raw["non_finite"] = non_finite
+        return json.dumps(raw, indent=2, allow_nan=False) + "\n"
 
     def save(self, runs_dir: Path) -> Path:
-        path = runs_dir / f"{self.cell}.json"
+        path = Path(runs_dir) / f"{self.cell}.json"
         write_atomic(path, self.to_json())
         return path
 
 
-def load_record(path: Path) -> RunRecord:
+_RECORD = TypeAdapter(RunRecord)
+
+
+def cell_key(config: dict[str, Any], data_sha256s: list[str] | tuple[str, ...]) -> str:
+    """The canonical key of a cell: resolved settings (seed included) and data, independent of how a spec lays them out."""
+    settings = {k: v for k, v in config.items() if not (k in KEY_OMITTED_AT_DEFAULT and v == KEY_OMITTED_AT_DEFAULT[k])}
+    blob = json.dumps({"config": settings, "data": list(data_sha256s)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def data_identity(data_sha256s: list[str] | tuple[str, ...]) -> str:
+    """A short name for the exact data files a run trained and tested on."""
+    return hashlib.sha256("".join(data_sha256s).encode()).hexdigest()[:12]
+
+
+def derive_status(epochs: list[EpochMetrics], failed: str = "") -> tuple[str, str]:
+    """(status, note) from the metrics alone: failed if the cell raised, diverged on any non-finite loss."""
+    if failed:
+        return "failed", failed
+    for e in epochs:
+        for name in ("train_loss", "test_loss"):
+            value = getattr(e, name)
+            if not math.isfinite(value):
+                return "diverged", f"{name.replace('_', ' ')} became {value} in epoch {e.epoch}"
+    return "finished", ""
+
+
+def _finite_only(value: Any, path: str, found: dict[str, str]) -> Any:
+    """``value`` with every non-finite float replaced by None, its path and value noted in ``found``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        found[path] = repr(value)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_only(v, f"{path}.{k}" if path else str(k), found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_only(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
+def _restore_non_finite(raw: dict, non_finite: Any) -> None:
+    if not isinstance(non_finite, dict):
+        raise ValueError("non_finite: must be a mapping of path -> value")
+    for path, text in non_finite.items():
+        if text not in ("nan", "inf", "-inf"):
+            raise ValueError(f"non_finite.{path}: {str(text)[:20]!r} is not nan, inf or -inf")
+        parts = path.replace("]", "").replace("[", ".").split(".")
+        target = raw
+        for p in parts[:-1]:
+            target = target[int(p)] if isinstance(target, list) else target[p]
+        last = parts[-1]
+        if isinstance(target, list):
+            target[int(last)] = float(text)
+        elif isinstance(target, dict) and last in target and target[last] is None:
+            target[last] = float(text)
+        else:
+            raise ValueError(f"non_finite.{path}: names no null value")
+
+
+def record_from_dict(raw: Any) -> RunRecord:
+    """A validated record from parsed JSON; raises ValueError naming the first problem."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"a run file holds a JSON object, not {type(raw).__name__}")
+    schema = raw.get("schema")
+    if schema not in (1, SCHEMA):
+        raise ValueError(f"schema {str(schema)[:20]!r}, expected 1 or {SCHEMA}")
+    raw = dict(raw)
+    if "non_finite" in raw:
+        try:
+            _restore_non_finite(raw, raw.pop("non_finite"))
+        except (KeyError, IndexError, TypeError, AttributeError) as e:
+            raise ValueError(f"non_finite: names a value that is not there ({e})") from None
+    known = {f.name for f in fields(RunRecord)}
+    raw = {k: v for k, v in raw.items() if k in known}
     try:
-        raw = json.loads(path.read_text())
-        if raw.get("schema") != SCHEMA:
-            raise ValueError(f"schema {raw.get('schema')!r}, expected {SCHEMA}")
-        return RunRecord.from_dict(raw)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise MnistbenchError(f"{path}: not a readable run file ({e})") from None
+        record = _RECORD.validate_python(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "record"
+        raise ValueError(f"{where}: {err['msg']}") from None
+    _check_contents(record)
+    # Settings that did not exist when the file was written had their default value.
+    record.config = {**record.config, **{k: v for k, v in KEY_OMITTED_AT_DEFAULT.items() if k not in record.config}}
+    if not record.key:  # schema 1: the key is computed as a current run would compute it
+        config = {**record.config, "device": record.device_type}
+        record.key = cell_key(config, [f["sha256"] for f in record.data["files"]])
+    if "identity" not in record.data:
+        record.data = {**record.data, "identity": data_identity([f["sha256"] for f in record.data["files"]])}
+    if record.status != "failed":
+        record.status, note = derive_status(record.epochs)
+        record.note = record.note or note
+    record.schema = SCHEMA
+    return record
 
 
-def load_records(results_dir: Path) -> list[RunRecord]:
-    """All run files of one spec's results folder, in file-name order."""
+def _check_contents(record: RunRecord) -> None:
+    """What the types alone do not say: the keys every reader relies on."""
+    if record.status not in STATUSES:
+        raise ValueError(f"status: {record.status[:20]!r} is not one of {', '.join(STATUSES)}")
+    for key, kind in (("model", str), ("seed", int), ("dataset", str), ("epochs", int)):
+        if not isinstance(record.config.get(key), kind) or isinstance(record.config.get(key), bool):
+            raise ValueError(f"config.{key}: missing or not a {kind.__name__}")
+    if not isinstance(record.model.get("parameters"), int):
+        raise ValueError("model.parameters: missing or not an integer")
+    files = record.data.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("sha256"), str) for f in files):
+        raise ValueError("data.files: missing, or a file without its sha256")
+    if not record.epochs and record.status != "failed":
+        raise ValueError("epochs: empty, but the run is not marked failed")
+    if any(e.epoch != i for i, e in enumerate(record.epochs, start=1)):
+        raise ValueError("epochs: not numbered 1, 2, 3, ...")
+    if len(record.epochs) > record.config["epochs"]:
+        raise ValueError(f"epochs: {len(record.epochs)} recorded, config says {record.config['epochs']}")
+
+
+def load_record(path: Path) -> RunRecord:
+    """Read and validate one run file; any problem is one line naming the file."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise MnistbenchError(f"{path}: not a readable run file ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        return record_from_dict(json.loads(text))
+    except (ValueError, RecursionError) as e:
+        raise MnistbenchError(f"{path}: not a valid run file ({str(e)[:200]})") from None
+
+
+def run_files(results_dir: Path) -> list[Path]:
+    """The run files of one spec's results folder, in file-name order."""
     runs = Path(results_dir) / "runs"
     if not runs.is_dir():
         raise MnistbenchError(f"no run files in {results_dir} (expected {runs}/*.json)")
-    return [load_record(p) for p in sorted(runs.glob("*.json"))]
+    return sorted(runs.glob("*.json"))
+
+
+def load_records(results_dir: Path) -> list[RunRecord]:
+    """All run files of one results folder, in file-name order; a bad file stops with one line naming it."""
+    return [load_record(p) for p in run_files(results_dir)]

@@ -1,52 +1,208 @@
-"""Run a spec: cells -> engine -> run records -> report, resumable and safe to interrupt.
+"""Run a spec: plan (devices, data, keys, what is finished) -> run each remaining cell -> report.
 
-One results folder per spec: ``<results>/<spec>/runs/<cell>.json`` (one per finished
-cell), ``checkpoints/`` (while a cell is in progress), ``summary.*`` and plots.
+One results folder per spec: ``<results>/<spec>/runs/<cell>.json`` (one per cell),
+``checkpoints/`` (while a cell is in progress), ``summary.*``, plots and ``manifest.json``.
+A cell counts as done when a run file with its key holds a finished or diverged run,
+whatever that file is called; a failed cell is tried again.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import json
 import os
 import signal
-import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Mapping, Optional
 
 from filelock import FileLock, Timeout
 
+from .cell import CellTask, Event, OnEvent, execute
+from .data import Dataset, load_dataset
 from .errors import Interrupted, MnistbenchError
-from .results import RunRecord, load_record
-from .spec import Cell, Spec
+from .files import write_atomic
+from .results import RunRecord, load_record, run_files
+from .spec import Spec
+
+DONE = ("finished", "diverged")
 
 
 @dataclass
-class Event:
-    """What the runner tells its front end (progress bar or plain lines)."""
+class Plan:
+    """Everything checked before the first epoch: the tasks, their data, the folder and what it already holds."""
 
-    kind: str  # "start", "skip", "cell", "epoch", "done", "report"
-    cell: Optional[Cell] = None
-    index: int = 0
-    total: int = 0
-    epoch: int = 0
-    epochs: int = 0
-    message: str = ""
+    folder: Path
+    tasks: list[CellTask]
+    datasets: dict[str, Dataset]
+    done: dict[str, RunRecord]  # key -> a finished or diverged record already in the folder
 
 
 @dataclass
 class RunSummary:
     results_dir: Path
-    ran: list[str] = field(default_factory=list)
+    ran: list[RunRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    diverged: list[str] = field(default_factory=list)
-    measured_seconds: float = 0.0  # summed training + evaluation time of the cells run
+    wall_seconds: float = 0.0
+
+    def cells(self, status: str) -> list[str]:
+        return [r.cell for r in self.ran if r.status == status]
+
+    @property
+    def measured_seconds(self) -> float:
+        return sum(r.extra.get("measured_seconds", 0.0) for r in self.ran)
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+def run_spec(
+    spec: Spec,
+    results_root: Path = Path("results"),
+    data_dir: Optional[str | os.PathLike | Mapping[str, str | os.PathLike]] = None,
+    force: bool = False,
+    on_event: OnEvent = lambda e: None,
+    allow_download: bool = True,
+) -> RunSummary:
+    """Run every cell of ``spec`` not already done with the same key, then rebuild the report."""
+    started = time.perf_counter()
+    plan = plan_run(spec, Path(results_root), data_dir, allow_download, force)
+    summary = RunSummary(plan.folder)
+    with results_lock(plan.folder), StopFlag() as stop:
+        remove_temporaries(plan.folder)
+        on_event(Event("start", total=len(plan.tasks), message=str(plan.folder)))
+        try:
+            for task in plan.tasks:
+                if task.key in plan.done:
+                    summary.skipped.append(task.cell.id)
+                    on_event(Event("skip", task.cell, task.index, task.total, message=plan.done[task.key].cell))
+                    continue
+                if stop():
+                    raise Interrupted(stop())
+                summary.ran.append(execute(task, plan.datasets[task.cell.config.dataset], on_event, stop))
+        except BaseException:
+            # Whatever stopped the loop, the tables describe the run files present; the first error is the one reported.
+            summary.wall_seconds = time.perf_counter() - started
+            try:
+                finish(plan.folder, summary, on_event)
+            except MnistbenchError as e:
+                on_event(Event("warning", message=f"tables not rebuilt: {e}"))
+            raise
+        summary.wall_seconds = time.perf_counter() - started
+        finish(plan.folder, summary, on_event)
+    return summary
+
+
+def plan_run(spec: Spec, root: Path, data_dir, allow_download: bool, force: bool) -> Plan:
+    """Resolve devices and data and read the folder, so that bad input fails before any training."""
+    from .engine import resolve_device
+
+    cells = spec.cells()
+    devices = {name: resolve_device(name).type for name in dict.fromkeys(c.config.device for c in cells)}
+    dirs = data_dirs_for(data_dir, [c.config.dataset for c in cells])
+    datasets = {name: load_dataset(name, dirs.get(name), allow_download) for name in dict.fromkeys(c.config.dataset for c in cells)}
+    folder = results_folder(root, spec.name)
+    done = {} if force else finished_runs(folder)
+    tasks = []
+    for index, cell in enumerate(cells, start=1):
+        resolved = cell.__class__(cell.id, cell.config.resolved(devices[cell.config.device]))
+        key = resolved.config.key([f.sha256 for f in datasets[cell.config.dataset].files])
+        tasks.append(CellTask(spec.name, resolved, key, index, len(cells), folder, force))
+    return Plan(folder, tasks, datasets, done)
+
+
+def data_dirs_for(data_dir, datasets: list[str]) -> dict[str, str | os.PathLike]:
+    """``--data-dir`` per dataset: a mapping as given, or one bare folder when the spec uses one dataset."""
+    if data_dir is None:
+        return {}
+    if isinstance(data_dir, Mapping):
+        from .data import DATASETS
+
+        for name in data_dir:
+            if name is not None and name not in DATASETS:
+                raise MnistbenchError(f"--data-dir {name}=...: {DATASETS.unknown_message(name)}")
+        bare = data_dir.get(None)  # type: ignore[call-overload]
+        named = {k: v for k, v in data_dir.items() if k is not None}
+    else:
+        bare, named = data_dir, {}
+    used = list(dict.fromkeys(datasets))
+    if bare is not None:
+        if len(used) > 1:
+            raise MnistbenchError(
+                f"--data-dir {bare}: this spec uses {len(used)} datasets ({', '.join(used)}); "
+                "name the one the folder holds, e.g. --data-dir fashion-mnist=PATH"
+            )
+        named.setdefault(used[0], bare)
+    return named
+
+
+def results_folder(root: Path, name: str) -> Path:
+    """``root/name``, checked to be a plain folder inside ``root`` that can be written."""
+    folder = root / name
+    if name in (".", "..") or "/" in name or os.sep in name or not (root.resolve() / name).resolve().is_relative_to(root.resolve()):
+        raise MnistbenchError(f"spec name {name!r} is not a plain folder name inside {root}")
+    check_writable(folder)
+    runs = folder / "runs"
+    if runs.exists() and not runs.is_dir():
+        raise MnistbenchError(f"{runs} exists but is not a folder: move it away")
+    return folder
+
+
+def finished_runs(folder: Path) -> dict[str, RunRecord]:
+    """The run files already in the folder, by key (finished or diverged only); a bad file stops the run here."""
+    runs = folder / "runs"
+    if not runs.is_dir():
+        return {}
+    done: dict[str, RunRecord] = {}
+    for path in run_files(folder):
+        try:
+            record = load_record(path)
+        except MnistbenchError as e:
+            raise MnistbenchError(f"{e}: move it out of {runs} or delete it, then run again") from None
+        if record.status in DONE:
+            done.setdefault(record.key, record)
+    return done
+
+
+def finish(folder: Path, summary: RunSummary, on_event: OnEvent) -> None:
+    """Rebuild the report from the run files present (whatever stopped the loop) and tidy the folder."""
+    from .report import write_report
+
+    if (folder / "runs").is_dir() and run_files(folder):
+        write_report(folder)
+        on_event(Event("report", message=str(folder)))
+    if summary.ran:
+        write_last_run(folder, summary)
+    ckpt_dir = folder / "checkpoints"
+    if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+        ckpt_dir.rmdir()  # only cells in progress leave anything there
+
+
+def write_last_run(folder: Path, summary: RunSummary) -> None:
+    """``last_run.json``: this invocation's wall time against the time it measured."""
+    from .groups import harness_overhead
+
+    overhead = harness_overhead(summary.ran)
+    payload = {
+        "cells_run": len(summary.ran),
+        "cells_skipped": len(summary.skipped),
+        "cells_failed": len(summary.cells("failed")),
+        "wall_seconds": round(summary.wall_seconds, 3),
+        "measured_seconds": round(summary.measured_seconds, 3),
+        "harness_overhead_fraction": None if overhead is None else round(overhead[1], 4),
+        "note": "wall: from planning the run to the end of the report; measured: summed training and evaluation "
+        "time of the cells it ran; harness overhead: the cells' wall time outside measured work (README)",
+    }
+    write_atomic(folder / "last_run.json", json.dumps(payload, indent=2) + "\n")
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Temporary files of a run killed mid-write (``.<name>.<random>.tmp``); safe under the folder lock."""
+    for sub in (folder, folder / "runs", folder / "checkpoints"):
+        if sub.is_dir():
+            for tmp in sub.glob(".*.tmp"):
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
 
 
 def check_writable(folder: Path) -> None:
@@ -99,139 +255,5 @@ class StopFlag:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def describe_model(name: str) -> dict:
-    """Name, parameter count and counted FLOPs per sample, stored with every run of the model."""
-    from .models import count_params, create_model, forward_flops, train_flops
-
-    m = create_model(name)
-    return {"name": name, "parameters": count_params(m), "forward_flops": forward_flops(m), "train_flops": train_flops(m)}
-
-
-def achieved_rates(model: dict, outcome) -> dict:
-    """Steady-state GFLOP/s of a finished cell against the matmul peak of its device and thread count."""
-    from .roofline import matmul_peak_gflops, roofline
-
-    steady = outcome.epochs[1:] or outcome.epochs  # the first epoch pays for warm-up
-    return roofline(
-        model["train_flops"],
-        model["forward_flops"],
-        statistics.median(e.train_samples_per_s for e in steady),
-        statistics.median(e.eval_samples_per_s for e in steady),
-        matmul_peak_gflops(outcome.device, outcome.threads),
-    )
-
-
-def finished_record(runs_dir: Path, cell: Cell, config_hash: str) -> Optional[RunRecord]:
-    path = runs_dir / f"{cell.id}.json"
-    if not path.is_file():
-        return None
-    try:
-        record = load_record(path)
-    except MnistbenchError:
-        return None  # unreadable: run the cell again and replace it
-    return record if record.config_hash == config_hash else None
-
-
-def run_spec(
-    spec: Spec,
-    results_root: Path = Path("results"),
-    data_dir: Optional[str] = None,
-    force: bool = False,
-    on_event: Callable[[Event], None] = lambda e: None,
-    allow_download: bool = True,
-) -> RunSummary:
-    """Run every cell of ``spec`` not already finished with the same configuration, then write the report."""
-    from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-    from .data import load_dataset
-    from .engine import resolve_device, run_cell
-    from .environment import environment
-    from .report import write_report
-
-    cells = spec.cells()
-    # Every input is checked before anything is written: device, data, results folder.
-    for device in {c.config.device for c in cells}:
-        resolve_device(device)
-    datasets = {name: load_dataset(name, data_dir, allow_download) for name in dict.fromkeys(c.config.dataset for c in cells)}
-    folder = Path(results_root) / spec.name
-    check_writable(folder)
-    runs_dir = folder / "runs"
-    summary = RunSummary(folder)
-    model_info: dict[str, dict] = {}
-
-    with results_lock(folder), StopFlag() as stop:
-        on_event(Event("start", total=len(cells), message=str(folder)))
-        try:
-            for index, cell in enumerate(cells, start=1):
-                config = cell.config
-                dataset = datasets[config.dataset]
-                config_hash = config.config_hash([f.sha256 for f in dataset.files])
-                if not force and finished_record(runs_dir, cell, config_hash) is not None:
-                    summary.skipped.append(cell.id)
-                    on_event(Event("skip", cell, index, len(cells)))
-                    continue
-                if stop():
-                    raise Interrupted(stop())
-                if config.model not in model_info:
-                    model_info[config.model] = describe_model(config.model)
-                ckpt = checkpoint_path(folder, cell.id)
-                resume = None if force else load_checkpoint(ckpt, config_hash)
-                on_event(Event("cell", cell, index, len(cells), epoch=len(resume.epochs) if resume else 0, epochs=config.epochs))
-                cell_started, cell_wall = _now(), time.perf_counter()
-
-                done_epochs = list(resume.epochs) if resume else []
-
-                def on_epoch(metrics, state):
-                    done_epochs.append(metrics)
-                    save_checkpoint(ckpt, config_hash, done_epochs, state())
-                    on_event(Event("epoch", cell, index, len(cells), epoch=metrics.epoch, epochs=config.epochs,
-                                   message=f"test acc {100 * metrics.test_accuracy:.2f}%  loss {metrics.test_loss:.4f}"))
-
-                outcome = run_cell(config, dataset, on_epoch=on_epoch, resume=resume, should_stop=stop)
-                resumed_from = len(resume.epochs) if resume else 0
-                # Timed work of this invocation only, to set against this invocation's wall time.
-                measured = sum(e.train_seconds + e.eval_seconds for e in outcome.epochs[resumed_from:])
-                record = RunRecord(
-                    spec=spec.name,
-                    cell=cell.id,
-                    config=config.model_dump(),
-                    config_hash=config_hash,
-                    status=outcome.status,
-                    model=model_info[config.model],
-                    data={
-                        "dataset": config.dataset,
-                        "official": dataset.official,
-                        "files": [f.to_dict() for f in dataset.files],
-                    },
-                    epochs=outcome.epochs,
-                    environment=environment(outcome.threads),
-                    started=cell_started,
-                    finished=_now(),
-                    device=outcome.device,
-                    time_to_target_s=outcome.time_to_target_s,
-                    epochs_to_target=outcome.epochs_to_target,
-                    peak_memory_bytes=outcome.peak_memory_bytes,
-                    note=outcome.note,
-                    extra={"cell_index": index,  # position in the spec: the first variant is the baseline
-                           "resumed_from_epoch": resumed_from,
-                           "roofline": achieved_rates(model_info[config.model], outcome),
-                           "wall_seconds": time.perf_counter() - cell_wall,
-                           "measured_seconds": measured},
-                )
-                record.save(runs_dir)
-                ckpt.unlink(missing_ok=True)
-                summary.ran.append(cell.id)
-                summary.measured_seconds += measured
-                if outcome.status == "diverged":
-                    summary.diverged.append(cell.id)
-                on_event(Event("done", cell, index, len(cells), message=outcome.status))
-        finally:
-            # Whatever stopped the loop, the tables describe every finished cell.
-            if summary.ran or (any(runs_dir.glob("*.json")) and not (folder / "summary.md").exists()):
-                write_report(folder, spec.name)
-                on_event(Event("report", message=str(folder)))
-            ckpt_dir = folder / "checkpoints"
-            if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
-                ckpt_dir.rmdir()  # only cells in progress leave anything there
-    return summary
+        if self.signum and exc[0] is None:
+            raise Interrupted(self.signum)  # a signal during the report still ends the run with 130/143

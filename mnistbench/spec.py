@@ -10,9 +10,7 @@ against the default instead of in every combination.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .data import DATASETS
 from .errors import MnistbenchError
 from .models import MODELS
+from .results import cell_key
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["none", "step", "cosine", "onecycle"]
@@ -55,6 +54,7 @@ class CellConfig(BaseModel):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward and loss to bfloat16
     target_accuracy: Optional[float] = Field(None, gt=0, le=1)  # for time-to-accuracy
     target_eval_every: Optional[int] = Field(None, gt=0)  # also check the target every N batches (untimed)
+    deterministic: bool = False  # torch.use_deterministic_algorithms for the cell (README, "When runs repeat")
 
     @field_validator("model")
     @classmethod
@@ -70,10 +70,13 @@ class CellConfig(BaseModel):
             raise ValueError(DATASETS.unknown_message(v))
         return v
 
-    def config_hash(self, data_hashes: list[str] | tuple[str, ...] = ()) -> str:
-        """Hash of the resolved configuration and the data it trains on: equal hashes, same experiment."""
-        blob = json.dumps({"config": self.model_dump(), "data": list(data_hashes)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    def resolved(self, device_type: str) -> "CellConfig":
+        """The configuration as it runs: ``device: auto`` replaced by the device used."""
+        return self.model_copy(update={"device": device_type})
+
+    def key(self, data_sha256s: list[str] | tuple[str, ...] = ()) -> str:
+        """The canonical cell key (see ``results.cell_key``); call it on a ``resolved`` configuration."""
+        return cell_key(self.model_dump(), data_sha256s)
 
 
 SETTINGS = tuple(CellConfig.model_fields)
@@ -112,9 +115,27 @@ class Spec(BaseModel):
 
 
 def cell_id(config: CellConfig, matrix_keys: list[str]) -> str:
-    """A file-name-safe id: the model, then every other matrix key with its value."""
-    parts = [config.model] + [f"{k}-{getattr(config, k)}" for k in matrix_keys if k != "model"]
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts))
+    """A readable, file-name-safe id: the model, every other varying key with its value, and the seed."""
+    keys = [k for k in matrix_keys if k != "model"]
+    if "seed" not in keys:
+        keys.append("seed")
+    parts = [config.model] + [f"{k}-{getattr(config, k)}" for k in keys]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts))[:MAX_ID_LENGTH]
+
+
+MAX_ID_LENGTH = 200  # file names of run files and checkpoints stay well under the usual 255-byte limit
+
+
+def check_unique(cells: list[Cell], where: str) -> None:
+    """Two cells with one configuration, or two configurations with one id, are a spec error."""
+    seen_ids: dict[str, CellConfig] = {}
+    seen_configs: dict[CellConfig, str] = {}
+    for cell in cells:
+        if cell.config in seen_configs:
+            raise MnistbenchError(f"{where}: cell {cell.id} is listed twice (the same settings and seed), e.g. by repeated variants")
+        if cell.id in seen_ids:
+            raise MnistbenchError(f"{where}: two different cells would share the id {cell.id}: make their settings differ in a readable way")
+        seen_ids[cell.id], seen_configs[cell.config] = cell.config, cell.id
 
 
 def _loc(error: dict, matrix_keys: set[str]) -> str:
@@ -145,8 +166,8 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
     description = raw.pop("description", "")
     matrix = raw.pop("matrix", None)
     variants = raw.pop("variants", [{}])
-    if not isinstance(spec_name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", spec_name):
-        raise MnistbenchError(f"{where}: name: must be letters, digits, '.', '_' or '-', got {spec_name!r}")
+    if not isinstance(spec_name, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", spec_name) or spec_name in (".", ".."):
+        raise MnistbenchError(f"{where}: name: must be 1-100 letters, digits, '.', '_' or '-' (not '.' or '..'), got {str(spec_name)[:100]!r}")
     if not isinstance(description, str):
         raise MnistbenchError(f"{where}: description: must be a string")
     if matrix is None:
@@ -177,10 +198,11 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
                 raise MnistbenchError(f"{where}: variants[{i}].{key}: also a matrix axis")
     spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, variants=variants, source=source)
     try:
-        spec.cells()
+        cells = spec.cells()
     except ValidationError as e:
         err = e.errors()[0]
         raise MnistbenchError(f"{where}: {_loc(err, set(matrix))}: {_one_line(err)}") from None
+    check_unique(cells, where)
     return spec
 
 

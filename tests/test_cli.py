@@ -57,7 +57,7 @@ def test_a_run_writes_one_file_per_cell_and_the_tables(finished):
     assert "| lenet5" in summary and "44,426" in summary and "NOT the official file" in summary
     csv_header = (out / "summary.csv").read_text().splitlines()[0]
     assert csv_header.startswith("model,parameters,epochs,seeds")
-    assert "4 cells run, 0 skipped" in output
+    assert "4 cells run (4 finished, 0 diverged, 0 failed), 0 skipped" in output
 
 
 def test_report_rebuilds_identical_tables_from_the_run_files_alone(finished, tmp_path):
@@ -78,12 +78,12 @@ def test_running_again_skips_finished_cells_and_reruns_changed_ones(finished, tm
 
     shutil.copytree(root / "results", results)
     again = cli("run", spec, "--results-dir", results, "--data-dir", data)
-    assert again.exit_code == 0 and "0 cells run, 4 skipped" in again.output
+    assert again.exit_code == 0 and "0 cells run (0 finished, 0 diverged, 0 failed), 4 skipped" in again.output
     changed = write_spec(tmp_path / "tiny.yaml", TINY_SPEC.replace("seed: [0, 1]", "seed: [0, 1, 2]"))
     more = cli("run", changed, "--results-dir", results, "--data-dir", data)
-    assert more.exit_code == 0 and "2 cells run, 4 skipped" in more.output
+    assert more.exit_code == 0 and "2 cells run (2 finished, 0 diverged, 0 failed), 4 skipped" in more.output
     forced = cli("run", spec, "--results-dir", results, "--data-dir", data, "--force")
-    assert "4 cells run, 0 skipped" in forced.output
+    assert "4 cells run (4 finished, 0 diverged, 0 failed), 0 skipped" in forced.output
 
 
 def test_dry_run_prints_the_cells_and_writes_nothing(tmp_path):

@@ -60,7 +60,7 @@ def test_data_dir_precedence_flag_then_env_then_cache(tmp_path, monkeypatch):
 
 def test_missing_files_offline_say_where_to_put_them(tmp_path):
     with pytest.raises(MnistbenchError, match=r"not found in .*empty.*MNISTBENCH_DATA_DIR"):
-        load_dataset("mnist", tmp_path / "empty", allow_download=False)
+        load_dataset("mnist", (tmp_path / "empty").mkdir() or tmp_path / "empty", allow_download=False)
 
 
 @pytest.mark.parametrize(
@@ -145,6 +145,7 @@ def test_missing_files_are_downloaded_from_a_mirror_and_verified(tmp_path, monke
         monkeypatch.setattr(tvd.MNIST, "mirrors", [dead, f"http://127.0.0.1:{server.server_port}/"])
         monkeypatch.setattr(tvd.MNIST, "resources", list(md5.items()))
         target = tmp_path / "cache"
+        target.mkdir()
         ds = load_dataset("mnist", target, allow_download=True)
     finally:
         server.shutdown()
@@ -157,5 +158,5 @@ def test_a_download_that_fails_everywhere_is_a_one_line_error(tmp_path, monkeypa
 
     monkeypatch.setattr(tvd.MNIST, "mirrors", ["http://127.0.0.1:9/"])
     with pytest.raises(MnistbenchError, match=r"could not be downloaded \(offline\?\): put the four IDX files there"):
-        load_dataset("mnist", tmp_path / "cache", allow_download=True)
+        load_dataset("mnist", (tmp_path / "cache").mkdir() or tmp_path / "cache", allow_download=True)
     assert list((tmp_path / "cache").iterdir()) == []

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from records_factory import comparison, make_record, write_records
 
-from mnistbench.plots import _zoom_limits, curve, spread, write_plots
+from mnistbench.groups import build_report, curve, spread
+from mnistbench.plots import _zoom_limits, write_plots
 from mnistbench.results import load_records
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -18,7 +19,7 @@ NAMES = ["learning_curves", "final_error", "throughput"]
 
 
 def plot(folder: Path) -> list[Path]:
-    return write_plots(folder, "demo", load_records(folder))
+    return write_plots(folder, build_report(folder))
 
 
 def check_figures(folder: Path, written: list[Path]) -> None:

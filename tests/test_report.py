@@ -10,7 +10,8 @@ import pytest
 from records_factory import comparison, final_accuracy, make_record, write_records
 
 from mnistbench.errors import MnistbenchError
-from mnistbench.report import _median_reached, group_records, write_report
+from mnistbench.groups import median_reached, report_from_records
+from mnistbench.report import write_report
 from mnistbench.results import load_records
 
 T_975_DOF2 = 4.302652729911275
@@ -72,7 +73,7 @@ def test_models_come_in_registry_order_not_file_name_order(three_seeds):
 
 def test_settings_that_vary_label_the_groups_and_sort_as_numbers(tmp_path):
     records = [make_record("lenet5", s, lr=lr) for lr in (0.01, 0.001, 0.1) for s in range(2)]
-    groups = group_records(records)
+    groups = report_from_records(records).sections[0].groups
     assert [g.label for g in groups] == ["lenet5, lr=0.001", "lenet5, lr=0.01", "lenet5, lr=0.1"]
     assert all([r.seed for r in g.records] == [0, 1] for g in groups)
 
@@ -150,9 +151,9 @@ def test_a_folder_without_run_files_is_an_error(tmp_path):
 
 
 def test_time_to_target_median_counts_seeds_that_missed_it_as_slowest():
-    assert _median_reached([10.0, 12.0, None]) == 12.0
-    assert _median_reached([10.0, None, None]) is None
-    assert _median_reached([10.0, 12.0, 14.0]) == 12.0
+    assert median_reached([10.0, 12.0, None]) == 12.0
+    assert median_reached([10.0, None, None]) is None
+    assert median_reached([10.0, 12.0, 14.0]) == 12.0
 
 
 def test_records_round_trip_through_the_run_files(three_seeds):
@@ -161,22 +162,18 @@ def test_records_round_trip_through_the_run_files(three_seeds):
 
 
 def test_speedups_compare_each_variant_with_its_models_first_cell(tmp_path):
-    from records_factory import make_record, write_records
-    from mnistbench.report import group_records, speedups, summary_rows
-
     records = []
     for index, (loader, speed) in enumerate([("torchvision", 3_000.0), ("tensor", 12_000.0)], start=1):
         r = make_record("lenet5", 0, epochs=3, train_samples_per_s=[speed / 2, speed, speed], loader=loader)
         r.extra["cell_index"] = index
         records.append(r)
-    groups = group_records(records)
-    rows = speedups(groups, summary_rows(groups))
-    assert rows == [["lenet5", "loader", "torchvision → tensor", "4.00×", "3,000", "12,000"]]
+    rows = report_from_records(records).sections[0].speedups
+    assert rows == [{"model": "lenet5", "setting": "loader", "baseline": "torchvision", "variant": "tensor", "ratio": 4.0,
+                     "baseline_samples_per_s": 3_000.0, "variant_samples_per_s": 12_000.0}]
 
 
 def test_roofline_and_harness_overhead_appear_in_the_summary(tmp_path):
-    from records_factory import make_record
-    from mnistbench.report import markdown
+    from mnistbench.tables import markdown
 
     r = make_record("lenet5", 0, epochs=3)
     r.extra.update(
@@ -185,6 +182,6 @@ def test_roofline_and_harness_overhead_appear_in_the_summary(tmp_path):
         roofline={"peak_gflops": 150.0, "train_gflops": 45.0, "eval_gflops": 30.0,
                   "train_fraction_of_peak": 0.3, "eval_fraction_of_peak": 0.2},
     )
-    text = markdown("demo", [r])
+    text = markdown(report_from_records([r]))
     assert "| lenet5 " in text and "| 150.0 " in text and "| 45.0 " in text and "| 30.0 " in text
     assert "Harness overhead: 4.0% of the cells' 100.0 s wall time" in text

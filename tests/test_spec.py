@@ -30,10 +30,10 @@ def test_any_scalar_setting_can_be_a_matrix_axis():
     spec = parse_spec({"matrix": {"model": ["lenet5"], "loader": ["tensor", "torchvision"], "batch_size": [64, 128]}}, "t")
     ids = [c.id for c in spec.cells()]
     assert ids == [
-        "lenet5_loader-tensor_batch_size-64",
-        "lenet5_loader-tensor_batch_size-128",
-        "lenet5_loader-torchvision_batch_size-64",
-        "lenet5_loader-torchvision_batch_size-128",
+        "lenet5_loader-tensor_batch_size-64_seed-0",
+        "lenet5_loader-tensor_batch_size-128_seed-0",
+        "lenet5_loader-torchvision_batch_size-64_seed-0",
+        "lenet5_loader-torchvision_batch_size-128_seed-0",
     ]
 
 
@@ -89,11 +89,11 @@ def test_a_missing_spec_file_is_named(tmp_path):
         load_spec(tmp_path / "nope.yaml")
 
 
-def test_the_config_hash_changes_with_the_configuration_and_the_data():
+def test_the_cell_key_changes_with_the_configuration_and_the_data():
     a, b = parse_spec({"matrix": {"model": ["lenet5"], "epochs": [1, 2]}}, "t").cells()
-    assert a.config.config_hash(["x"]) != b.config.config_hash(["x"])
-    assert a.config.config_hash(["x"]) != a.config.config_hash(["y"])
-    assert a.config.config_hash(["x"]) == a.config.config_hash(["x"])
+    assert a.config.key(["x"]) != b.config.key(["x"])
+    assert a.config.key(["x"]) != a.config.key(["y"])
+    assert a.config.key(["x"]) == a.config.key(["x"])
 
 
 def test_variants_repeat_each_matrix_cell_with_one_change_at_a_time():

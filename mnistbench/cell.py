@@ -1,0 +1,164 @@
+"""Run ONE cell: resume from its checkpoint, train it, write its run file.
+
+The same function serves every executor, so a cell behaves the same whether the
+sequential loop or a worker runs it. A cell that raises is recorded ``failed`` with
+a one-line reason instead of stopping the matrix; a full disk or a signal still
+stops the run (they would stop every cell after it too).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Optional
+
+from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, set_aside
+from .data import Dataset
+from .engine import CellOutcome, ResumeError, ResumeState, run_cell
+from .environment import environment
+from .errors import Interrupted, MnistbenchError
+from .results import EpochMetrics, RunRecord, data_identity, derive_status
+from .spec import Cell
+
+
+@dataclass
+class Event:
+    """What the runner tells its front end (progress bar or plain lines)."""
+
+    kind: str  # "start", "skip", "cell", "epoch", "done", "warning", "report"
+    cell: Optional[Cell] = None
+    index: int = 0
+    total: int = 0
+    epoch: int = 0
+    epochs: int = 0
+    message: str = ""
+
+
+OnEvent = Callable[[Event], None]
+
+
+@dataclass
+class CellTask:
+    """One cell to run: its spec, its place in the matrix, its key and where its files go."""
+
+    spec: str
+    cell: Cell  # with the device resolved
+    key: str
+    index: int
+    total: int
+    folder: Path
+    force: bool = False
+    extra: dict = field(default_factory=dict)  # stored in the record (e.g. the executor's node)
+
+
+@lru_cache(maxsize=None)
+def describe_model(name: str) -> dict:
+    """Name, parameter count and counted FLOPs per sample, stored with every run of the model."""
+    from .models import count_params, create_model, forward_flops, train_flops
+
+    m = create_model(name)
+    return {"name": name, "parameters": count_params(m), "forward_flops": forward_flops(m), "train_flops": train_flops(m)}
+
+
+def achieved_rates(model: dict, outcome: CellOutcome) -> dict:
+    """Steady-state GFLOP/s of a cell against the matmul peak of its device and thread count."""
+    from .roofline import matmul_peak_gflops, roofline
+
+    steady = outcome.epochs[1:] or outcome.epochs  # the first epoch pays for warm-up
+    return roofline(
+        model["train_flops"],
+        model["forward_flops"],
+        statistics.median(e.train_samples_per_s for e in steady),
+        statistics.median(e.eval_samples_per_s for e in steady),
+        matmul_peak_gflops(outcome.device, outcome.threads),
+    )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
+
+
+def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None, should_stop=None) -> RunRecord:
+    """Train the cell (resuming from its checkpoint), write ``runs/<cell>.json`` atomically and return the record."""
+    cell, folder = task.cell, task.folder
+    ckpt = checkpoint_path(folder, cell.id)
+    resume, message = (None, "") if task.force else load_checkpoint(ckpt, task.key, cell.config.epochs)
+    if message:
+        on_event(Event("warning", cell, task.index, task.total, message=message))
+    on_event(Event("cell", cell, task.index, task.total, epoch=len(resume.epochs) if resume else 0, epochs=cell.config.epochs))
+    started, wall = _now(), time.perf_counter()
+    done: list[EpochMetrics] = list(resume.epochs) if resume else []
+
+    def on_epoch(metrics: EpochMetrics, state: Callable[[], ResumeState]) -> None:
+        done.append(metrics)
+        save_checkpoint(ckpt, task.key, state())
+        on_event(Event("epoch", cell, task.index, task.total, epoch=metrics.epoch, epochs=cell.config.epochs,
+                       message=f"test acc {100 * metrics.test_accuracy:.2f}%  loss {metrics.test_loss:.4f}"))
+
+    outcome, failure = None, ""
+    try:
+        try:
+            outcome = run_cell(cell.config, dataset, on_epoch, resume, should_stop)
+        except ResumeError as e:
+            on_event(Event("warning", cell, task.index, task.total, message=set_aside(ckpt, str(e))))
+            resume, done[:] = None, []
+            outcome = run_cell(cell.config, dataset, on_epoch, None, should_stop)
+    except (Interrupted, MnistbenchError, OSError, KeyboardInterrupt):
+        raise  # a signal, a full disk, bad input: the run stops, the checkpoint stays
+    except Exception as e:  # noqa: BLE001 - any failure of the cell itself is recorded, and the matrix goes on
+        failure = _reason(e)
+    record = build_record(task, dataset, outcome, done, failure, len(resume.epochs) if resume else 0, started, wall)
+    record.save(folder / "runs")
+    if record.status != "failed":
+        ckpt.unlink(missing_ok=True)  # a failed cell keeps its checkpoint, so a retry resumes
+    on_event(Event("done", cell, task.index, task.total, message=record.status + (f" ({record.note})" if record.note else "")))
+    return record
+
+
+def build_record(
+    task: CellTask, dataset: Dataset, outcome: Optional[CellOutcome], done: list[EpochMetrics], failure: str,
+    resumed_from: int, started: str, wall_start: float,
+) -> RunRecord:
+    """The run record of a cell; its status follows from the metrics (and the failure, if any), however it got there."""
+    config, model = task.cell.config, describe_model(task.cell.config.model)
+    epochs = outcome.epochs if outcome is not None else done
+    status, note = derive_status(epochs, failure)
+    # Timed work of this invocation only, to set against this invocation's wall time.
+    measured = sum(e.train_seconds + e.eval_seconds for e in epochs[resumed_from:])
+    extra = {"cell_index": task.index,  # position in the spec: the first variant is the baseline
+             "resumed_from_epoch": resumed_from,
+             "wall_seconds": time.perf_counter() - wall_start,
+             "measured_seconds": measured, **task.extra}
+    if outcome is not None and outcome.epochs:
+        extra["roofline"] = achieved_rates(model, outcome)
+    sha256s = [f.sha256 for f in dataset.files]
+    return RunRecord(
+        spec=task.spec,
+        cell=task.cell.id,
+        config=config.model_dump(),
+        config_hash=task.key,
+        key=task.key,
+        status=status,
+        model=model,
+        data={"dataset": config.dataset, "identity": data_identity(sha256s), "official": dataset.official,
+              "files": [f.to_dict() for f in dataset.files]},
+        epochs=epochs,
+        environment=environment(outcome.threads if outcome else None),
+        started=started,
+        finished=_now(),
+        device=outcome.device if outcome else config.device,
+        time_to_target_s=outcome.time_to_target_s if outcome else None,
+        epochs_to_target=outcome.epochs_to_target if outcome else None,
+        peak_memory_bytes=outcome.peak_memory_bytes if outcome else None,
+        note=note,
+        extra=extra,
+    )

@@ -1,0 +1,389 @@
+"""Run records -> validated groups with their statistics: the one layer every table and figure reads.
+
+A *section* is one spec on one data identity (the files' hashes) and one device kind
+(the CPU model and count, or the GPU name). A *group* is one resolved configuration in
+a section, across seeds; its seeds are unique. Two run files with one cell key are one
+measurement: it is counted once and the duplicate is named in a warning. Nothing from
+two sections is ever pooled; renderers only read what is computed here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .errors import MnistbenchError
+from .models import paper_test_error_pct
+from .results import RunRecord, load_record, run_files
+from .stats import Comparison, Estimate, estimate, welch
+
+# Below this many seeds a 95% interval is too wide to draw; figures show min-max instead.
+MIN_SEEDS_FOR_CI = 3
+_STATUS_RANK = {"finished": 0, "diverged": 0, "failed": 1}
+
+
+@dataclass(frozen=True, order=True)
+class Context:
+    """What the runs of a section share besides their configuration."""
+
+    spec: str
+    dataset: str
+    data_identity: str
+    device: str  # e.g. "cpu: AMD EPYC (2 CPUs)" or "cuda: NVIDIA H200"
+
+    @property
+    def title(self) -> str:
+        return f"{self.spec} · {self.dataset} (data {self.data_identity[:8]}) · {self.device}"
+
+
+def device_kind(r: RunRecord) -> str:
+    env = r.environment
+    if r.device_type == "cuda":
+        return f"cuda: {(env.get('gpu') or {}).get('name', 'unknown GPU')}"
+    return f"{r.device_type}: {env.get('cpu') or 'unknown CPU'} ({env.get('cpu_count') or '?'} CPUs)"
+
+
+def context_of(r: RunRecord) -> Context:
+    return Context(r.spec, str(r.config.get("dataset")), r.data["identity"], device_kind(r))
+
+
+@dataclass
+class Spread:
+    """A mean over seeds with the interval drawn around it."""
+
+    n: int
+    mean: float
+    low: float
+    high: float
+
+
+def spread(values: list[float]) -> Spread:
+    """Mean with its 95% Student-t interval from 3 seeds up, else the min-max range (a point for one seed)."""
+    if len(values) >= MIN_SEEDS_FOR_CI:
+        e = estimate(values)
+        return Spread(e.n, e.mean, e.ci_low, e.ci_high)
+    return Spread(len(values), statistics.fmean(values), min(values), max(values))
+
+
+def curve(records: list[RunRecord], attr: str, scale: float = 1.0) -> tuple[list[int], list[Spread]]:
+    """Per epoch, the spread over the runs that reached that epoch of ``attr`` times ``scale``."""
+    by_epoch: dict[int, list[float]] = {}
+    for r in records:
+        for e in r.epochs:
+            by_epoch.setdefault(e.epoch, []).append(scale * getattr(e, attr))
+    xs = sorted(by_epoch)
+    return xs, [spread(by_epoch[x]) for x in xs]
+
+
+@dataclass
+class Group:
+    """The records of one configuration in one section, one per seed."""
+
+    label: str
+    context: Context
+    records: list[RunRecord]
+
+    @property
+    def model(self) -> str:
+        return self.records[0].config["model"]
+
+    @property
+    def finished(self) -> list[RunRecord]:
+        return [r for r in self.records if r.status == "finished"]
+
+    def with_status(self, status: str) -> list[RunRecord]:
+        return [r for r in self.records if r.status == status]
+
+    def final_accuracy(self) -> Estimate | None:
+        return estimate([r.final.test_accuracy for r in self.finished]) if self.finished else None
+
+    def best_accuracy(self) -> Estimate | None:
+        return estimate([max(e.test_accuracy for e in r.epochs) for r in self.finished]) if self.finished else None
+
+    def final_loss(self) -> Estimate | None:
+        return estimate([r.final.test_loss for r in self.finished]) if self.finished else None
+
+    def steady_epochs(self, attr: str) -> list[float]:
+        """Per-epoch values with each run's first (warm-up) epoch left out, unless a run has only one."""
+        out = []
+        for r in self.records:
+            epochs = r.epochs[1:] if len(r.epochs) > 1 else r.epochs
+            out += [getattr(e, attr) for e in epochs]
+        return out
+
+    def train_throughput(self) -> tuple[float | None, float | None, float | None]:
+        """Median, min and max training samples/s over steady epochs and seeds."""
+        return _median_range(self.steady_epochs("train_samples_per_s"))
+
+    def hosts(self) -> list[str]:
+        return sorted({str(r.environment.get("host")) for r in self.records if r.environment.get("host")})
+
+
+@dataclass
+class Section:
+    """One spec on one data identity and one device kind, with everything the tables say about it."""
+
+    context: Context
+    groups: list[Group]
+    rows: list[dict]
+    comparisons: list[tuple[Group, Group, Comparison]]
+    speedups: list[dict]
+    overhead: Optional[tuple[float, float]]
+
+    @property
+    def records(self) -> list[RunRecord]:
+        return [r for g in self.groups for r in g.records]
+
+    @property
+    def environment(self) -> dict:
+        return self.records[0].environment
+
+    @property
+    def data(self) -> dict:
+        return self.records[0].data
+
+
+@dataclass
+class Report:
+    """A results folder as validated data: its sections, and what was set aside (duplicates)."""
+
+    sections: list[Section]
+    warnings: list[str] = field(default_factory=list)
+    run_files: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        specs = sorted({s.context.spec for s in self.sections})
+        return specs[0] if len(specs) == 1 else " + ".join(specs)
+
+    def groups(self) -> list[Group]:
+        """Every group; labels carry their section when there are several, so no two read alike."""
+        if len(self.sections) == 1:
+            return self.sections[0].groups
+        return [Group(f"{g.label} [{s.context.title}]", g.context, g.records) for s in self.sections for g in s.groups]
+
+
+def load_runs(results_dir: Path) -> list[tuple[str, RunRecord]]:
+    """(file name, record) of every run file; a bad file stops with one line naming it."""
+    out = [(p.name, load_record(p)) for p in run_files(results_dir)]
+    if not out:
+        raise MnistbenchError(f"no run files in {Path(results_dir) / 'runs'}")
+    return out
+
+
+def deduplicate(runs: list[tuple[str, RunRecord]]) -> tuple[list[RunRecord], list[str]]:
+    """One record per cell key (a finished or diverged one before a failed one, then by file name), and warnings."""
+    by_key: dict[str, list[tuple[str, RunRecord]]] = {}
+    for name, r in runs:
+        by_key.setdefault(r.key, []).append((name, r))
+    kept, warnings = [], []
+    for same in by_key.values():
+        same.sort(key=lambda nr: (_STATUS_RANK[nr[1].status], nr[0]))
+        kept.append(same[0][1])
+        if len(same) > 1:
+            warnings.append(
+                f"{', '.join(n for n, _ in same[1:])} repeat{'s' if len(same) == 2 else ''} the configuration and seed of "
+                f"{same[0][0]} (cell key {same[0][1].key}): counted once"
+            )
+    return kept, warnings
+
+
+def build_report(results_dir: Path) -> Report:
+    """The report of a results folder's run files."""
+    return report_from_runs(load_runs(results_dir))
+
+
+def report_from_records(records: list[RunRecord]) -> Report:
+    """The report of records in memory, as if each were saved under its cell's name."""
+    return report_from_runs([(f"{r.cell}.json", r) for r in records])
+
+
+def report_from_runs(runs: list[tuple[str, RunRecord]]) -> Report:
+    records, warnings = deduplicate(runs)
+    by_context: dict[Context, list[RunRecord]] = {}
+    for r in records:
+        by_context.setdefault(context_of(r), []).append(r)
+    sections = [make_section(c, rs) for c, rs in sorted(by_context.items())]
+    if len(sections) > 1:
+        warnings.append(
+            f"this folder holds runs of {len(sections)} different spec/data/device combinations; "
+            "each is reported in its own section and never pooled"
+        )
+    return Report(sections, warnings, [n for n, _ in runs])
+
+
+def _group_key(r: RunRecord) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in r.config.items() if k not in ("seed", "device")))
+
+
+def make_section(context: Context, records: list[RunRecord]) -> Section:
+    """Group by every setting but the seed; label by the model and the settings that vary in the section.
+
+    Groups come in the model registry's order (lenet5, custom-mlp, mlp-matched), then by
+    the varying settings; records within a group by seed. File names play no part.
+    """
+    from .models import MODELS
+
+    varying = sorted(
+        k for k in dict.fromkeys(k for r in records for k in r.config)
+        if k not in ("model", "seed", "device") and len({repr(r.config.get(k)) for r in records}) > 1
+    )
+    groups: dict[tuple, Group] = {}
+    for r in records:
+        label = ", ".join([r.config["model"]] + [f"{k}={r.config.get(k)}" for k in varying])
+        groups.setdefault(_group_key(r), Group(label, context, [])).records.append(r)
+    for g in groups.values():
+        g.records.sort(key=lambda r: (_sortable(r.config.get("seed")), r.cell))
+    names = MODELS.names()
+
+    def order(g: Group) -> tuple:
+        rank = names.index(g.model) if g.model in names else len(names)
+        return (rank, g.model, tuple(_sortable(g.records[0].config.get(k)) for k in varying))
+
+    ordered = sorted(groups.values(), key=order)
+    rows = [summary_row(g) for g in ordered]
+    comparisons = [
+        (a, b, welch([r.final.test_accuracy for r in a.finished], [r.final.test_accuracy for r in b.finished]))
+        for a, b in itertools.combinations(ordered, 2)
+        if a.finished and b.finished
+    ]
+    return Section(context, ordered, rows, comparisons, speedups(ordered, rows), harness_overhead(records))
+
+
+def _sortable(v: object) -> tuple:
+    # Numbers compare as numbers (lr 0.001 < 0.01 < 0.1), everything else as text.
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return (0, float(v), "")
+    return (1, 0.0, repr(v))
+
+
+def describe_devices(records: list[RunRecord]) -> str:
+    """The hardware the runs measured: GPU names for CUDA runs, the CPU model otherwise."""
+    words = []
+    for r in records:
+        env = r.environment
+        if r.device_type == "cuda" and env.get("gpu"):
+            words.append(env["gpu"]["name"])
+        else:
+            threads = f", {env['threads']} threads" if env.get("threads") else ""
+            words.append(f"{env.get('cpu') or 'unknown CPU'}{threads}")
+    return ", ".join(sorted(dict.fromkeys(words)))
+
+
+def seeds_words(groups: list[Group]) -> str:
+    """``3 seeds`` or ``2-3 seeds`` when groups differ."""
+    counts = sorted({len(g.records) for g in groups})
+    n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"{n} seed{'' if counts == [1] else 's'}"
+
+
+def _median_range(values: list[float]) -> tuple[float | None, float | None, float | None]:
+    if not values:
+        return None, None, None
+    return statistics.median(values), min(values), max(values)
+
+
+def median_reached(times: list[float | None]) -> float | None:
+    """Median over seeds (of seconds or epochs to target), a seed that never reached it counting as infinitely slow."""
+    if not times:
+        return None
+    m = statistics.median([math.inf if t is None else t for t in times])
+    return None if math.isinf(m) or math.isnan(m) else m
+
+
+def summary_row(g: Group) -> dict:
+    """One row of plain numbers per group: the data behind both tables."""
+    first = g.records[0]
+    acc, best, loss = g.final_accuracy(), g.best_accuracy(), g.final_loss()
+    train_med, train_min, train_max = g.train_throughput()
+    eval_med, _, _ = _median_range(g.steady_epochs("eval_samples_per_s"))
+    epoch_s, _, _ = _median_range(g.steady_epochs("train_seconds"))
+    targeted = [r for r in g.records if r.config.get("target_accuracy") is not None and r.status != "failed"]
+    ttt = [r.time_to_target_s for r in targeted]
+    return {
+        "model": g.label,
+        "parameters": first.model["parameters"],
+        "epochs": first.config["epochs"],
+        "seeds": len(g.records),
+        "diverged": len(g.with_status("diverged")),
+        "final_test_acc_mean": acc.mean if acc else None,
+        "final_test_acc_std": acc.std if acc else None,
+        "final_test_acc_ci95_low": acc.ci_low if acc else None,
+        "final_test_acc_ci95_high": acc.ci_high if acc else None,
+        "best_test_acc_mean": best.mean if best else None,
+        "best_test_acc_max": max(max(e.test_accuracy for e in r.epochs) for r in g.finished) if g.finished else None,
+        "final_test_loss_mean": loss.mean if loss else None,
+        "final_test_loss_std": loss.std if loss else None,
+        "final_test_error_pct": 100 * (1 - acc.mean) if acc else None,
+        "paper_test_error_pct": paper_test_error_pct(g.model),
+        "train_samples_per_s_median": train_med,
+        "train_samples_per_s_min": train_min,
+        "train_samples_per_s_max": train_max,
+        "eval_samples_per_s_median": eval_med,
+        "seconds_per_epoch_median": epoch_s,
+        "target_accuracy": first.config.get("target_accuracy"),
+        "time_to_target_s_median": median_reached(ttt),
+        "epochs_to_target_median": median_reached([r.epochs_to_target for r in targeted]),
+        "target_reached": f"{sum(t is not None for t in ttt)}/{len(ttt)}" if ttt else None,
+        **_roofline_columns(g),
+        "failed": len(g.with_status("failed")),
+        "spec": g.context.spec,
+        "dataset": g.context.dataset,
+        "data_identity": g.context.data_identity,
+        "device": g.context.device,
+        "hosts": len(g.hosts()) or None,
+    }
+
+
+ROOFLINE_COLUMNS = ("train_flops_per_sample", "peak_gflops", "train_gflops", "train_fraction_of_peak", "eval_gflops",
+                    "eval_fraction_of_peak")
+
+
+def _roofline_columns(g: Group) -> dict:
+    """Median over seeds of the achieved GFLOP/s stored with each run (None where no run has them)."""
+    rates = [r.extra["roofline"] for r in g.records if isinstance(r.extra.get("roofline"), dict)]
+    if not rates:
+        return dict.fromkeys(ROOFLINE_COLUMNS)
+    med = lambda k: statistics.median(x[k] for x in rates)  # noqa: E731
+    return {"train_flops_per_sample": g.records[0].model.get("train_flops"), **{k: med(k) for k in ROOFLINE_COLUMNS[1:]}}
+
+
+def speedups(groups: list[Group], rows: list[dict]) -> list[dict]:
+    """Training throughput of each variant against its model's baseline, where they differ in one setting.
+
+    The baseline is the model's group that comes first in the spec (the first matrix value, or
+    the first entry of ``variants``, normally the default).
+    """
+    def position(g: Group) -> int:
+        return min(r.extra.get("cell_index", i) for i, r in enumerate(g.records))
+
+    out = []
+    by_model: dict[str, list[tuple[Group, dict]]] = {}
+    for g, row in zip(groups, rows):
+        by_model.setdefault(g.model, []).append((g, row))
+    for model, members in by_model.items():
+        base, base_row = min(members, key=lambda m: position(m[0]))
+        base_cfg = base.records[0].config
+        for g, row in members:
+            cfg = g.records[0].config
+            diff = [k for k in cfg if k not in ("seed", "device") and cfg.get(k) != base_cfg.get(k)]
+            base_speed, speed = base_row["train_samples_per_s_median"], row["train_samples_per_s_median"]
+            if g is base or len(diff) != 1 or not base_speed or not speed:
+                continue
+            out.append({"model": model, "setting": diff[0], "baseline": base_cfg.get(diff[0]), "variant": cfg.get(diff[0]),
+                        "ratio": speed / base_speed, "baseline_samples_per_s": base_speed, "variant_samples_per_s": speed})
+    return out
+
+
+def harness_overhead(records: list[RunRecord]) -> tuple[float, float] | None:
+    """Summed wall time of the cells and the fraction of it spent outside measured training and evaluation."""
+    walls = [(r.extra["wall_seconds"], r.extra["measured_seconds"]) for r in records
+             if isinstance(r.extra.get("measured_seconds"), (int, float)) and isinstance(r.extra.get("wall_seconds"), (int, float))]
+    wall = sum(w for w, _ in walls)
+    if not walls or wall <= 0:
+        return None
+    return wall, max(0.0, wall - sum(m for _, m in walls)) / wall

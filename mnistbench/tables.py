@@ -1,0 +1,243 @@
+"""Groups -> ``summary.csv`` and ``summary.md``. Renderers only: every number comes from ``groups.py``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+from tabulate import tabulate
+
+from .groups import Group, Report, Section, describe_devices
+from .stats import Estimate
+
+FIGURE_TITLES = {
+    "learning_curves.png": "Learning curves",
+    "final_error.png": "Final test error",
+    "throughput.png": "Training throughput",
+}
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "" if x is None or math.isnan(x) else f"{100 * x:.{digits}f}"
+
+
+def _mean_std(e: Estimate | None, scale: float = 100, digits: int = 2) -> str:
+    if e is None:
+        return "n/a"
+    if e.n < 2:  # one seed: a value, not a spread
+        return f"{scale * e.mean:.{digits}f} (one seed)"
+    return f"{scale * e.mean:.{digits}f} ± {scale * e.std:.{digits}f}"
+
+
+def _ci(e: Estimate | None, scale: float = 100, digits: int = 2) -> str:
+    if e is None or math.isnan(e.ci_low):
+        return "n/a"
+    return f"[{scale * e.ci_low:.{digits}f}, {scale * e.ci_high:.{digits}f}]"
+
+
+def _num(x, digits=0) -> str:
+    return "n/a" if x is None else f"{x:,.{digits}f}"
+
+
+def _table(rows: list[list], headers: list[str]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _steady_note(groups: list[Group]) -> str:
+    if all(len(r.epochs) > 1 for g in groups for r in g.records):
+        return "first (warm-up) epoch of each run excluded"
+    return "first (warm-up) epoch of each run excluded, except in runs of a single epoch"
+
+
+def csv_text(report: Report) -> str:
+    rows = [row for s in report.sections for row in s.rows]
+    fieldnames = list(dict.fromkeys(k for row in rows for k in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def markdown(report: Report, figures: list[str] | None = None) -> str:
+    """The human-readable summary: per section a headline table, statistics, comparisons, provenance; then figures."""
+    figures = list(figures or [])
+    several = len(report.sections) > 1
+    lines = [f"# {report.title}: summary", ""]
+    if report.warnings:
+        lines += ["**Warnings:**", ""] + [f"- {w}" for w in report.warnings] + [""]
+    h = "###" if several else "##"
+    for section in report.sections:
+        if several:
+            lines += [f"## {section.context.title}", ""]
+        lines += _section(section, h, figures if not several else [])
+    if several and "learning_curves.png" in figures:
+        lines += ["![Learning curves: test and train accuracy and loss per epoch](learning_curves.png)", ""]
+    lines += _figures(figures)
+    return "\n".join(lines)
+
+
+def _section(s: Section, h: str, figures: list[str]) -> list[str]:
+    lines = _overview(s) + _headline(s)
+    if "learning_curves.png" in figures:
+        lines += ["![Learning curves: test and train accuracy and loss per epoch](learning_curves.png)", ""]
+    lines += _across_seeds(s, h) + _pairwise(s, h) + _time_to_target(s, h) + _roofline(s, h) + _speedups(s, h)
+    if s.overhead:
+        wall, fraction = s.overhead
+        lines += [
+            f"Harness overhead: {100 * fraction:.1f}% of the cells' {wall:,.1f} s wall time was spent outside the "
+            "timed training and evaluation (data preparation, model set-up, checkpoints, peak calibration).",
+            "",
+        ]
+    return lines + _data(s, h) + _environment(s, h)
+
+
+def _overview(s: Section) -> list[str]:
+    records, env = s.records, s.environment
+    lines = [
+        f"{len(records)} runs on {s.context.device.split(':')[0]} ({describe_devices(records)}); "
+        f"dataset {s.context.dataset}; torch {env.get('torch')}, mnistbench {env.get('mnistbench')} "
+        f"(commit {env.get('git_commit') or 'unknown'}).",
+    ]
+    for status, words in (("diverged", "Diverged runs, left out of every accuracy and loss figure"),
+                          ("failed", "Failed runs (the cell raised), left out of every figure; `mnistbench run` retries them")):
+        bad = [r for r in records if r.status == status]
+        if bad:
+            lines += ["", f"{words}: " + ", ".join(f"{r.cell} ({r.note or r.status})" for r in bad) + "."]
+    return lines + [""]
+
+
+def _seeds_cell(r: dict) -> str:
+    extra = [f"{r[k]} {k}" for k in ("diverged", "failed") if r[k]]
+    return f"{r['seeds']} ({', '.join(extra)})" if extra else str(r["seeds"])
+
+
+def _headline(s: Section) -> list[str]:
+    rows = [
+        [
+            r["model"], f"{r['parameters']:,}", r["epochs"], _seeds_cell(r), _mean_std(g.final_accuracy()),
+            _pct(r["best_test_acc_max"]) or "n/a",
+            "n/a" if r["final_test_loss_mean"] is None else f"{r['final_test_loss_mean']:.4f}",
+            _num(r["train_samples_per_s_median"]), _num(r["eval_samples_per_s_median"]), _num(r["seconds_per_epoch_median"], 2),
+        ]
+        for r, g in zip(s.rows, s.groups)
+    ]
+    headers = ["model", "parameters", "epochs", "seeds", "final test acc % (mean ± std)", "best test acc %",
+               "final test loss", "train samples/s", "eval samples/s", "s/epoch"]
+    return [_table(rows, headers), "", f"Throughput and s/epoch: median over epochs and seeds, {_steady_note(s.groups)}.", ""]
+
+
+def _across_seeds(s: Section, h: str) -> list[str]:
+    rows = []
+    for r, g in zip(s.rows, s.groups):
+        paper = r["paper_test_error_pct"]
+        speed = r["train_samples_per_s_median"]
+        rows.append([
+            r["model"], len(g.finished), _mean_std(g.final_accuracy()), _ci(g.final_accuracy()), _mean_std(g.best_accuracy()),
+            _ci(g.best_accuracy()), _mean_std(g.final_loss(), 1, 4), _ci(g.final_loss(), 1, 4),
+            "n/a" if r["final_test_error_pct"] is None else f"{r['final_test_error_pct']:.2f}",
+            "—" if paper is None else f"{paper:.2f}",
+            "n/a" if speed is None else f"{_num(speed)} [{_num(r['train_samples_per_s_min'])}–{_num(r['train_samples_per_s_max'])}]",
+        ])
+    headers = ["model", "n", "final acc %", "final acc 95% CI", "best acc %", "best acc 95% CI", "final loss",
+               "final loss 95% CI", "test error %", "reference error % (LeCun et al. 1998)", "train samples/s median [min–max]"]
+    return [f"{h} Across seeds (95% Student-t intervals)", "", _table(rows, headers), "",
+            "n: finished (not diverged, not failed) seeds. Accuracy and loss: mean ± sample standard deviation over seeds, "
+            "95% interval of the mean = mean ± t(0.975, n−1)·s/√n (n/a for one seed). Best acc: each seed's best "
+            "epoch, an optimistic figure since it picks an epoch by its test score. Test error = 100 − mean final acc. "
+            "Reference error: the test error LeCun, Bottou, Bengio & Haffner (1998) report for LeNet-5 and for the "
+            "784-500-150-10 network, with a different recipe (see docs/statistics.md, 'The 1998 reference errors'). "
+            f"Train samples/s: median and range over epochs and seeds, {_steady_note(s.groups)}.", ""]
+
+
+def _pairwise(s: Section, h: str) -> list[str]:
+    if len(s.groups) < 2:
+        return []
+    rows = []
+    for a, b, c in s.comparisons:
+        ci = "n/a" if math.isnan(c.ci_low) else f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]"
+        p = "n/a" if math.isnan(c.p_value) else f"{c.p_value:.3g}"
+        rows.append([a.label, b.label, f"{len(a.finished)} / {len(b.finished)}", f"{100 * c.difference:+.2f}", ci, p])
+    return [f"{h} Pairwise comparison of final test accuracy (Welch's t-test)", "",
+            _table(rows, ["model A", "model B", "n A / n B", "A − B (points)", "95% CI", "p-value"]), "",
+            "A − B: difference of mean final test accuracy in percentage points, with its 95% Welch–Satterthwaite "
+            "interval and two-sided p-value (n/a with fewer than two seeds a side). With few seeds intervals are "
+            "wide; p-values are not corrected for the number of comparisons.", ""]
+
+
+def _time_to_target(s: Section, h: str) -> list[str]:
+    rows = [r for r in s.rows if r["target_accuracy"] is not None]
+    if not rows:
+        return []
+    body = [[r["model"], _pct(r["target_accuracy"]), r["target_reached"],
+             "not reached" if r["time_to_target_s_median"] is None else f"{r['time_to_target_s_median']:.2f}",
+             "not reached" if r["epochs_to_target_median"] is None else f"{r['epochs_to_target_median']:.2f}"] for r in rows]
+    return [f"{h} Time to accuracy (training time only, evaluation excluded)", "",
+            _table(body, ["model", "target acc %", "seeds reaching it", "median s to target", "median epochs to target"]), "",
+            "A seed that never reached the target counts as slower than every seed that did. Without "
+            "`target_eval_every` the accuracy is checked after each epoch, so times are whole epochs.", ""]
+
+
+def _roofline(s: Section, h: str) -> list[str]:
+    if not any(r.get("train_gflops") is not None for r in s.rows):
+        return []
+    body = [[r["model"], _num(r["train_samples_per_s_median"]), _num(r.get("train_flops_per_sample")), _num(r.get("peak_gflops"), 1),
+             _num(r.get("train_gflops"), 1), _pct(r.get("train_fraction_of_peak"), 1), _num(r.get("eval_gflops"), 1),
+             _pct(r.get("eval_fraction_of_peak"), 1)] for r in s.rows]
+    return [f"{h} Speed and roofline", "",
+            _table(body, ["model", "train samples/s", "train FLOPs/sample", "peak GFLOP/s", "train GFLOP/s", "% of peak",
+                          "eval GFLOP/s", "% of peak"]), "",
+            "Peak: a float32 matrix multiply timed on the same device with the same thread count during the run "
+            "(best of 5; 2048² on the CPU, 8192² on a GPU). FLOPs per sample are counted by torch.utils.flop_counter "
+            "(forward + backward for training); GFLOP/s = FLOPs/sample × median samples/s (first epoch excluded). "
+            "Reduced precision (bf16) can exceed the float32 peak.", ""]
+
+
+def _speedups(s: Section, h: str) -> list[str]:
+    if not s.speedups:
+        return []
+    body = [[x["model"], x["setting"], f"{x['baseline']} → {x['variant']}", f"{x['ratio']:.2f}×",
+             _num(x["baseline_samples_per_s"]), _num(x["variant_samples_per_s"])] for x in s.speedups]
+    return [f"#{h} Speed-ups between settings", "",
+            _table(body, ["model", "setting", "baseline → variant", "train throughput ratio", "baseline samples/s",
+                          "variant samples/s"]), "",
+            "Ratio > 1: the variant trains faster than the model's baseline (its first cell in the spec).", ""]
+
+
+def _data(s: Section, h: str) -> list[str]:
+    lines = [f"{h} Data", "", f"Data identity `{s.context.data_identity}` (a hash of the four files' SHA-256):", ""]
+    for f in s.data["files"]:
+        flag = {True: "official", False: "NOT the official file", None: "unverified (raw file)"}.get(f.get("official"), "unknown")
+        lines.append(f"- `{f.get('file')}` — {flag}, sha256 `{f['sha256'][:16]}…`")
+    if not all(f.get("official") for f in s.data["files"]):
+        lines += ["", "Some data files are not the official ones: read accuracy figures with that caveat."]
+    return lines + [""]
+
+
+def _environment(s: Section, h: str) -> list[str]:
+    env = s.environment
+    hosts = sorted({h for g in s.groups for h in g.hosts()})
+    lines = [
+        f"{h} Environment",
+        "",
+        f"- CPU: {env.get('cpu')} ({env.get('cpu_count')} logical CPUs), threads used: {env.get('threads')}"
+        + (f", kernels: {env['cpu_capability']}" if env.get("cpu_capability") else ""),
+        f"- GPU: {(env.get('gpu') or {}).get('name', 'none')}",
+        f"- Python {env.get('python')}, torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), {env.get('os')}",
+        f"- Container: {(env.get('container') or {}).get('image', 'none (native)')}",
+    ]
+    if len(hosts) > 1:
+        lines.append(f"- Hosts: {len(hosts)} machines of this kind ({', '.join(hosts)}); throughput pools them")
+    return lines + [""]
+
+
+def _figures(figures: list[str]) -> list[str]:
+    others = [f for f in figures if f.endswith(".png") and f != "learning_curves.png"]
+    if not others:
+        return []
+    lines = ["## Figures", ""]
+    for f in others:
+        lines += [f"![{FIGURE_TITLES.get(f, f)}]({f})", ""]
+    return lines + ["Each figure is also written as SVG next to the PNG.", ""]
