@@ -176,13 +176,17 @@ def load_runs(results_dir: Path) -> list[tuple[str, RunRecord]]:
 
 
 def deduplicate(runs: list[tuple[str, RunRecord]]) -> tuple[list[RunRecord], list[str]]:
-    """One record per cell key (a finished or diverged one before a failed one, then by file name), and warnings."""
+    """One record per cell key, and warnings naming the duplicates.
+
+    Kept: a finished or diverged record before a failed one, then the file named after its
+    cell before a copy, then the first file name.
+    """
     by_key: dict[str, list[tuple[str, RunRecord]]] = {}
     for name, r in runs:
         by_key.setdefault(r.key, []).append((name, r))
     kept, warnings = [], []
     for same in by_key.values():
-        same.sort(key=lambda nr: (_STATUS_RANK[nr[1].status], nr[0]))
+        same.sort(key=lambda nr: (_STATUS_RANK[nr[1].status], nr[0] != f"{nr[1].cell}.json", nr[0]))
         kept.append(same[0][1])
         if len(same) > 1:
             warnings.append(
