@@ -6,6 +6,7 @@ by SIGINT/SIGTERM after saving what was finished.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import typer
 from .errors import Interrupted, MnistbenchError
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Benchmark LeNet-5 and comparable MLPs on MNIST: accuracy, loss, parameters, speed.",
@@ -30,9 +31,38 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+        from .environment import git_commit
+
+        typer.echo(f"mnistbench {__version__} (commit {git_commit() or 'unknown'})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and git commit, then exit."),
+) -> None:
+    # Options that apply before any command; the app's help text stays the one given to typer.Typer.
+    pass
+
+
+JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables.")
+
+
 @app.command()
-def models(detail: bool = typer.Option(False, "--detail", help="Per-layer weights and biases of each model.")) -> None:
+def models(
+    detail: bool = typer.Option(False, "--detail", help="Per-layer weights and biases of each model."),
+    as_json: bool = JsonOption,
+) -> None:
     """List the registered models: parameters, forward FLOPs per sample, description."""
+    if as_json:
+        from .describe import describe_models
+
+        typer.echo(json.dumps(describe_models(detail), indent=2))
+        return
     from tabulate import tabulate
 
     from .models import MODELS, count_params, create_model, forward_flops, layer_params
@@ -161,20 +191,39 @@ def data(
     dataset: str = typer.Option("mnist", "--dataset", help="Which dataset."),
     data_dir: Optional[Path] = DataDir,
     no_download: bool = typer.Option(False, "--no-download", help="Never try to download missing files."),
+    as_json: bool = JsonOption,
 ) -> None:
     """Locate (or download), parse and verify a dataset's files; print their hashes and official status."""
+    from contextlib import nullcontext, redirect_stdout
+
     from tabulate import tabulate
 
     from .data import load_dataset
 
     try:
-        ds = load_dataset(dataset, data_dir, allow_download=not no_download)
+        # With --json, stdout carries the document only: the downloader's messages go to stderr.
+        with redirect_stdout(sys.stderr) if as_json else nullcontext():
+            ds = load_dataset(dataset, data_dir, allow_download=not no_download)
     except MnistbenchError as e:
         fail(str(e))
+    if as_json:
+        from .describe import describe_dataset
+
+        typer.echo(json.dumps(describe_dataset(ds), indent=2))
+        return
     flag = {True: "official", False: "NOT official", None: "unverified (raw)"}
     typer.echo(f"{ds.info.title} in {ds.folder}: {len(ds.train)} training and {len(ds.test)} test samples")
     typer.echo(tabulate([[f.role, f.file, flag[f.official], f.sha256] for f in ds.files],
                         headers=["role", "file", "status", "sha256"], tablefmt="github"))
+
+
+@app.command()
+def env(as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of text.")) -> None:
+    """Print the environment a run would record: versions, hardware, threads, determinism settings."""
+    from .environment import environment, format_environment
+
+    record = environment()
+    typer.echo(json.dumps(record, indent=2) if as_json else format_environment(record))
 
 
 def main() -> None:  # pragma: no cover - console-script entry
