@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -224,6 +225,32 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print one JSON docum
 
     record = environment()
     typer.echo(json.dumps(record, indent=2) if as_json else format_environment(record))
+
+
+class ExportFormat(str, Enum):
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+
+
+@app.command()
+def export(
+    results_dir: Path = typer.Argument(..., metavar="DIR", help="A spec's results folder, e.g. results/cpu."),
+    to: ExportFormat = typer.Option(..., "--to", help="tensorboard: event files; mlflow: runs in a local file store."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write (default DIR/tensorboard or DIR/mlruns)."),
+) -> None:
+    """Export a results folder's per-epoch metrics, one run per cell, to TensorBoard or MLflow."""
+    from .export import export_results
+
+    try:
+        summary = export_results(results_dir, to.value, out)
+    except MnistbenchError as e:
+        fail(str(e))
+    unchanged = f", {len(summary.unchanged)} already exported" if summary.unchanged else ""
+    typer.echo(f"exported {len(summary.written)} cells to {summary.format}{unchanged}: {summary.location}")
+    if to is ExportFormat.tensorboard:
+        typer.echo(f"view with: tensorboard --logdir {summary.out}")
+    else:  # the UI comes with the full `mlflow` package; since MLflow 3 it opens a file store only when allowed
+        typer.echo(f"view with: MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {summary.location}")
 
 
 def main() -> None:  # pragma: no cover - console-script entry

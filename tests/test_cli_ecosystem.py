@@ -39,7 +39,7 @@ def test_python_m_mnistbench_is_the_same_command():
     proc = python_m("--help")
     assert proc.returncode == 0, proc.stderr
     assert "Usage: mnistbench [OPTIONS] COMMAND [ARGS]..." in proc.stdout
-    for command in ("models", "validate", "run", "report", "data", "env"):
+    for command in ("models", "validate", "run", "report", "data", "env", "export"):
         assert re.search(rf"│ {command} ", proc.stdout), command
     version = python_m("--version")
     assert version.returncode == 0 and version.stdout == cli("--version").stdout and version.stderr == ""
@@ -51,17 +51,19 @@ def test_version_and_help_do_not_import_torch():
         "from typer.testing import CliRunner\n"
         "from mnistbench.cli import app\n"
         "assert CliRunner().invoke(app, ['--version']).exit_code == 0\n"
-        "assert CliRunner().invoke(app, ['env', '--help']).exit_code == 0\n"
+        "assert CliRunner().invoke(app, ['export', '--help']).exit_code == 0\n"
         "print('torch' in sys.modules)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.stdout.strip() == "False", proc.stderr
 
 
-def test_shell_completion_completes_commands():
-    # What bash asks the program when the user presses TAB after `mnistbench e`.
+def test_shell_completion_completes_commands_and_choices():
+    # What bash asks the program when the user presses TAB after `mnistbench e` and after `--to `.
     commands = python_m(env={"_MNISTBENCH_COMPLETE": "complete_bash", "COMP_WORDS": "mnistbench e", "COMP_CWORD": "1"})
-    assert commands.returncode == 0 and commands.stdout.split() == ["env"]
+    assert commands.returncode == 0 and commands.stdout.split() == ["env", "export"]
+    formats = python_m(env={"_MNISTBENCH_COMPLETE": "complete_bash", "COMP_WORDS": "mnistbench export r --to ", "COMP_CWORD": "4"})
+    assert formats.stdout.split() == ["tensorboard", "mlflow"]
     assert "complete -o default -F _mnistbench_completion mnistbench" in python_m("--show-completion", "bash").stdout
 
 
