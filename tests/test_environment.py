@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 from mnistbench import __version__, environment as env_module
-from mnistbench.environment import cpu_flags, cpu_libraries, environment, format_environment, git_commit, package_versions
+from mnistbench.environment import (cpu_flags, cpu_libraries, determinism, environment, format_environment, git_commit,
+                                    package_versions)
 
 ORIGINAL_KEYS = {"mnistbench", "git_commit", "python", "torch", "torch_cuda", "cudnn", "os", "machine", "cpu", "cpu_count",
                  "gpu", "container", "threads"}
@@ -45,6 +46,24 @@ def test_determinism_follows_the_current_torch_settings():
     finally:
         torch.use_deterministic_algorithms(before)
     assert environment()["determinism"]["deterministic_algorithms"] is before
+
+
+def test_on_cuda_determinism_reports_the_cudnn_and_tf32_switches(monkeypatch):
+    # No GPU needed: the switches are plain Python flags that exist in every torch build.
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    before = torch.backends.cuda.matmul.allow_tf32  # a property of torch's C++ state: monkeypatch cannot undo it
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        found = determinism()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    assert (found["cudnn_benchmark"], found["cudnn_deterministic"], found["cudnn_allow_tf32"], found["cuda_matmul_allow_tf32"]) == (
+        True, False, False, True)
 
 
 def test_cpu_flags_keep_only_kernel_selecting_flags_in_a_fixed_order():
