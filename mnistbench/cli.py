@@ -7,8 +7,10 @@ cells failed; 130/143 stopped by SIGINT/SIGTERM after saving what was finished.
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -19,7 +21,7 @@ from .errors import Interrupted, MnistbenchError
 EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Benchmark LeNet-5 and comparable MLPs on MNIST: accuracy, loss, parameters, speed.",
@@ -38,9 +40,38 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     raise typer.Exit(code)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+        from .environment import git_commit
+
+        typer.echo(f"mnistbench {__version__} (commit {git_commit() or 'unknown'})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and git commit, then exit."),
+) -> None:
+    # Options that apply before any command; the app's help text stays the one given to typer.Typer.
+    pass
+
+
+JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables.")
+
+
 @app.command()
-def models(detail: bool = typer.Option(False, "--detail", help="Per-layer weights and biases of each model.")) -> None:
+def models(
+    detail: bool = typer.Option(False, "--detail", help="Per-layer weights and biases of each model."),
+    as_json: bool = JsonOption,
+) -> None:
     """List the registered models: parameters, forward FLOPs per sample, description."""
+    if as_json:
+        from .describe import describe_models
+
+        typer.echo(json.dumps(describe_models(detail), indent=2))
+        return
     from tabulate import tabulate
 
     from .models import MODELS, count_params, create_model, forward_flops, layer_params
@@ -190,25 +221,66 @@ def data(
     dataset: str = typer.Option("mnist", "--dataset", help="Which dataset."),
     data_dir: Optional[Path] = DataDir,
     no_download: bool = typer.Option(False, "--no-download", help="Never try to download missing files."),
+    as_json: bool = JsonOption,
 ) -> None:
     """Locate (or download), parse and verify a dataset's files; print their hashes and official status."""
+    from contextlib import nullcontext, redirect_stdout
+
     from tabulate import tabulate
 
     from .data import load_dataset
 
     try:
-        ds = load_dataset(dataset, data_dir, allow_download=not no_download)
+        # With --json, stdout carries the document only: the downloader's messages go to stderr.
+        with redirect_stdout(sys.stderr) if as_json else nullcontext():
+            ds = load_dataset(dataset, data_dir, allow_download=not no_download)
     except MnistbenchError as e:
         fail(str(e))
+    if as_json:
+        from .describe import describe_dataset
+
+        typer.echo(json.dumps(describe_dataset(ds), indent=2))
+        return
     flag = {True: "official", False: "NOT official", None: "unverified (raw)"}
     typer.echo(f"{ds.info.title} in {ds.folder}: {len(ds.train)} training and {len(ds.test)} test samples")
     typer.echo(tabulate([[f.role, f.file, flag[f.official], f.sha256] for f in ds.files],
                         headers=["role", "file", "status", "sha256"], tablefmt="github"))
 
 
-def main() -> None:  # pragma: no cover - console-script entry
-    app()
+@app.command()
+def env(as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of text.")) -> None:
+    """Print the environment a run would record: versions, hardware, threads, determinism settings."""
+    from .environment import environment, format_environment
+
+    record = environment()
+    typer.echo(json.dumps(record, indent=2) if as_json else format_environment(record))
 
 
-if __name__ == "__main__":  # pragma: no cover
+class ExportFormat(str, Enum):
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+
+
+@app.command()
+def export(
+    results_dir: Path = typer.Argument(..., metavar="DIR", help="A spec's results folder, e.g. results/cpu."),
+    to: ExportFormat = typer.Option(..., "--to", help="tensorboard: event files; mlflow: runs in a local file store."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write (default DIR/tensorboard or DIR/mlruns)."),
+) -> None:
+    """Export a results folder's per-epoch metrics, one run per cell, to TensorBoard or MLflow."""
+    from .export import export_results
+
+    try:
+        summary = export_results(results_dir, to.value, out)
+    except MnistbenchError as e:
+        fail(str(e))
+    unchanged = f", {len(summary.unchanged)} already exported" if summary.unchanged else ""
+    typer.echo(f"exported {len(summary.written)} cells to {summary.format}{unchanged}: {summary.location}")
+    if to is ExportFormat.tensorboard:
+        typer.echo(f"view with: tensorboard --logdir {summary.out}")
+    else:  # the UI comes with the full `mlflow` package; since MLflow 3 it opens a file store only when allowed
+        typer.echo(f"view with: MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {summary.location}")
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m mnistbench.cli`; the console script is cli:app
     sys.exit(app())
