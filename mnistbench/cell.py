@@ -66,10 +66,10 @@ def describe_model(name: str) -> dict:
 
 def achieved_rates(model: dict, outcome: CellOutcome) -> dict:
     """Steady-state GFLOP/s of a cell against the matmul peak of its device and thread count."""
-    from .roofline import matmul_peak_gflops, roofline
+    from .roofline import fraction_of_peak, matmul_peak_gflops
 
     steady = outcome.epochs[1:] or outcome.epochs  # the first epoch pays for warm-up
-    return roofline(
+    return fraction_of_peak(
         model["train_flops"],
         model["forward_flops"],
         statistics.median(e.train_samples_per_s for e in steady),
@@ -139,7 +139,7 @@ def build_record(
              "wall_seconds": time.perf_counter() - wall_start,
              "measured_seconds": measured, **task.extra}
     if outcome is not None and outcome.epochs:
-        extra["roofline"] = achieved_rates(model, outcome)
+        extra["roofline"] = achieved_rates(model, outcome)  # the 0.1 name: achieved rates against the compute peak
     sha256s = [f.sha256 for f in dataset.files]
     return RunRecord(
         spec=task.spec,

@@ -174,7 +174,7 @@ def _print_cells(spec) -> None:
 
     cells = spec.cells()
     keys = spec.axes()
-    typer.echo(f"spec '{spec.name}': {len(cells)} cells")
+    typer.echo(f"spec '{spec.name}': {len(cells)} cells" + (f" ({spec.description})" if spec.description else ""))
     typer.echo(tabulate([[c.id] + [getattr(c.config, k) for k in keys] for c in cells], headers=["cell"] + keys, tablefmt="github"))
     fixed = {k: v for k, v in cells[0].config.model_dump().items() if k not in keys}
     typer.echo("fixed settings: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))

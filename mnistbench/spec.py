@@ -96,7 +96,6 @@ class Spec(BaseModel):
     settings: dict[str, Any]
     matrix: dict[str, list[Any]]
     variants: list[dict[str, Any]] = [{}]
-    source: str = ""
 
     def axes(self) -> list[str]:
         """The settings that vary between cells: matrix keys, then keys the variants override."""
@@ -196,7 +195,7 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
                 raise MnistbenchError(f"{where}: variants[{i}].{key}: unknown key (known settings: {', '.join(SETTINGS)})")
             if key in matrix:
                 raise MnistbenchError(f"{where}: variants[{i}].{key}: also a matrix axis")
-    spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, variants=variants, source=source)
+    spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, variants=variants)
     try:
         cells = spec.cells()
     except ValidationError as e:

@@ -186,13 +186,14 @@ def _roofline(s: Section, h: str) -> list[str]:
     body = [[r["model"], _num(r["train_samples_per_s_median"]), _num(r.get("train_flops_per_sample")), _num(r.get("peak_gflops"), 1),
              _num(r.get("train_gflops"), 1), _pct(r.get("train_fraction_of_peak"), 1), _num(r.get("eval_gflops"), 1),
              _pct(r.get("eval_fraction_of_peak"), 1)] for r in s.rows]
-    return [f"{h} Speed and roofline", "",
+    return [f"{h} Speed against the compute peak", "",
             _table(body, ["model", "train samples/s", "train FLOPs/sample", "peak GFLOP/s", "train GFLOP/s", "% of peak",
                           "eval GFLOP/s", "% of peak"]), "",
             "Peak: a float32 matrix multiply timed on the same device with the same thread count during the run "
             "(best of 5; 2048² on the CPU, 8192² on a GPU). FLOPs per sample are counted by torch.utils.flop_counter "
             "(forward + backward for training); GFLOP/s = FLOPs/sample × median samples/s (first epoch excluded). "
-            "Reduced precision (bf16) can exceed the float32 peak.", ""]
+            "Reduced precision (bf16) can exceed the float32 peak. Only the compute roof is shown: there is no "
+            "memory roof, so a low fraction says how far from compute-bound a model runs, not why.", ""]
 
 
 def _speedups(s: Section, h: str) -> list[str]:
