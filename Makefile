@@ -13,7 +13,7 @@ ARGS   ?=
 DOCKER ?= auto
 export DOCKER
 
-.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro report clean
+.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro report readme clean
 
 help:
 	@echo "make install      create $(VENV) and install mnistbench with dev extras"
@@ -60,6 +60,10 @@ bench-micro: install
 
 report: install
 	$(BIN)/mnistbench report $(or $(DIR),results/cpu)
+
+# The README's results block, generated from results/cpu's run files (a test checks it is current).
+readme: install
+	$(BIN)/python scripts/readme_results.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

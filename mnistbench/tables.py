@@ -242,3 +242,30 @@ def _figures(figures: list[str]) -> list[str]:
     for f in others:
         lines += [f"![{FIGURE_TITLES.get(f, f)}]({f})", ""]
     return lines + ["Each figure is also written as SVG next to the PNG.", ""]
+
+
+def readme_results(report: Report, folder: str) -> str:
+    """The README's results block: the headline of a one-section report and its pairwise comparisons, in words."""
+    if len(report.sections) != 1:
+        raise ValueError(f"{folder}: the README summarises one section, this folder has {len(report.sections)}")
+    s = report.sections[0]
+    env = s.environment
+    rows = [[f"`{r['model']}`", f"{r['parameters']:,}", _mean_std(g.final_accuracy()), _ci(g.final_accuracy()),
+             "n/a" if r["final_test_error_pct"] is None else f"{r['final_test_error_pct']:.2f}",
+             "—" if r["paper_test_error_pct"] is None else f"{r['paper_test_error_pct']:.2f}",
+             _num(r["train_samples_per_s_median"]), _num(r["seconds_per_epoch_median"], 2)]
+            for r, g in zip(s.rows, s.groups)]
+    table = _table(rows, ["model", "parameters", f"final test acc % (mean ± std, {s.rows[0]['seeds']} seeds)", "95% CI",
+                          "test error %", "LeCun et al. 1998 error %", "train samples/s", "s/epoch"])
+    words = [f"`{a.label}` − `{b.label}`: {100 * c.difference:+.2f} points (95% CI [{100 * c.ci_low:+.2f}, "
+             f"{100 * c.ci_high:+.2f}], p = {c.p_value:.2g})" for a, b, c in s.comparisons if not math.isnan(c.ci_low)]
+    return "\n".join([
+        f"Measured on {describe_devices(s.records)}, torch {env.get('torch')}, commit {env.get('git_commit')}, "
+        f"dataset {s.context.dataset} (data identity `{s.context.data_identity}`); full tables, run files and "
+        f"environment in [`{folder}/summary.md`]({folder}/summary.md).",
+        "",
+        table,
+        "",
+        "Differences of mean final test accuracy (Welch): " + "; ".join(words) + ".",
+        "",
+    ])
