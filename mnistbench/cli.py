@@ -39,37 +39,66 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 @app.command()
-def models(detail: bool = typer.Option(False, "--detail", help="Per-layer weights and biases of each model.")) -> None:
-    """List the registered models: parameters, forward FLOPs per sample, description."""
+def models(
+    detail: bool = typer.Option(False, "--detail", help="Per-layer weights and biases of each model."),
+    refs: Optional[List[str]] = typer.Option(
+        None, "--model", metavar="REF",
+        help="Also show a model given by reference: my_pkg.nets:SmallCNN, or ./nets.py:build relative to the working "
+        "folder (repeatable; docs/models.md)."),
+) -> None:
+    """List the models (built-in, installed by entry point, and any --model): parameters, forward FLOPs per sample."""
     from tabulate import tabulate
 
-    from .models import MODELS, count_params, create_model, forward_flops, layer_params
+    from .modelref import checked_model, known_names
+    from .models import count_params, forward_flops, layer_params
 
     rows = []
-    for name in MODELS.names():
-        m = create_model(name)
-        rows.append([name, f"{count_params(m):,}", f"{forward_flops(m):,}", MODELS.get(name).description])
-        if detail:
-            layers = layer_params(m)
-            table = [[l.layer, l.kind, f"{l.weights:,}", f"{l.biases:,}", f"{l.total:,}"] for l in layers]
-            table.append(["total", "", f"{sum(l.weights for l in layers):,}", f"{sum(l.biases for l in layers):,}", f"{count_params(m):,}"])
-            typer.echo(f"\n{name}\n" + tabulate(table, headers=["layer", "kind", "weights", "biases", "parameters"],
-                                               tablefmt="github", disable_numparse=True))
+    try:
+        for name in known_names() + list(refs or []):
+            source, m = checked_model(name, Path.cwd())
+            rows.append([source.ref.name, f"{count_params(m):,}", f"{forward_flops(m):,}", model_description(source)])
+            if detail:
+                layers = layer_params(m)
+                table = [[l.layer, l.kind, f"{l.weights:,}", f"{l.biases:,}", f"{l.total:,}"] for l in layers]
+                table.append(["total", "", f"{sum(l.weights for l in layers):,}", f"{sum(l.biases for l in layers):,}", f"{count_params(m):,}"])
+                typer.echo(f"\n{source.ref.name}\n" + tabulate(table, headers=["layer", "kind", "weights", "biases", "parameters"],
+                                                            tablefmt="github", disable_numparse=True))
+    except MnistbenchError as e:
+        fail(str(e))
     if detail:
         typer.echo("")
     typer.echo(tabulate(rows, headers=["model", "parameters", "forward FLOPs/sample", "description"],
                         tablefmt="github", disable_numparse=True))
 
 
+def model_description(source) -> str:
+    """A built-in model's registered description; for others, the factory's first docstring line and where it came from."""
+    from .models import MODELS
+
+    if source.ref.builtin:
+        return MODELS.get(source.ref.name).description
+    doc = (getattr(source.factory, "__doc__", None) or "").strip().splitlines()
+    where = source.package or source.ref.text
+    return f"{doc[0] + ' ' if doc else ''}({where}; {source.file} sha256 {source.sha256[:12]}…)"
+
+
 @app.command()
 def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check.")) -> None:
-    """Check spec files without training; print how many cells each expands to."""
+    """Check spec files without training; print how many cells each expands to. Referenced models are imported and checked."""
+    from .modelref import parse_model_ref
     from .spec import load_spec
 
     try:
         for path in specs:
             spec = load_spec(path)
-            typer.echo(f"{path}: ok, spec '{spec.name}', {len(spec.cells())} cells")
+            configs = [c.config for c in spec.cells()]
+            external = [c for c in configs if not parse_model_ref(c.model).builtin]
+            if external:
+                from .cell import check_models  # imports torch: only for specs that bring their own models
+
+                check_models(external)
+            checked = f", models checked: {', '.join(dict.fromkeys(c.model for c in external))}" if external else ""
+            typer.echo(f"{path}: ok, spec '{spec.name}', {len(configs)} cells{checked}")
     except MnistbenchError as e:
         fail(str(e))
 

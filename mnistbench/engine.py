@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .data import Dataset, TensorBatches, normalize, torchvision_batches
 from .errors import Interrupted, MnistbenchError
-from .models import create_model
+from .modelref import build_model, load_unchanged
 from .results import EpochMetrics
 from .spec import CellConfig
 
@@ -214,8 +214,9 @@ def diverged(epochs: list[EpochMetrics]) -> bool:
 def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, resume, should_stop) -> CellOutcome:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    source = load_unchanged(config.model, config.base_dir, config.model_sha256)
     torch.manual_seed(config.seed)
-    model = create_model(config.model).to(device)
+    model = build_model(source).to(device)
     train_batches, test_batches = make_batches(config, dataset, device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)

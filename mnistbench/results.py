@@ -28,8 +28,12 @@ from .files import write_atomic
 SCHEMA = 2
 STATUSES = ("finished", "diverged", "failed")
 # Settings added after 0.1 enter the key only when they differ from these defaults, so
-# records written before they existed keep their keys (and are not run again).
-KEY_OMITTED_AT_DEFAULT: dict[str, Any] = {"deterministic": False}
+# records written before they existed keep their keys (and are not run again). These must
+# equal CellConfig's defaults, and never change.
+KEY_OMITTED_AT_DEFAULT: dict[str, Any] = {
+    "deterministic": False,
+    "model_sha256": None,
+}
 
 
 @dataclass

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .data import DATASETS
 from .errors import MnistbenchError
-from .models import MODELS
+from .modelref import display_name, parse_model_ref
 from .results import cell_key
 
 Optimizer = Literal["sgd", "adam", "adamw"]
@@ -55,12 +55,15 @@ class CellConfig(BaseModel):
     target_accuracy: Optional[float] = Field(None, gt=0, le=1)  # for time-to-accuracy
     target_eval_every: Optional[int] = Field(None, gt=0)  # also check the target every N batches (untimed)
     deterministic: bool = False  # torch.use_deterministic_algorithms for the cell (README, "When runs repeat")
+    model_sha256: Optional[str] = None  # resolved by the run: SHA-256 of the file defining a referenced model
+
+    # The spec file's folder, for model references to files (./nets.py:build); never part of the key or the record.
+    _base_dir: str = PrivateAttr("")
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        if v not in MODELS:
-            raise ValueError(MODELS.unknown_message(v))
+        parse_model_ref(v)  # raises ValueError with a one-line message
         return v
 
     @field_validator("dataset")
@@ -70,16 +73,28 @@ class CellConfig(BaseModel):
             raise ValueError(DATASETS.unknown_message(v))
         return v
 
-    def resolved(self, device_type: str) -> "CellConfig":
-        """The configuration as it runs: ``device: auto`` replaced by the device used."""
-        return self.model_copy(update={"device": device_type})
+    @property
+    def base_dir(self) -> str:
+        """The folder a file reference in ``model`` is relative to (the spec's folder; the working folder without one)."""
+        return self._base_dir
+
+    def in_folder(self, base_dir: str) -> "CellConfig":
+        """The same configuration, with file references in ``model`` resolved relative to ``base_dir``."""
+        copy = self.model_copy()
+        copy._base_dir = base_dir
+        return copy
+
+    def resolved(self, device_type: str, model_sha256: Optional[str] = None) -> "CellConfig":
+        """The configuration as it runs: ``device: auto`` replaced by the device used, a referenced model's file hash set."""
+        return self.model_copy(update={"device": device_type, "model_sha256": model_sha256})
 
     def key(self, data_sha256s: list[str] | tuple[str, ...] = ()) -> str:
         """The canonical cell key (see ``results.cell_key``); call it on a ``resolved`` configuration."""
         return cell_key(self.model_dump(), data_sha256s)
 
 
-SETTINGS = tuple(CellConfig.model_fields)
+RESOLVED = ("model_sha256",)  # set by the run, not in specs
+SETTINGS = tuple(k for k in CellConfig.model_fields if k not in RESOLVED)
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,10 @@ class Spec(BaseModel):
         """The settings that vary between cells: matrix keys, then keys the variants override."""
         return list(self.matrix) + [k for k in dict.fromkeys(k for v in self.variants for k in v) if k not in self.matrix]
 
+    def folder(self) -> str:
+        """The spec file's folder (absolute), which file references to models are relative to."""
+        return str(Path(self.source).absolute().parent) if self.source else str(Path.cwd())
+
     def cells(self) -> list[Cell]:
         """The cartesian product of the matrix over the fixed settings, in matrix order."""
         keys, axes = list(self.matrix), self.axes()
@@ -109,7 +128,7 @@ class Spec(BaseModel):
         for values in itertools.product(*(self.matrix[k] for k in keys)):
             combo = dict(zip(keys, values))
             for variant in self.variants:
-                config = CellConfig(**{**self.settings, **combo, **variant})
+                config = CellConfig(**{**self.settings, **combo, **variant}).in_folder(self.folder())
                 cells.append(Cell(cell_id(config, keys + [k for k in axes if k in variant]), config))
         return cells
 
@@ -119,7 +138,7 @@ def cell_id(config: CellConfig, matrix_keys: list[str]) -> str:
     keys = [k for k in matrix_keys if k != "model"]
     if "seed" not in keys:
         keys.append("seed")
-    parts = [config.model] + [f"{k}-{getattr(config, k)}" for k in keys]
+    parts = [display_name(config.model)] + [f"{k}-{getattr(config, k)}" for k in keys]
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts))[:MAX_ID_LENGTH]
 
 
