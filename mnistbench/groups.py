@@ -91,6 +91,14 @@ class Group:
     def model(self) -> str:
         return self.records[0].config["model"]
 
+    def paper_error_pct(self) -> float | None:
+        """The 1998 paper's MNIST test error for this configuration's counterpart (with distortions or without);
+        none for another dataset or a validation split."""
+        config = self.records[0].config
+        if config.get("dataset") != "mnist" or config.get("validation"):
+            return None
+        return paper_test_error_pct(self.model, bool(config.get("distort")))
+
     @property
     def finished(self) -> list[RunRecord]:
         return [r for r in self.records if r.status == "finished"]
@@ -327,7 +335,7 @@ def summary_row(g: Group) -> dict:
         "final_test_loss_mean": loss.mean if loss else None,
         "final_test_loss_std": loss.std if loss else None,
         "final_test_error_pct": 100 * (1 - acc.mean) if acc else None,
-        "paper_test_error_pct": paper_test_error_pct(g.model),
+        "paper_test_error_pct": g.paper_error_pct(),
         "train_samples_per_s_median": train_med,
         "train_samples_per_s_min": train_min,
         "train_samples_per_s_max": train_max,

@@ -32,6 +32,13 @@ STATUSES = ("finished", "diverged", "failed")
 # equal CellConfig's defaults, and never change.
 KEY_OMITTED_AT_DEFAULT: dict[str, Any] = {
     "deterministic": False,
+    "distort": False,
+    "distort_translate": 2.0,
+    "distort_scale": 0.1,
+    "distort_squeeze": 0.1,
+    "distort_shear": 10.0,
+    "distort_rotate": 0.0,
+    "validation": 0,
     "model_sha256": None,
 }
 

@@ -20,7 +20,7 @@ from typing import Iterator, Mapping, Optional
 from filelock import FileLock, Timeout
 
 from .cell import CellTask, Event, OnEvent, check_models, execute
-from .data import Dataset, load_dataset
+from .data import Dataset, check_holdout, load_dataset
 from .errors import Interrupted, MnistbenchError
 from .files import write_atomic
 from .results import RunRecord, load_record, run_files
@@ -100,6 +100,8 @@ def plan_run(spec: Spec, root: Path, data_dir, allow_download: bool, force: bool
     model_sha256s = check_models([c.config for c in cells])
     dirs = data_dirs_for(data_dir, [c.config.dataset for c in cells])
     datasets = {name: load_dataset(name, dirs.get(name), allow_download) for name in dict.fromkeys(c.config.dataset for c in cells)}
+    for cell in cells:
+        check_holdout(datasets[cell.config.dataset], cell.config.validation)
     folder = results_folder(root, spec.name)
     done = {} if force else finished_runs(folder)
     tasks = []

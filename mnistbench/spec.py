@@ -55,6 +55,14 @@ class CellConfig(BaseModel):
     target_accuracy: Optional[float] = Field(None, gt=0, le=1)  # for time-to-accuracy
     target_eval_every: Optional[int] = Field(None, gt=0)  # also check the target every N batches (untimed)
     deterministic: bool = False  # torch.use_deterministic_algorithms for the cell (README, "When runs repeat")
+    # Random affine distortions of each training batch (docs/paper.md); the ranges apply only with distort: true.
+    distort: bool = False
+    distort_translate: float = Field(2.0, ge=0, le=14)  # pixels, each axis, uniform in ±value
+    distort_scale: float = Field(0.1, ge=0, lt=1)  # zoom factor uniform in 1 ± value
+    distort_squeeze: float = Field(0.1, ge=0, lt=1)  # width × (1 + q), height ÷ (1 + q), q uniform in ±value
+    distort_shear: float = Field(10.0, ge=0, lt=60)  # horizontal shear angle, degrees, uniform in ±value
+    distort_rotate: float = Field(0.0, ge=0, le=180)  # rotation, degrees, uniform in ±value (none in the paper)
+    validation: int = Field(0, ge=0)  # hold out the last N training samples and evaluate on them instead of the test set
     model_sha256: Optional[str] = None  # resolved by the run: SHA-256 of the file defining a referenced model
 
     # The spec file's folder, for model references to files (./nets.py:build); never part of the key or the record.
@@ -89,10 +97,17 @@ class CellConfig(BaseModel):
         return self.model_copy(update={"device": device_type, "model_sha256": model_sha256})
 
     def key(self, data_sha256s: list[str] | tuple[str, ...] = ()) -> str:
-        """The canonical cell key (see ``results.cell_key``); call it on a ``resolved`` configuration."""
-        return cell_key(self.model_dump(), data_sha256s)
+        """The canonical cell key (see ``results.cell_key``); call it on a ``resolved`` configuration.
+
+        Distortion ranges enter it only when ``distort`` is on: without it they change nothing.
+        """
+        settings = self.model_dump()
+        if not self.distort:
+            settings = {k: v for k, v in settings.items() if k not in DISTORT_RANGES}
+        return cell_key(settings, data_sha256s)
 
 
+DISTORT_RANGES = ("distort_translate", "distort_scale", "distort_squeeze", "distort_shear", "distort_rotate")
 RESOLVED = ("model_sha256",)  # set by the run, not in specs
 SETTINGS = tuple(k for k in CellConfig.model_fields if k not in RESOLVED)
 

@@ -113,6 +113,11 @@ def _overview(s: Section) -> list[str]:
         f"dataset {s.context.dataset}; torch {env.get('torch')}, mnistbench {env.get('mnistbench')} "
         f"(commit {env.get('git_commit') or 'unknown'}).",
     ]
+    held_out = sorted({r.config.get("validation") or 0 for r in records} - {0})
+    if held_out:
+        lines += ["", f"**Validation split:** runs with `validation` hold out the last {' or '.join(map(str, held_out))} "
+                  "training samples and are evaluated on them instead of the test set: their 'test' figures below are "
+                  "validation figures."]
     for status, words in (("diverged", "Diverged runs, left out of every accuracy and loss figure"),
                           ("failed", "Failed runs (the cell raised), left out of every figure; `mnistbench run` retries them")):
         bad = [r for r in records if r.status == status]
