@@ -151,7 +151,8 @@ def test_a_bad_model_reference_is_one_line_naming_it_and_exit_2(case, tmp_path):
         ("./nets:build", "is neither a dotted module path nor a .py file"),
         ("./nets.py:2fast", "is not an attribute name"),
         ("my net=./nets.py:build", "display name 'my net' must be"),
-        ("resnet50", "unknown model 'resnet50' (known: lenet5, custom-mlp, mlp-matched; or a reference"),
+        ("resnet50", "unknown model 'resnet50' (known: lenet5, custom-mlp, mlp-matched"),
+        ("resnet50", "; or a reference such as my_pkg.nets:SmallCNN or ./nets.py:build)"),
     ],
 )
 def test_a_malformed_reference_is_a_spec_error_without_importing_anything(text, words):
