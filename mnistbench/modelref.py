@@ -193,7 +193,8 @@ def _import_file(ref: ModelRef, path: Path) -> types.ModuleType:
         del sys.modules[name]
         raise _fail(ref, f"importing {path.name} raised {_reason(e)}") from None
     finally:
-        sys.path.remove(str(path.parent))
+        if str(path.parent) in sys.path:  # the file's own code may have removed it already
+            sys.path.remove(str(path.parent))
     return module
 
 
