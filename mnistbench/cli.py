@@ -64,43 +64,54 @@ JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdo
 @app.command()
 def models(
     detail: bool = typer.Option(False, "--detail", help="Per-layer weights and biases of each model."),
+    refs: Optional[List[str]] = typer.Option(
+        None, "--model", metavar="REF",
+        help="Also show a model given by reference: my_pkg.nets:SmallCNN, or ./nets.py:build relative to the working "
+        "folder (repeatable; docs/models.md)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """List the registered models: parameters, forward FLOPs per sample, description."""
-    if as_json:
-        from .describe import describe_models
+    """List the models (built-in, installed by entry point, and any --model): parameters, forward FLOPs per sample."""
+    from .describe import describe_models
 
-        typer.echo(json.dumps(describe_models(detail), indent=2))
+    try:
+        info = describe_models(detail, list(refs or []), Path.cwd())
+    except MnistbenchError as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
         return
     from tabulate import tabulate
 
-    from .models import MODELS, count_params, create_model, forward_flops, layer_params
-
-    rows = []
-    for name in MODELS.names():
-        m = create_model(name)
-        rows.append([name, f"{count_params(m):,}", f"{forward_flops(m):,}", MODELS.get(name).description])
-        if detail:
-            layers = layer_params(m)
-            table = [[l.layer, l.kind, f"{l.weights:,}", f"{l.biases:,}", f"{l.total:,}"] for l in layers]
-            table.append(["total", "", f"{sum(l.weights for l in layers):,}", f"{sum(l.biases for l in layers):,}", f"{count_params(m):,}"])
-            typer.echo(f"\n{name}\n" + tabulate(table, headers=["layer", "kind", "weights", "biases", "parameters"],
-                                               tablefmt="github", disable_numparse=True))
+    for m in info["models"] if detail else []:
+        table = [[l["layer"], l["kind"], f"{l['weights']:,}", f"{l['biases']:,}", f"{l['parameters']:,}"] for l in m["layers"]]
+        table.append(["total", "", f"{sum(l['weights'] for l in m['layers']):,}", f"{sum(l['biases'] for l in m['layers']):,}",
+                      f"{m['parameters']:,}"])
+        typer.echo(f"\n{m['name']}\n" + tabulate(table, headers=["layer", "kind", "weights", "biases", "parameters"],
+                                                 tablefmt="github", disable_numparse=True))
     if detail:
         typer.echo("")
+    rows = [[m["name"], f"{m['parameters']:,}", f"{m['forward_flops']:,}", m["description"]] for m in info["models"]]
     typer.echo(tabulate(rows, headers=["model", "parameters", "forward FLOPs/sample", "description"],
                         tablefmt="github", disable_numparse=True))
 
 
 @app.command()
 def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check.")) -> None:
-    """Check spec files without training; print how many cells each expands to."""
+    """Check spec files without training; print how many cells each expands to. Referenced models are imported and checked."""
+    from .modelref import parse_model_ref
     from .spec import load_spec
 
     try:
         for path in specs:
             spec = load_spec(path)
-            typer.echo(f"{path}: ok, spec '{spec.name}', {len(spec.cells())} cells")
+            configs = [c.config for c in spec.cells()]
+            external = [c for c in configs if not parse_model_ref(c.model).builtin]
+            if external:
+                from .cell import check_models  # imports torch: only for specs that bring their own models
+
+                check_models(external)
+            checked = f", models checked: {', '.join(dict.fromkeys(c.model for c in external))}" if external else ""
+            typer.echo(f"{path}: ok, spec '{spec.name}', {len(configs)} cells{checked}")
     except MnistbenchError as e:
         fail(str(e))
 

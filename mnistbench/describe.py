@@ -3,26 +3,39 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 
-def describe_models(detail: bool = False) -> dict:
-    """Every registered model, in registry order: name, parameters, forward FLOPs per sample, description;
-    with ``detail``, also its layers (weights, biases, parameters each)."""
-    from .models import MODELS, count_params, create_model, forward_flops, layer_params
+def describe_models(detail: bool = False, refs: list[str] | None = None, base_dir: str | Path = "") -> dict:
+    """Every known model (registry, entry points) and each of ``refs``: name, parameters, forward FLOPs per sample,
+    description; with ``detail``, also its layers (weights, biases, parameters each). A bad reference is one line."""
+    from .modelref import checked_model, known_names
+    from .models import count_params, forward_flops, layer_params
 
     models = []
-    for name in MODELS.names():
-        m = create_model(name)
+    for name in known_names() + list(refs or []):
+        source, m = checked_model(name, base_dir)
         entry = {
-            "name": name,
+            "name": source.ref.name,
             "parameters": count_params(m),
             "forward_flops": forward_flops(m),
-            "description": MODELS.get(name).description,
+            "description": model_description(source),
         }
         if detail:
             entry["layers"] = [{**asdict(layer), "parameters": layer.total} for layer in layer_params(m)]
         models.append(entry)
     return {"models": models}
+
+
+def model_description(source) -> str:
+    """A built-in model's registered description; for others, the factory's first docstring line and where it came from."""
+    from .models import MODELS
+
+    if source.ref.builtin:
+        return MODELS.get(source.ref.name).description
+    doc = (getattr(source.factory, "__doc__", None) or "").strip().splitlines()
+    where = source.package or source.ref.text
+    return f"{doc[0] + ' ' if doc else ''}({where}; {source.file} sha256 {source.sha256[:12]}…)"
 
 
 def describe_dataset(ds) -> dict:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from .files import atomic_path
 from .groups import MIN_SEEDS_FOR_CI, Group, Report, curve, describe_devices, seeds_words, spread
-from .models import paper_test_error_pct
 from .results import RunRecord
 
 DPI = 150
@@ -227,7 +226,7 @@ def _final_error(spec: str, header: str, groups: list[Group]):
         ax.errorbar([i], [s.mean], yerr=[[s.mean - s.low], [s.high - s.mean]], fmt="o", color=colour,
                     markersize=7, capsize=5, linewidth=1.5, zorder=3)
         ax.annotate(f"{s.mean:.2f}%", (i, s.mean), xytext=(8, 0), textcoords="offset points", va="center", fontsize=8)
-        paper = paper_test_error_pct(g.model)
+        paper = g.paper_error_pct()
         if paper is not None:
             ax.scatter([i + 0.3], [paper], marker="D", s=30, facecolors="none", edgecolors="black", zorder=3)
             ax.annotate(f"{paper:.2f}%", (i + 0.3, paper), xytext=(7, 0), textcoords="offset points", va="center",

@@ -91,7 +91,19 @@ def _section(s: Section, h: str, figures: list[str]) -> list[str]:
             "timed training and evaluation (data preparation, model set-up, checkpoints, peak calibration).",
             "",
         ]
-    return lines + _data(s, h) + _environment(s, h)
+    return lines + _model_sources(s, h) + _data(s, h) + _environment(s, h)
+
+
+def _model_sources(s: Section, h: str) -> list[str]:
+    """Where each referenced (not built-in) model's code came from: its reference, file and the file's SHA-256."""
+    sources = {(g.label, r.model["reference"], r.model.get("file"), r.model.get("sha256"), r.model.get("package"))
+               for g in s.groups for r in g.records if r.model.get("reference")}
+    if not sources:
+        return []
+    lines = [f"{h} Model sources", ""]
+    for label, ref, file, sha, package in sorted(sources, key=lambda x: tuple(map(str, x))):
+        lines.append(f"- {label}: `{ref}` — `{file}`, sha256 `{str(sha)[:16]}…`" + (f", package {package}" if package else ""))
+    return lines + [""]
 
 
 def _overview(s: Section) -> list[str]:
@@ -101,6 +113,11 @@ def _overview(s: Section) -> list[str]:
         f"dataset {s.context.dataset}; torch {env.get('torch')}, mnistbench {env.get('mnistbench')} "
         f"(commit {env.get('git_commit') or 'unknown'}).",
     ]
+    held_out = sorted({r.config.get("validation") or 0 for r in records} - {0})
+    if held_out:
+        lines += ["", f"**Validation split:** runs with `validation` hold out the last {' or '.join(map(str, held_out))} "
+                  "training samples and are evaluated on them instead of the test set: their 'test' figures below are "
+                  "validation figures."]
     for status, words in (("diverged", "Diverged runs, left out of every accuracy and loss figure"),
                           ("failed", "Failed runs (the cell raised), left out of every figure; `mnistbench run` retries them")):
         bad = [r for r in records if r.status == status]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from mnistbench.results import KEY_OMITTED_AT_DEFAULT
 from mnistbench.cli import app
 from mnistbench.export import METRICS, export_results
 from records_factory import make_record, write_records
@@ -93,7 +94,7 @@ def test_mlflow_has_one_run_per_cell_with_params_and_metric_history(results, mlf
     for r in records:
         run = runs[r.cell]
         # Loaded records carry every setting, those added after the file was written at their defaults.
-        assert run.data.params == {k: str(v) for k, v in {"deterministic": False, **r.config}.items()}
+        assert run.data.params == {k: str(v) for k, v in {**KEY_OMITTED_AT_DEFAULT, **r.config}.items()}
         assert run.data.tags["mnistbench.status"] == r.status and run.data.tags["mnistbench.model_parameters"] == str(r.model["parameters"])
         assert run.info.status == "FINISHED" and run.info.start_time == 1704067200000  # 2024-01-01T00:00:00+00:00
         for name in METRICS:
