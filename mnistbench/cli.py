@@ -1,8 +1,9 @@
 """The ``mnistbench`` command: a thin layer over functions the tests call directly.
 
-Exit codes (README, "Exit codes"): 0 success; 1 ``report --check`` found stale tables;
-2 bad input (spec, data, device, folder, a full disk); 3 the run finished but some
-cells failed; 130/143 stopped by SIGINT/SIGTERM after saving what was finished.
+Exit codes (README, "Exit codes"): 0 success; 1 ``report --check`` found stale tables, or
+``compare --fail-on`` found a regression; 2 bad input (spec, data, device, folder, a full
+disk, a malformed ``--fail-on``); 3 the run finished but some cells failed; 130/143 stopped
+by SIGINT/SIGTERM after saving what was finished.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import typer
 from .errors import Interrupted, MnistbenchError
 
 EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
+EXIT_REGRESSION = 1  # `compare --fail-on` found a regression: like a stale report, "the check found a problem"
 
 app = typer.Typer(
     add_completion=True,
@@ -254,6 +256,39 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print one JSON docum
 
     record = environment()
     typer.echo(json.dumps(record, indent=2) if as_json else format_environment(record))
+
+
+FailOn = typer.Option(
+    None, "--fail-on", metavar="CHECK",
+    help="Exit 1 if a configuration in both folders fails it (repeatable): 'accuracy<-0.2' (B − A of mean final "
+    "accuracy, points), 'loss>0.01' (B − A of mean final loss), 'throughput<0.9' (B / A of median samples/s).",
+)
+
+
+@app.command()
+def compare(
+    a: Path = typer.Argument(..., metavar="A", help="The results folder before (the baseline), e.g. results/cpu."),
+    b: Path = typer.Argument(..., metavar="B", help="The results folder after, compared with A."),
+    fail_on: Optional[List[str]] = FailOn,
+    as_json: bool = JsonOption,
+) -> None:
+    """Compare two results folders configuration by configuration: accuracy, loss (B − A), throughput (B / A)."""
+    from .compare import compare_folders, evaluate, markdown, parse_check, to_json
+
+    try:
+        checks = [parse_check(text) for text in fail_on or []]
+        comparison = compare_folders(a, b)
+    except MnistbenchError as e:
+        fail(str(e))
+    outcomes = evaluate(comparison, checks)
+    typer.echo(json.dumps(to_json(comparison, outcomes), indent=2) if as_json else markdown(comparison, outcomes))
+    for w in comparison.warnings:
+        typer.echo(f"mnistbench: warning: {w}", err=True)
+    failed = [o for o in outcomes if o.failed]
+    for o in failed:
+        typer.echo(f"mnistbench: regression: {o.message}", err=True)
+    if failed:
+        raise typer.Exit(EXIT_REGRESSION)
 
 
 class ExportFormat(str, Enum):
