@@ -95,16 +95,23 @@ def models(
 
 
 @app.command()
-def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check.")) -> None:
+def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."), as_json: bool = JsonOption) -> None:
     """Check spec files without training; print how many cells each expands to."""
     from .spec import load_spec
 
+    loaded = []
     try:
         for path in specs:
             spec = load_spec(path)
-            typer.echo(f"{path}: ok, spec '{spec.name}', {len(spec.cells())} cells")
+            loaded.append((path, spec))
+            if not as_json:
+                typer.echo(f"{path}: ok, spec '{spec.name}', {len(spec.cells())} cells")
     except MnistbenchError as e:
         fail(str(e))
+    if as_json:  # every spec is checked before anything is printed: a bad one leaves stdout empty
+        from .describe import describe_spec
+
+        typer.echo(json.dumps({"specs": [describe_spec(path, spec) for path, spec in loaded]}, indent=2))
 
 
 @app.command()
@@ -115,6 +122,8 @@ def run(
     data_dir: Optional[List[str]] = RunDataDirs,
     force: bool = typer.Option(False, "--force", help="Re-run cells that already finished with the same configuration."),
     no_download: bool = typer.Option(False, "--no-download", help="Never try to download missing data files."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary (or, with --dry-run, the cells) as one "
+                                 "JSON document on stdout; progress goes to stderr."),
 ) -> None:
     """Train and evaluate every cell of a spec, then write run files, tables and plots."""
     from .spec import load_spec
@@ -123,12 +132,16 @@ def run(
         spec = load_spec(spec_path)
         dirs = parse_data_dirs(data_dir or [])
         if dry_run:
-            _print_cells(spec)
+            _print_cells(spec, as_json)
             return
+        from contextlib import nullcontext, redirect_stdout
+
         from .progress import progress_for
         from .runner import run_spec
 
-        with progress_for() as progress:
+        # With --json, stdout carries the document only: progress and any other message go to stderr.
+        quiet = redirect_stdout(sys.stderr) if as_json else nullcontext()
+        with quiet, progress_for(sys.stderr if as_json else None) as progress:
             summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download)
     except MnistbenchError as e:
         fail(str(e))
@@ -137,11 +150,16 @@ def run(
         typer.echo(f"mnistbench: stopped by {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
         raise typer.Exit(e.exit_code)
     failed = summary.cells("failed")
-    typer.echo(
-        f"{len(summary.ran)} cells run ({len(summary.cells('finished'))} finished, {len(summary.cells('diverged'))} diverged, "
-        f"{len(failed)} failed), {len(summary.skipped)} skipped (already done); wall {summary.wall_seconds:.1f}s, "
-        f"timed training+evaluation {summary.measured_seconds:.1f}s. Results: {summary.results_dir}"
-    )
+    if as_json:
+        from .describe import describe_run
+
+        typer.echo(json.dumps(describe_run(summary), indent=2))
+    else:
+        typer.echo(
+            f"{len(summary.ran)} cells run ({len(summary.cells('finished'))} finished, {len(summary.cells('diverged'))} diverged, "
+            f"{len(failed)} failed), {len(summary.skipped)} skipped (already done); wall {summary.wall_seconds:.1f}s, "
+            f"timed training+evaluation {summary.measured_seconds:.1f}s. Results: {summary.results_dir}"
+        )
     if failed:
         typer.echo(f"mnistbench: error: {len(failed)} cells failed ({', '.join(failed)}); their reasons are in the run "
                    "files and summary.md, and the next run retries them", err=True)
@@ -171,7 +189,12 @@ def resume_command(spec_path: Path, results_dir: Path, data_dirs: list[str], no_
     return shlex.join(args)
 
 
-def _print_cells(spec) -> None:
+def _print_cells(spec, as_json: bool = False) -> None:
+    if as_json:
+        from .describe import describe_cells
+
+        typer.echo(json.dumps(describe_cells(spec), indent=2))
+        return
     from tabulate import tabulate
 
     cells = spec.cells()
