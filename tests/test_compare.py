@@ -270,3 +270,13 @@ def test_compare_does_not_import_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_the_example_in_the_docs_is_the_real_output():
+    docs = (ROOT / "docs" / "ecosystem.md").read_text()
+    command = "$ mnistbench compare results/cpu results/cpu\n"
+    pasted = docs[docs.index(command) + len(command):]
+    pasted = pasted[:pasted.index("\n```\n") + 1]
+    proc = python_m("compare", "results/cpu", "results/cpu")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert pasted == proc.stdout  # rebuild the docs' block when results/cpu changes
