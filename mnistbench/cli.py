@@ -1,8 +1,9 @@
 """The ``mnistbench`` command: a thin layer over functions the tests call directly.
 
-Exit codes (README, "Exit codes"): 0 success; 1 ``report --check`` found stale tables;
-2 bad input (spec, data, device, folder, a full disk); 3 the run finished but some
-cells failed; 130/143 stopped by SIGINT/SIGTERM after saving what was finished.
+Exit codes (README, "Exit codes"): 0 success; 1 ``report --check`` found stale tables, or
+``compare --fail-on`` found a regression; 2 bad input (spec, data, device, folder, a full
+disk, a malformed ``--fail-on``); 3 the run finished but some cells failed; 130/143 stopped
+by SIGINT/SIGTERM after saving what was finished.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import typer
 from .errors import Interrupted, MnistbenchError
 
 EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
+EXIT_REGRESSION = 1  # `compare --fail-on` found a regression: like a stale report, "the check found a problem"
 
 app = typer.Typer(
     add_completion=True,
@@ -96,11 +98,12 @@ def models(
 
 
 @app.command()
-def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check.")) -> None:
+def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."), as_json: bool = JsonOption) -> None:
     """Check spec files without training; print how many cells each expands to. Referenced models are imported and checked."""
     from .modelref import parse_model_ref
     from .spec import load_spec
 
+    loaded = []
     try:
         for path in specs:
             spec = load_spec(path)
@@ -110,10 +113,16 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
                 from .cell import check_models  # imports torch: only for specs that bring their own models
 
                 check_models(external)
+            loaded.append((path, spec))
             checked = f", models checked: {', '.join(dict.fromkeys(c.model for c in external))}" if external else ""
-            typer.echo(f"{path}: ok, spec '{spec.name}', {len(configs)} cells{checked}")
+            if not as_json:
+                typer.echo(f"{path}: ok, spec '{spec.name}', {len(configs)} cells{checked}")
     except MnistbenchError as e:
         fail(str(e))
+    if as_json:  # every spec is checked before anything is printed: a bad one leaves stdout empty
+        from .describe import describe_spec
+
+        typer.echo(json.dumps({"specs": [describe_spec(path, spec) for path, spec in loaded]}, indent=2))
 
 
 @app.command()
@@ -124,6 +133,8 @@ def run(
     data_dir: Optional[List[str]] = RunDataDirs,
     force: bool = typer.Option(False, "--force", help="Re-run cells that already finished with the same configuration."),
     no_download: bool = typer.Option(False, "--no-download", help="Never try to download missing data files."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary (or, with --dry-run, the cells) as one "
+                                 "JSON document on stdout; progress goes to stderr."),
 ) -> None:
     """Train and evaluate every cell of a spec, then write run files, tables and plots."""
     from .spec import load_spec
@@ -132,12 +143,16 @@ def run(
         spec = load_spec(spec_path)
         dirs = parse_data_dirs(data_dir or [])
         if dry_run:
-            _print_cells(spec)
+            _print_cells(spec, as_json)
             return
+        from contextlib import nullcontext, redirect_stdout
+
         from .progress import progress_for
         from .runner import run_spec
 
-        with progress_for() as progress:
+        # With --json, stdout carries the document only: progress and any other message go to stderr.
+        quiet = redirect_stdout(sys.stderr) if as_json else nullcontext()
+        with quiet, progress_for(sys.stderr if as_json else None) as progress:
             summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download)
     except MnistbenchError as e:
         fail(str(e))
@@ -146,11 +161,16 @@ def run(
         typer.echo(f"mnistbench: stopped by {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
         raise typer.Exit(e.exit_code)
     failed = summary.cells("failed")
-    typer.echo(
-        f"{len(summary.ran)} cells run ({len(summary.cells('finished'))} finished, {len(summary.cells('diverged'))} diverged, "
-        f"{len(failed)} failed), {len(summary.skipped)} skipped (already done); wall {summary.wall_seconds:.1f}s, "
-        f"timed training+evaluation {summary.measured_seconds:.1f}s. Results: {summary.results_dir}"
-    )
+    if as_json:
+        from .describe import describe_run
+
+        typer.echo(json.dumps(describe_run(summary), indent=2))
+    else:
+        typer.echo(
+            f"{len(summary.ran)} cells run ({len(summary.cells('finished'))} finished, {len(summary.cells('diverged'))} diverged, "
+            f"{len(failed)} failed), {len(summary.skipped)} skipped (already done); wall {summary.wall_seconds:.1f}s, "
+            f"timed training+evaluation {summary.measured_seconds:.1f}s. Results: {summary.results_dir}"
+        )
     if failed:
         typer.echo(f"mnistbench: error: {len(failed)} cells failed ({', '.join(failed)}); their reasons are in the run "
                    "files and summary.md, and the next run retries them", err=True)
@@ -180,7 +200,12 @@ def resume_command(spec_path: Path, results_dir: Path, data_dirs: list[str], no_
     return shlex.join(args)
 
 
-def _print_cells(spec) -> None:
+def _print_cells(spec, as_json: bool = False) -> None:
+    if as_json:
+        from .describe import describe_cells
+
+        typer.echo(json.dumps(describe_cells(spec), indent=2))
+        return
     from tabulate import tabulate
 
     cells = spec.cells()
@@ -265,6 +290,39 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print one JSON docum
 
     record = environment()
     typer.echo(json.dumps(record, indent=2) if as_json else format_environment(record))
+
+
+FailOn = typer.Option(
+    None, "--fail-on", metavar="CHECK",
+    help="Exit 1 if a configuration in both folders fails it (repeatable): 'accuracy<-0.2' (B − A of mean final "
+    "accuracy, points), 'loss>0.01' (B − A of mean final loss), 'throughput<0.9' (B / A of median samples/s).",
+)
+
+
+@app.command()
+def compare(
+    a: Path = typer.Argument(..., metavar="A", help="The results folder before (the baseline), e.g. results/cpu."),
+    b: Path = typer.Argument(..., metavar="B", help="The results folder after, compared with A."),
+    fail_on: Optional[List[str]] = FailOn,
+    as_json: bool = JsonOption,
+) -> None:
+    """Compare two results folders configuration by configuration: accuracy, loss (B − A), throughput (B / A)."""
+    from .compare import compare_folders, evaluate, markdown, parse_check, to_json
+
+    try:
+        checks = [parse_check(text) for text in fail_on or []]
+        comparison = compare_folders(a, b)
+    except MnistbenchError as e:
+        fail(str(e))
+    outcomes = evaluate(comparison, checks)
+    typer.echo(json.dumps(to_json(comparison, outcomes), indent=2) if as_json else markdown(comparison, outcomes))
+    for w in comparison.warnings:
+        typer.echo(f"mnistbench: warning: {w}", err=True)
+    failed = [o for o in outcomes if o.failed]
+    for o in failed:
+        typer.echo(f"mnistbench: regression: {o.message}", err=True)
+    if failed:
+        raise typer.Exit(EXIT_REGRESSION)
 
 
 class ExportFormat(str, Enum):

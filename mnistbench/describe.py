@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -52,4 +53,39 @@ def describe_dataset(ds) -> dict:
         "test_samples": len(ds.test),
         "official": ds.official,
         "files": [f.to_dict() for f in ds.files],
+    }
+
+
+def describe_spec(path, spec) -> dict:
+    """What ``validate`` says of a valid spec: its name, how many cells it expands to, the settings that vary."""
+    return {"path": str(path), "spec": spec.name, "cells": len(spec.cells()), "axes": spec.axes()}
+
+
+def describe_cells(spec) -> dict:
+    """``run --dry-run``: every cell of a spec, with its full configuration as the spec resolves it."""
+    return {"spec": spec.name, "cells": [{"id": c.id, "config": c.config.model_dump(mode="json")} for c in spec.cells()]}
+
+
+def _finite(x):
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def describe_run(summary) -> dict:
+    """A finished ``run``: the cells it ran (status, note, final test accuracy and loss), those it skipped, the times.
+
+    A non-finite value (the loss of a diverged run) is null, so the document is strict JSON.
+    """
+    cells = [{"cell": r.cell, "status": r.status, "note": r.note, "epochs": len(r.epochs),
+              "final_test_accuracy": _finite(r.final.test_accuracy) if r.epochs else None,
+              "final_test_loss": _finite(r.final.test_loss) if r.epochs else None} for r in summary.ran]
+    return {
+        "results_dir": str(summary.results_dir),
+        "ran": len(summary.ran),
+        "finished": summary.cells("finished"),
+        "diverged": summary.cells("diverged"),
+        "failed": summary.cells("failed"),
+        "skipped": list(summary.skipped),
+        "wall_seconds": summary.wall_seconds,
+        "measured_seconds": summary.measured_seconds,
+        "cells": cells,
     }
