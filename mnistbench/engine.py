@@ -247,9 +247,38 @@ def restore(resume: ResumeState, model, optimizer, scheduler, train_batches, dis
         raise ResumeError(str(e).splitlines()[0][:120]) from None
 
 
-def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, resume, should_stop) -> CellOutcome:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+@dataclass
+class _Training:
+    """What one cell trains with: its model (and compiled step model), optimizer, schedule and batches."""
+
+    config: CellConfig
+    device: torch.device
+    model: torch.nn.Module
+    step_model: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_batches: Any
+    test_batches: Any
+    distorted: Any  # distorted training batches, or None
+
+    def state(self, outcome: CellOutcome) -> ResumeState:
+        return ResumeState(
+            epochs=list(outcome.epochs),
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=None if self.scheduler is None else self.scheduler.state_dict(),
+            generator=self.train_batches.generator.get_state(),
+            time_to_target_s=outcome.time_to_target_s,
+            epochs_to_target=outcome.epochs_to_target,
+            distort_generator=None if self.distorted is None else self.distorted.generator.get_state(),
+        )
+
+    def evaluate(self) -> tuple[float, float, float]:
+        return evaluate(self.step_model, self.test_batches, self.device, autocast(self.config, self.device))
+
+
+def _prepare(config: CellConfig, dataset: Dataset, device: torch.device) -> _Training:
+    """Seed, build the model, batches, optimizer and schedule of a cell, in the order that makes it repeat."""
     source = load_unchanged(config.model, config.base_dir, config.model_sha256)
     torch.manual_seed(config.seed)
     model = build_model(source).to(device)
@@ -260,71 +289,55 @@ def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, r
             if isinstance(batches, TensorBatches):
                 batches.x = batches.x.contiguous(memory_format=torch.channels_last)
     distorted = distorted_batches(config, train_batches, dataset, device)
-    epoch_batches = train_batches if distorted is None else distorted
     # The compiled module shares parameters with ``model``; checkpoints keep the plain state dict.
     step_model = torch.compile(model) if config.compile else model
     optimizer = build_optimizer(config, model.parameters())
     scheduler = build_scheduler(config, optimizer, len(train_batches))
+    return _Training(config, device, model, step_model, optimizer, scheduler, train_batches, test_batches, distorted)
+
+
+def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, resume, should_stop) -> CellOutcome:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = _prepare(config, dataset, device)
     outcome = CellOutcome([], str(device), torch.get_num_threads())
     if resume is not None:
-        restore(resume, model, optimizer, scheduler, train_batches, distorted)
+        restore(resume, t.model, t.optimizer, t.scheduler, t.train_batches, t.distorted)
         outcome.epochs = list(resume.epochs)
         outcome.time_to_target_s, outcome.epochs_to_target = resume.time_to_target_s, resume.epochs_to_target
-
-    def state() -> ResumeState:
-        return ResumeState(
-            epochs=list(outcome.epochs),
-            model=model.state_dict(),
-            optimizer=optimizer.state_dict(),
-            scheduler=None if scheduler is None else scheduler.state_dict(),
-            generator=train_batches.generator.get_state(),
-            time_to_target_s=outcome.time_to_target_s,
-            epochs_to_target=outcome.epochs_to_target,
-            distort_generator=None if distorted is None else distorted.generator.get_state(),
-        )
-
-    trained_seconds = sum(e.train_seconds for e in outcome.epochs)
-
-    def target_probe(epoch: int):
-        """Between batches: has the test accuracy reached the target yet? (untimed; only until it has)"""
-        def probe(step: int, seconds: float) -> None:
-            if outcome.time_to_target_s is not None:
-                return
-            _, acc, _ = evaluate(step_model, test_batches, device, autocast(config, device))
-            if acc >= config.target_accuracy:
-                outcome.time_to_target_s = trained_seconds + seconds
-                outcome.epochs_to_target = epoch - 1 + step / len(train_batches)
-        return probe
-
-    probing = config.target_accuracy is not None and config.target_eval_every is not None
     first = config.epochs + 1 if diverged(outcome.epochs) else len(outcome.epochs) + 1  # never train on from a NaN
     for epoch in range(first, config.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc, train_s = train_epoch(
-            step_model, epoch_batches, optimizer, scheduler, device, should_stop, autocast(config, device),
-            probe=target_probe(epoch) if probing else None, probe_every=config.target_eval_every or 0,
-        )
-        test_loss, test_acc, eval_s = evaluate(step_model, test_batches, device, autocast(config, device))
-        metrics = EpochMetrics(
-            epoch,
-            train_loss,
-            train_acc,
-            test_loss,
-            test_acc,
-            train_s,
-            eval_s,
-            train_batches.num_samples / train_s,
-            test_batches.num_samples / eval_s,
-            lr,
-        )
-        outcome.epochs.append(metrics)
-        trained_seconds += train_s
-        if config.target_accuracy is not None and outcome.time_to_target_s is None and test_acc >= config.target_accuracy:
-            outcome.time_to_target_s, outcome.epochs_to_target = trained_seconds, float(epoch)
+        metrics = _epoch(t, epoch, outcome, should_stop)
         if on_epoch is not None:
-            on_epoch(metrics, state)
+            on_epoch(metrics, lambda: t.state(outcome))
         if diverged([metrics]):
             break
     if device.type == "cuda":
         outcome.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
     return outcome
+
+
+def _epoch(t: _Training, epoch: int, outcome: CellOutcome, should_stop) -> EpochMetrics:
+    """Train one epoch and evaluate; append its metrics to ``outcome`` and note when the target was first reached."""
+    config = t.config
+    trained_before = sum(e.train_seconds for e in outcome.epochs)
+
+    def probe(step: int, seconds: float) -> None:
+        """Between batches: has the test accuracy reached the target yet? (untimed; only until it has)"""
+        if outcome.time_to_target_s is None and t.evaluate()[1] >= config.target_accuracy:
+            outcome.time_to_target_s = trained_before + seconds
+            outcome.epochs_to_target = epoch - 1 + step / len(t.train_batches)
+
+    probing = config.target_accuracy is not None and config.target_eval_every is not None
+    lr = t.optimizer.param_groups[0]["lr"]
+    train_loss, train_acc, train_s = train_epoch(
+        t.step_model, t.train_batches if t.distorted is None else t.distorted, t.optimizer, t.scheduler, t.device,
+        should_stop, autocast(config, t.device), probe=probe if probing else None, probe_every=config.target_eval_every or 0,
+    )
+    test_loss, test_acc, eval_s = t.evaluate()
+    metrics = EpochMetrics(epoch, train_loss, train_acc, test_loss, test_acc, train_s, eval_s,
+                           t.train_batches.num_samples / train_s, t.test_batches.num_samples / eval_s, lr)
+    outcome.epochs.append(metrics)
+    if config.target_accuracy is not None and outcome.time_to_target_s is None and test_acc >= config.target_accuracy:
+        outcome.time_to_target_s, outcome.epochs_to_target = trained_before + train_s, float(epoch)
+    return metrics
