@@ -9,6 +9,8 @@ SPEC_GPU ?= bench/gpu.yaml
 SPEC   ?=
 # Extra arguments for `mnistbench run`, e.g. ARGS=--force
 ARGS   ?=
+# The version pins of native installs and both images (docs/containers.md); CONSTRAINTS= installs unpinned.
+CONSTRAINTS ?= constraints.txt
 # DOCKER=auto (use an engine when one answers) | yes | no
 DOCKER ?= auto
 export DOCKER
@@ -26,11 +28,16 @@ help:
 
 install: $(VENV)/.installed
 
-# Re-install only when the package metadata changes; the install is editable.
-$(VENV)/.installed: pyproject.toml
+# Re-install only when the package metadata or the pins change; the install is editable.
+# mnistbench-constraints in the venv says which pins it has, for the run record (environment.constraints).
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) -e '.[dev]'
+	@if [ -n "$(CONSTRAINTS)" ]; then \
+		$(BIN)/python -c 'import hashlib, sys; print(sys.argv[1], "sha256:" + hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' \
+			"$(CONSTRAINTS)" > $(VENV)/mnistbench-constraints; \
+	else rm -f $(VENV)/mnistbench-constraints; fi
 	@touch $@
 
 test: install lint

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
 from . import __version__
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# What decides the environment a run gets; scripts/bench.sh marks the images' commit from the same list.
+DIRTY_PATHS = ("mnistbench", "pyproject.toml", "constraints.txt", "docker")
 
 
 def _git(*args: str) -> str | None:
@@ -25,8 +28,8 @@ def git_commit() -> str | None:
     """The checkout's commit, with ``+dirty`` when tracked files differ from it (None outside a checkout)."""
     commit = _git("rev-parse", "--short=12", "HEAD")
     if commit is None:
-        return os.environ.get("MNISTBENCH_GIT_COMMIT")  # set by the container build, which has no .git
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "mnistbench", "pyproject.toml")
+        return os.environ.get("MNISTBENCH_GIT_COMMIT")  # passed by scripts/bench.sh to a container, which has no .git
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *DIRTY_PATHS)
     return commit + ("+dirty" if dirty else "")
 
 
@@ -46,6 +49,15 @@ def container() -> dict | None:
     if not image:
         return None
     return {"image": image, "image_id": os.environ.get("MNISTBENCH_IMAGE_ID")}
+
+
+def constraints() -> str | None:
+    """The version pins this environment was installed with, as `make install` and the images record
+    them in the venv ("constraints.txt sha256:..."); None when installed some other way."""
+    try:
+        return (Path(sys.prefix) / "mnistbench-constraints").read_text().strip() or None
+    except OSError:
+        return None
 
 
 @lru_cache(maxsize=None)
@@ -76,6 +88,7 @@ def _static() -> dict:
         "cpu_count": os.cpu_count(),
         "gpu": gpu,
         "container": container(),
+        "constraints": constraints(),
     }
 
 
