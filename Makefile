@@ -11,11 +11,16 @@ SPEC   ?=
 ARGS   ?=
 # The version pins of native installs and both images (docs/containers.md); CONSTRAINTS= installs unpinned.
 CONSTRAINTS ?= constraints.txt
-# DOCKER=auto (use an engine when one answers) | yes | no
+# DOCKER=auto (use a container engine when one answers) | yes | no
 DOCKER ?= auto
-export DOCKER
+# ENGINE=docker|podman (default: docker when `docker info` answers, else podman); extra flags for the
+# engine's build (--build-arg, --secret, ...) and run: docs/containers.md
+ENGINE ?=
+BUILD_FLAGS ?=
+RUN_FLAGS ?=
+export DOCKER ENGINE CONSTRAINTS BUILD_FLAGS RUN_FLAGS
 
-.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro report clean
+.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro report clean image-cpu image-gpu
 
 help:
 	@echo "make install      create $(VENV) and install mnistbench with dev extras"
@@ -25,6 +30,7 @@ help:
 	@echo "make bench-smoke  a seconds-long end-to-end check"
 	@echo "make bench-micro  pytest-benchmark micro-benchmarks, compared with the last saved run"
 	@echo "make lint         hadolint on the Dockerfiles"
+	@echo "make image-cpu    build the CPU image (make image-gpu: the CUDA image) with docker or podman"
 
 install: $(VENV)/.installed
 
@@ -46,8 +52,9 @@ test: install lint
 lint: install
 	$(BIN)/hadolint --failure-threshold warning docker/cpu.Dockerfile docker/cuda.Dockerfile
 
-# In a container when a Docker engine answers (README, "Containers"), else natively; only the
-# native run needs $(VENV), so the script installs it (INSTALL) when it falls back.
+# In a container when docker or podman answers (docs/containers.md), else natively; only the
+# native run needs $(VENV), so the script installs it (INSTALL) when it falls back. The image is
+# built when none has the tag of what goes into it; make image-cpu / image-gpu build it beforehand.
 BENCH_INSTALL = $(MAKE) --no-print-directory -s install
 
 bench-cpu:
@@ -55,6 +62,12 @@ bench-cpu:
 
 bench-gpu:
 	@INSTALL='$(BENCH_INSTALL)' scripts/bench.sh gpu $(or $(SPEC),$(SPEC_GPU)) $(ARGS)
+
+image-cpu:
+	@scripts/image.sh cpu
+
+image-gpu:
+	@scripts/image.sh gpu
 
 bench-smoke: install
 	$(BIN)/mnistbench run bench/smoke.yaml
