@@ -20,7 +20,7 @@ BUILD_FLAGS ?=
 RUN_FLAGS ?=
 export DOCKER ENGINE CONSTRAINTS BUILD_FLAGS RUN_FLAGS
 
-.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro report clean image-cpu image-gpu
+.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro report clean image-cpu image-gpu test-containers
 
 help:
 	@echo "make install      create $(VENV) and install mnistbench with dev extras"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench-micro  pytest-benchmark micro-benchmarks, compared with the last saved run"
 	@echo "make lint         hadolint on the Dockerfiles"
 	@echo "make image-cpu    build the CPU image (make image-gpu: the CUDA image) with docker or podman"
+	@echo "make test-containers  build the images and run bench/smoke.yaml in one with a real engine (slow)"
 
 install: $(VENV)/.installed
 
@@ -68,6 +69,11 @@ image-cpu:
 
 image-gpu:
 	@scripts/image.sh gpu
+
+# A real engine (podman is installed when none answers) builds both images and runs bench/smoke.yaml
+# through make bench-cpu; the metrics must equal a native run's. Minutes; CI runs it after make test.
+test-containers: install
+	scripts/test-containers.sh
 
 bench-smoke: install
 	$(BIN)/mnistbench run bench/smoke.yaml

@@ -419,3 +419,7 @@ def test_make_install_pins_with_the_constraints_file_and_records_it(tmp_path):
     assert "mnistbench-constraints" in dry()
     assert "--constraint" not in dry("CONSTRAINTS=")
 
+
+def test_ci_runs_the_container_test_after_the_tests():
+    lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert lines.index("make test") < next(n for n, l in enumerate(lines) if "make test-containers" in l)
