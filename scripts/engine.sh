@@ -14,10 +14,16 @@ engine_info=
 
 err() { echo "mnistbench: error: $*" >&2; }
 
-# last_lines FILE N: the file's last N non-blank lines on one line, joined by " | ".
+# last_lines FILE N [PATTERN]: the file's last N non-blank lines (that match PATTERN, when some do) on one
+# line, joined by " | ".
 last_lines() {
-  tr -d '\r' <"$1" | awk -v n="$2" 'NF { sub(/^[[:space:]]+/, ""); line[++k] = $0 }
-    END { if (!k) printf "no output"; for (i = (k > n ? k - n + 1 : 1); i <= k; i++) printf "%s%s", line[i], (i < k ? " | " : "") }'
+  tr -d '\r' <"$1" | awk -v n="$2" -v pattern="${3:-.}" '
+    NF { sub(/^[[:space:]]+/, ""); line[++k] = $0; if ($0 ~ pattern) hit[++h] = $0 }
+    END {
+      if (h) { k = h; for (i = 1; i <= h; i++) line[i] = hit[i] }
+      if (!k) printf "no output"
+      for (i = (k > n ? k - n + 1 : 1); i <= k; i++) printf "%s%s", line[i], (i < k ? " | " : "")
+    }'
 }
 
 # engine_find: the first engine whose `info` answers, in ENGINE, engine_kind and engine_info; 1 when none does.
@@ -116,7 +122,7 @@ image_id() {
 }
 
 # image_build FLAVOUR TAG: build from the repository root; the engine's output goes to build/image-FLAVOUR.log
-# (and to the terminal when stderr is one). A failure is one line with the log's last lines.
+# (and to the terminal when stderr is one). A failure is one line with the log's last error lines.
 image_build() {
   local flavour=$1 tag=$2 log status=0
   log=build/image-$flavour.log
@@ -131,7 +137,7 @@ image_build() {
     "${cmd[@]}" >"$log" 2>&1 || status=$?
   fi
   if [ "$status" -ne 0 ]; then
-    err "building $tag with $ENGINE failed (exit $status): $(last_lines "$log" 3); full log: $log"
+    err "building $tag with $ENGINE failed (exit $status): $(last_lines "$log" 3 '[Ee][Rr][Rr][Oo][Rr]'); full log: $log"
     return 1
   fi
 }
