@@ -6,16 +6,25 @@ exit 2) in bounded time and memory, and leaves earlier results as they were.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+import shutil
 import time
 import tracemalloc
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
-from conftest import write_spec
+from conftest import make_dataset, write_spec
 from mnistbench.cli import app
 from mnistbench.errors import MnistbenchError
+from mnistbench.preflight import estimate_bytes
+from mnistbench.report import REPORT_FILES, write_report
+from mnistbench.runner import results_folder, run_spec
 from mnistbench.safeyaml import MAX_DEPTH, MAX_NODES, MAX_SPEC_BYTES
 from mnistbench.spec import MAX_CELLS, load_spec, parse_spec
 
@@ -176,3 +185,198 @@ def test_a_matrix_that_would_expand_past_the_cell_limit_is_refused_before_expand
     message = str(pytest.raises(MnistbenchError, parse_spec, {"matrix": matrix}, "t").value)
     assert time.perf_counter() - started < 1
     assert message == f"t: matrix: 1 x 10 x 10 x 10 x 10 x 10 x 1 variants is more than {MAX_CELLS} cells (the limit for a spec)"
+
+
+# --------------------------------------------------------------------------- runs on tiny data
+
+SPEC = """\
+name: hostile
+device: cpu
+epochs: 2
+batch_size: 64
+eval_batch_size: 128
+lr: 3.0e-3
+threads: 1
+matrix:
+  model: [mlp-matched]
+  seed: [0]
+"""
+TWO_SEEDS = SPEC.replace("seed: [0]", "seed: [0, 1]")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("hostile") / "data", n_train=256, n_test=128)
+
+
+@pytest.fixture(scope="module")
+def clean(data, tmp_path_factory) -> Path:
+    """A finished results folder of SPEC (one cell), the "earlier results" the cases below must leave alone."""
+    root = tmp_path_factory.mktemp("clean")
+    result = cli("run", write_spec(root / "hostile.yaml", SPEC), "--results-dir", root / "results", "--data-dir", data)
+    assert result.exit_code == 0, result.output
+    return root / "results" / "hostile"
+
+
+@pytest.fixture(scope="module")
+def clean_two(data, tmp_path_factory) -> Path:
+    """The reference for re-runs: TWO_SEEDS run once, uninterrupted."""
+    root = tmp_path_factory.mktemp("clean-two")
+    result = cli("run", write_spec(root / "hostile.yaml", TWO_SEEDS), "--results-dir", root / "results", "--data-dir", data)
+    assert result.exit_code == 0, result.output
+    return root / "results" / "hostile"
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    """A copy of a results folder as ``<tmp>/results/hostile``; returns the results root."""
+    shutil.copytree(folder, tmp_path / "results" / folder.name)
+    return tmp_path / "results"
+
+
+def metrics(folder: Path) -> dict[str, list]:
+    keep = ("train_loss", "test_loss", "test_accuracy", "lr")
+    return {p.stem: [[e[k] for k in keep] for e in json.loads(p.read_text())["epochs"]] for p in sorted((folder / "runs").glob("*.json"))}
+
+
+def accuracy_table(folder: Path) -> list[dict]:
+    keep = ("model", "seeds", "final_test_acc_mean", "final_test_acc_std", "final_test_loss_mean")
+    return [{k: r[k] for k in keep} for r in csv.DictReader(io.StringIO((folder / "summary.csv").read_text()))]
+
+
+def planned_no_epoch(spec_text: str, root: Path, data: Path, **kw) -> MnistbenchError:
+    """Run a spec that must be refused before its first epoch; return the error."""
+    events = []
+    with pytest.raises(MnistbenchError) as e:
+        run_spec(parse_spec(yaml.safe_load(spec_text), "hostile"), root, data, on_event=events.append, **kw)
+    assert not [ev for ev in events if ev.kind == "epoch"], "trained before refusing"
+    assert "\n" not in str(e.value)
+    return e.value
+
+
+# --------------------------------------------------------------------------- names that are paths
+
+
+@pytest.mark.parametrize("name_line, file_name", [("name: ..\n", "s.yaml"), ("name: .\n", "s.yaml"), ("", "..yaml"), ("name: a/b\n", "s.yaml")])
+def test_a_spec_name_that_is_not_one_plain_path_segment_is_refused(tmp_path, data, name_line, file_name):
+    spec = write_spec(tmp_path / file_name, name_line + SPEC.replace("name: hostile\n", ""))
+    root = tmp_path / "sub" / "results"
+    one_line_error(cli("run", spec, "--results-dir", root, "--data-dir", data), "name: must be 1-100 letters")
+    assert not (tmp_path / "sub").exists()
+
+
+def test_a_results_folder_that_is_a_link_out_of_the_root_is_refused(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "hostile").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(MnistbenchError, match="not a plain folder name inside"):
+        results_folder(tmp_path / "root", "hostile")
+
+
+# --------------------------------------------------------------------------- malformed run files
+
+BAD_RUN_FILES = {  # case: the good run file's dict -> the text of a bad one
+    "a list": lambda r: "[]",
+    "null": lambda r: "null",
+    "no config.model": lambda r: json.dumps({**r, "config": {k: v for k, v in r["config"].items() if k != "model"}}),
+    "empty epochs": lambda r: json.dumps({**r, "epochs": []}),
+    "accuracy as a string": lambda r: json.dumps({**r, "epochs": [{**r["epochs"][0], "test_accuracy": "0.99"}] + r["epochs"][1:]}),
+    "more epochs than configured": lambda r: json.dumps({**r, "epochs": r["epochs"] + [{**r["epochs"][-1], "epoch": 3}]}),
+    "a bad non_finite path": lambda r: json.dumps({**r, "non_finite": {"epochs[9].x.y": "nan"}}),
+    "nested 100,000 deep": lambda r: "[" * 100_000 + "]" * 100_000,
+}
+
+
+def _write_bad_run_file(folder: Path, case: str) -> Path:
+    good = json.loads(next((folder / "runs").glob("*.json")).read_text())
+    path = folder / "runs" / "stray.json"
+    path.write_text(BAD_RUN_FILES[case](good))
+    return path
+
+
+@pytest.mark.parametrize("case", list(BAD_RUN_FILES))
+def test_report_names_a_malformed_run_file_in_one_line_and_keeps_the_old_tables(clean, tmp_path, case):
+    folder = copy_of(clean, tmp_path) / "hostile"
+    before = snapshot(folder)
+    _write_bad_run_file(folder, case)
+    line = one_line_error(cli("report", folder), "stray.json: not a valid run file")
+    assert len(line) < 400
+    assert {k: v for k, v in snapshot(folder).items() if k != "runs/stray.json"} == before
+
+
+@pytest.mark.parametrize("where", ["a folder", "not utf-8"])
+def test_an_unreadable_run_file_is_named_too(clean, tmp_path, where):
+    folder = copy_of(clean, tmp_path) / "hostile"
+    if where == "a folder":
+        (folder / "runs" / "stray.json").mkdir()
+    else:
+        (folder / "runs" / "stray.json").write_bytes(b"{\xff\xfe}")
+    one_line_error(cli("report", folder), "stray.json: not a readable run file")
+
+
+# --------------------------------------------------------------------------- found before the first epoch, not after the last
+
+
+def test_a_corrupt_run_file_stops_a_forced_run_before_training(clean, tmp_path, data):
+    """--force skipped reading the folder, so a stray corrupt file stopped the report only after every cell trained."""
+    root = copy_of(clean, tmp_path)
+    _write_bad_run_file(root / "hostile", "a list")
+    error = planned_no_epoch(SPEC, root, data, force=True)
+    assert "stray.json: not a valid run file" in str(error) and "move it out of" in str(error)
+
+
+@pytest.mark.parametrize("what", ["runs", "checkpoints", "summary.csv", "learning_curves.png", "manifest.json", ".lock"])
+def test_a_results_folder_with_something_in_the_way_is_refused_before_training(tmp_path, data, what):
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    if what in ("runs", "checkpoints"):
+        (folder / what).write_text("a file where a folder belongs")
+    else:
+        (folder / what).mkdir()
+    error = planned_no_epoch(SPEC, tmp_path, data)
+    assert str(folder / what) in str(error)
+
+
+def test_a_cell_id_longer_than_the_file_system_allows_is_refused_before_training(tmp_path, data, monkeypatch):
+    real = os.pathconf
+    monkeypatch.setattr(os, "pathconf", lambda p, name: 30 if name == "PC_NAME_MAX" else real(p, name))
+    error = planned_no_epoch(SPEC, tmp_path, data)
+    assert "cell mlp-matched_seed-0" in str(error) and "names of 37 bytes, more than the 30" in str(error)
+
+
+def test_a_results_path_too_long_for_the_system_is_refused_before_training(tmp_path, data):
+    """A deep --results-dir: the run file's temporary path passed PATH_MAX only when it was written, after training."""
+    root = tmp_path
+    while len(str(root)) < 4096 - 60:
+        root = root / ("d" * min(200, 4096 - 60 - len(str(root))))
+    root.mkdir(parents=True)
+    error = planned_no_epoch(SPEC, root, data)
+    assert "use a shorter --results-dir" in str(error)
+
+
+def test_too_little_free_space_for_the_run_is_refused_before_training(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
+    error = planned_no_epoch(SPEC, tmp_path, data)
+    assert "1.0 MiB free, but this run writes up to about" in str(error)
+
+
+def test_the_space_estimate_counts_run_files_two_checkpoints_and_the_report():
+    one = estimate_bytes([(44_350, 2)])
+    assert one == 16 * 1024 + 2 * 1024 + 2 * (4 * 44_350 * 3 + 64 * 1024) + 4 * 2**20
+    assert estimate_bytes([(44_350, 2)] * 3) - one == 2 * (16 * 1024 + 2 * 1024)  # run files only: checkpoints come and go
+    assert estimate_bytes([]) == 4 * 2**20
+
+
+def test_every_file_a_report_writes_is_listed_for_the_layout_check(clean, tmp_path):
+    folder = copy_of(clean, tmp_path) / "hostile"
+    written = {p.name for p in write_report(folder)}
+    assert written | {"last_run.json"} == set(REPORT_FILES)
+
+
+def test_a_mistyped_data_dir_is_refused_not_created(tmp_path):
+    spec = write_spec(tmp_path / "hostile.yaml", SPEC)
+    one_line_error(cli("run", spec, "--results-dir", tmp_path / "r", "--data-dir", tmp_path / "dtaa"), "no such folder")
+    assert not (tmp_path / "dtaa").exists()
