@@ -7,10 +7,12 @@ exit 2) in bounded time and memory, and leaves earlier results as they were.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
 import shutil
+import struct
 import time
 import tracemalloc
 from pathlib import Path
@@ -21,6 +23,7 @@ from typer.testing import CliRunner
 
 from conftest import make_dataset, write_spec
 from mnistbench.cli import app
+from mnistbench.data import read_idx
 from mnistbench.errors import MnistbenchError
 from mnistbench.preflight import estimate_bytes
 from mnistbench.report import REPORT_FILES, write_report
@@ -380,3 +383,39 @@ def test_a_mistyped_data_dir_is_refused_not_created(tmp_path):
     spec = write_spec(tmp_path / "hostile.yaml", SPEC)
     one_line_error(cli("run", spec, "--results-dir", tmp_path / "r", "--data-dir", tmp_path / "dtaa"), "no such folder")
     assert not (tmp_path / "dtaa").exists()
+
+
+# --------------------------------------------------------------------------- IDX headers
+
+
+def idx_bytes(dims: tuple[int, ...], body: bytes = b"") -> bytes:
+    return bytes([0, 0, 8, len(dims)]) + struct.pack(f">{len(dims)}I", *dims) + body
+
+
+@pytest.mark.parametrize(
+    "dims, words",
+    [
+        ((2**21, 2**21, 2**22), "= 18446744073709551616 bytes, more than the"),  # 2**64: 0 in int64, so "0 bytes" matched an empty body
+        ((2**32 - 1,) * 3, "more than the 1073741824"),
+        ((65536, 65536, 2**32 - 1), "more than the"),  # negative in int64
+    ],
+)
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
+def test_idx_dimensions_that_overflow_int64_are_one_line_before_allocating(tmp_path, dims, words, gz):
+    blob = idx_bytes(dims)
+    path = tmp_path / ("f.gz" if gz else "f")
+    path.write_bytes(gzip.compress(blob) if gz else blob)
+    with pytest.raises(MnistbenchError, match=words):
+        read_idx(path)
+
+
+def test_a_gzip_bomb_is_read_no_further_than_its_header_promises(tmp_path):
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(idx_bytes((10,), bytes(10)) + bytes(32 * 2**20), compresslevel=1))  # 32 MiB of zeros
+    tracemalloc.start()
+    try:
+        with pytest.raises(MnistbenchError, match="bomb.gz: has trailing bytes: header says 10 = 10 bytes"):
+            read_idx(path)
+        assert tracemalloc.get_traced_memory()[1] < 2**20
+    finally:
+        tracemalloc.stop()
