@@ -52,6 +52,15 @@ class ResumeError(Exception):
     """A checkpoint's state does not fit the cell's model, optimizer or schedule."""
 
 
+def check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Per-parameter state loaded from a checkpoint has each parameter's shape (PyTorch does not check it)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for name, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                    raise ValueError(f"optimizer state {name} has shape {tuple(value.shape)}, its parameter {tuple(p.shape)}")
+
+
 EpochHook = Callable[[EpochMetrics, Callable[[], ResumeState]], None]
 
 
@@ -231,6 +240,7 @@ def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, r
         try:
             model.load_state_dict(resume.model)
             optimizer.load_state_dict(resume.optimizer)
+            check_optimizer_state(optimizer)
             if scheduler is not None and resume.scheduler is not None:
                 scheduler.load_state_dict(resume.scheduler)
             train_batches.generator.set_state(resume.generator)

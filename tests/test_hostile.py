@@ -18,16 +18,19 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
 from conftest import make_dataset, write_spec
+from mnistbench.checkpoint import save_checkpoint
 from mnistbench.cli import app
 from mnistbench.data import read_idx
+from mnistbench.engine import run_cell
 from mnistbench.errors import MnistbenchError
 from mnistbench.preflight import estimate_bytes
 from mnistbench.report import REPORT_FILES, write_report
-from mnistbench.runner import results_folder, run_spec
+from mnistbench.runner import plan_run, results_folder, run_spec
 from mnistbench.safeyaml import MAX_DEPTH, MAX_NODES, MAX_SPEC_BYTES
 from mnistbench.spec import MAX_CELLS, load_spec, parse_spec
 
@@ -419,3 +422,93 @@ def test_a_gzip_bomb_is_read_no_further_than_its_header_promises(tmp_path):
         assert tracemalloc.get_traced_memory()[1] < 2**20
     finally:
         tracemalloc.stop()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture(scope="module")
+def first_epoch(data, tmp_path_factory):
+    """The checkpoint payload of SPEC's cell after its first epoch (right key), and the key."""
+    root = tmp_path_factory.mktemp("ckpt")
+    plan = plan_run(parse_spec(yaml.safe_load(SPEC), "hostile"), root, data, allow_download=False, force=False)
+    task = plan.tasks[0]
+    path = root / "first.pt"
+
+    def save_first(metrics, state):  # saved at once: the state's tensors are the live model's
+        if metrics.epoch == 1:
+            save_checkpoint(path, task.key, state())
+
+    run_cell(task.cell.config, plan.datasets["mnist"], on_epoch=save_first)
+    return torch.load(path, weights_only=True), task.key
+
+
+def _first_tensor_key(state: dict) -> object:
+    return next(iter(state))
+
+
+BAD_CHECKPOINTS = {  # case: payload -> what to write (a payload to torch.save, bytes, or "folder")
+    "missing optimizer": lambda p: {k: v for k, v in p.items() if k != "optimizer"},
+    "weights of the wrong shape": lambda p: {**p, "model": {**p["model"], _first_tensor_key(p["model"]): torch.zeros(3, 3)}},
+    "optimizer state of the wrong shape": lambda p: {**p, "optimizer": {**p["optimizer"], "state": {
+        i: {**s, "exp_avg": torch.zeros(7)} for i, s in p["optimizer"]["state"].items()}}},
+    "more epochs than configured": lambda p: {**p, "epochs": p["epochs"] + [{**p["epochs"][0], "epoch": e} for e in (2, 3)]},
+    "epochs numbered wrong": lambda p: {**p, "epochs": [{**p["epochs"][0], "epoch": 5}]},
+    "a list": lambda p: [p["model"]],
+    "random bytes": lambda p: bytes(range(256)) * 8,
+    "truncated": lambda p: "truncated",
+    "a folder": lambda p: "folder",
+}
+
+
+def _plant_checkpoint(folder: Path, case: str, payload: dict, key: str) -> Path:
+    path = folder / "checkpoints" / "mlp-matched_seed-0.pt"
+    path.parent.mkdir(parents=True)
+    bad = BAD_CHECKPOINTS[case](payload)
+    if bad == "folder":
+        (path / "inside").mkdir(parents=True)
+    elif bad == "truncated":
+        torch.save({**payload, "key": key}, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif isinstance(bad, bytes):
+        path.write_bytes(bad)
+    else:
+        torch.save(bad, path)
+    return path
+
+
+@pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
+def test_a_bad_checkpoint_with_the_right_key_is_set_aside_with_a_message_and_the_cell_restarts(
+    first_epoch, clean, data, tmp_path, case
+):
+    payload, key = first_epoch
+    path = _plant_checkpoint(tmp_path / "hostile", case, payload, key)
+    events = []
+    run_spec(parse_spec(yaml.safe_load(SPEC), "hostile"), tmp_path, data, on_event=events.append)
+    warnings = [e.message for e in events if e.kind == "warning"]
+    assert len(warnings) == 1 and warnings[0].startswith("checkpoint mlp-matched_seed-0.pt is unusable (")
+    assert warnings[0].endswith("moved to mlp-matched_seed-0.pt.bad, and the cell restarts"), warnings[0]
+    assert os.path.lexists(path.with_name(path.name + ".bad")) and not os.path.lexists(path)
+    record = json.loads((tmp_path / "hostile" / "runs" / "mlp-matched_seed-0.json").read_text())
+    assert record["extra"]["resumed_from_epoch"] == 0  # restarted from scratch
+    assert metrics(tmp_path / "hostile") == metrics(clean)
+
+
+def test_the_command_line_shows_why_a_checkpoint_was_discarded(first_epoch, data, tmp_path):
+    payload, key = first_epoch
+    _plant_checkpoint(tmp_path / "results" / "hostile", "random bytes", payload, key)
+    spec = write_spec(tmp_path / "hostile.yaml", SPEC)
+    result = cli("run", spec, "--results-dir", tmp_path / "results", "--data-dir", data)
+    assert result.exit_code == 0, result.output
+    assert "mnistbench: warning: checkpoint mlp-matched_seed-0.pt is unusable" in result.stderr
+
+
+def test_a_sound_checkpoint_still_resumes(first_epoch, clean, data, tmp_path):
+    payload, key = first_epoch
+    path = tmp_path / "hostile" / "checkpoints" / "mlp-matched_seed-0.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(payload, path)
+    events = []
+    run_spec(parse_spec(yaml.safe_load(SPEC), "hostile"), tmp_path, data, on_event=events.append)
+    assert [e.epoch for e in events if e.kind == "cell"] == [1] and not [e for e in events if e.kind == "warning"]
+    assert metrics(tmp_path / "hostile") == metrics(clean)
