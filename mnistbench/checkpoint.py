@@ -6,6 +6,7 @@ sound state is moved aside (``<cell>.pt.bad``) with a message, and its cell rest
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 
 from .engine import ResumeState
-from .files import atomic_path
+from .files import write_atomic
 from .results import EpochMetrics
 
 _EPOCHS = TypeAdapter(list[EpochMetrics])
@@ -27,10 +28,12 @@ def checkpoint_path(results_dir: Path, cell: str) -> Path:
 
 
 def save_checkpoint(path: Path, key: str, state: ResumeState) -> None:
+    """Write the state atomically; a full disk is a one-line ``MnistbenchError`` (torch itself would raise RuntimeError)."""
     payload = {"format": FORMAT, "key": key, **asdict(state)}
     payload["epochs"] = [asdict(e) for e in state.epochs]
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # serialised in memory (a few MB), so every OS error comes from write_atomic
+    write_atomic(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, key: str, epochs: int) -> tuple[Optional[ResumeState], str]:

@@ -7,12 +7,14 @@ exit 2) in bounded time and memory, and leaves earlier results as they were.
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import io
 import json
 import os
 import shutil
 import struct
+import subprocess
 import time
 import tracemalloc
 from pathlib import Path
@@ -512,3 +514,114 @@ def test_a_sound_checkpoint_still_resumes(first_epoch, clean, data, tmp_path):
     run_spec(parse_spec(yaml.safe_load(SPEC), "hostile"), tmp_path, data, on_event=events.append)
     assert [e.epoch for e in events if e.kind == "cell"] == [1] and not [e for e in events if e.kind == "warning"]
     assert metrics(tmp_path / "hostile") == metrics(clean)
+
+
+# --------------------------------------------------------------------------- a full disk
+
+ENOSPC_SITES = {  # where the disk fills: the temporary file whose fsync fails
+    "checkpoint": ".mlp-matched_seed-1.pt.",
+    "run file": ".mlp-matched_seed-1.json.",
+    "summary.csv": ".summary.csv.",
+    "summary.md": ".summary.md.",
+    "a PNG figure": ".learning_curves.png.",
+    "an SVG figure": ".throughput.svg.",
+    "manifest": ".manifest.json.",
+    "last_run.json": ".last_run.json.",
+}
+
+
+def fail_fsync_of(prefix: str, monkeypatch) -> list[str]:
+    """Make ``os.fsync`` of files whose name starts with ``prefix`` fail with ENOSPC; returns the names it failed."""
+    real, failed = os.fsync, []
+
+    def fsync(fd):
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        if name.startswith(prefix):
+            failed.append(name)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return failed
+
+
+def assert_disk_full_left_things_whole(folder: Path, before: dict[str, bytes], result, new_set: bool) -> None:
+    """One line, exit 2, earlier run files (and, unless ``new_set``, the report set) unchanged, no temporaries."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mnistbench: error: ") and "No space left on device" in lines[0], result.stderr
+    after = snapshot(folder)
+    assert {k: v for k, v in after.items() if k in before and (k.startswith("runs/") or not new_set)} == {
+        k: v for k, v in before.items() if k.startswith("runs/") or not new_set}
+    assert not list(folder.rglob("*.tmp"))
+    check = cli("report", "--check", folder)
+    if (folder / "runs" / "mlp-matched_seed-1.json").exists() and not new_set:
+        assert check.exit_code == 1 and "mlp-matched_seed-1.json is not in the tables" in check.stderr  # stale, and says so
+    else:
+        assert check.exit_code == 0, check.output
+
+
+@pytest.mark.parametrize("site", list(ENOSPC_SITES))
+def test_a_full_disk_at_each_write_is_one_line_exit_2_keeps_earlier_files_and_a_rerun_completes(
+    clean, clean_two, data, tmp_path, monkeypatch, site
+):
+    root = copy_of(clean, tmp_path)
+    folder = root / "hostile"
+    before = snapshot(folder)
+    spec = write_spec(tmp_path / "hostile.yaml", TWO_SEEDS)
+    failed = fail_fsync_of(ENOSPC_SITES[site], monkeypatch)
+    result = cli("run", spec, "--results-dir", root, "--data-dir", data)
+    assert failed, f"no write of {ENOSPC_SITES[site]}* happened"
+    assert_disk_full_left_things_whole(folder, before, result, new_set=site == "last_run.json")
+    monkeypatch.undo()  # space freed
+    again = cli("run", spec, "--results-dir", root, "--data-dir", data)
+    assert again.exit_code == 0, again.output
+    assert metrics(folder) == metrics(clean_two) and accuracy_table(folder) == accuracy_table(clean_two)
+    assert cli("report", "--check", folder).exit_code == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MiB tmpfs, where mounting is permitted (root in a container that allows it); skipped elsewhere."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}); the injected ENOSPC tests cover this")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Write a file that leaves about ``leave`` bytes free on ``disk``."""
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        while shutil.disk_usage(disk).free > leave + 2**20:
+            f.write(bytes(2**20))
+            f.flush()
+        f.write(bytes(max(0, shutil.disk_usage(disk).free - leave)))
+    return filler
+
+
+def test_on_a_real_full_disk_the_run_is_refused_up_front_or_stops_in_one_line_and_a_rerun_completes(
+    small_disk, clean, clean_two, data, tmp_path, monkeypatch
+):
+    root = small_disk / "results"
+    shutil.copytree(clean, root / "hostile")
+    folder = root / "hostile"
+    before = snapshot(folder)
+    spec = write_spec(tmp_path / "hostile.yaml", TWO_SEEDS)
+    filler = fill(small_disk, leave=300 * 1024)  # room for a run file, not for a checkpoint (~0.6 MB) or the report
+
+    refused = cli("run", spec, "--results-dir", root, "--data-dir", data)
+    one_line_error(refused, "MiB free, but this run writes up to about")
+    assert snapshot(folder) == before
+
+    monkeypatch.setenv("MNISTBENCH_SKIP_SPACE_CHECK", "1")  # past the estimate, into the writes themselves
+    stopped = cli("run", spec, "--results-dir", root, "--data-dir", data)
+    assert_disk_full_left_things_whole(folder, before, stopped, new_set=False)
+
+    filler.unlink()  # space freed
+    again = cli("run", spec, "--results-dir", root, "--data-dir", data)
+    assert again.exit_code == 0, again.output
+    assert metrics(folder) == metrics(clean_two) and accuracy_table(folder) == accuracy_table(clean_two)
