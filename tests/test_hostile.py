@@ -15,6 +15,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -625,3 +626,79 @@ def test_on_a_real_full_disk_the_run_is_refused_up_front_or_stops_in_one_line_an
     again = cli("run", spec, "--results-dir", root, "--data-dir", data)
     assert again.exit_code == 0, again.output
     assert metrics(folder) == metrics(clean_two) and accuracy_table(folder) == accuracy_table(clean_two)
+
+
+# --------------------------------------------------------------------------- signals and leftovers
+
+WRAPPER = """\
+import os, signal, sys
+import mnistbench.plots as plots
+import mnistbench.report as report
+
+SIGNAL = {signal!r}
+original_plots, original_replace = plots.write_plots, os.replace
+
+
+def write_plots(*args, **kwargs):  # the signal arrives while the report is being written
+    os.kill(os.getpid(), getattr(signal, SIGNAL))
+    return original_plots(*args, **kwargs)
+
+
+def replace(src, dst, *args, **kwargs):  # SIGKILL between two renames of the report's commit
+    if SIGNAL == "SIGKILL" and str(dst).endswith("summary.md") and ".report." in str(src) and ".report." not in str(dst):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original_replace(src, dst, *args, **kwargs)
+
+
+if SIGNAL != "SIGKILL":
+    plots.write_plots = write_plots
+os.replace = replace
+from mnistbench.cli import app
+sys.argv = ["mnistbench", *sys.argv[1:]]
+app()
+"""
+
+
+def run_with_signal_in_report(signal_name: str, spec: Path, root: Path, data: Path, tmp_path: Path):
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER.format(signal=signal_name))
+    return subprocess.run([sys.executable, str(wrapper), "run", str(spec), "--results-dir", str(root), "--data-dir", str(data)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("signal_name, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_during_the_final_report_finishes_the_set_then_exits_128_plus_signal(clean, data, tmp_path, signal_name, code):
+    root = copy_of(clean, tmp_path)
+    (root / "hostile" / "summary.md").write_text("stale")  # so the report has something to rebuild
+    proc = run_with_signal_in_report(signal_name, write_spec(tmp_path / "hostile.yaml", SPEC), root, data, tmp_path)
+    assert proc.returncode == code, proc.stderr
+    assert f"stopped by {signal_name}" in proc.stderr and "Traceback" not in proc.stderr
+    assert cli("report", "--check", root / "hostile").exit_code == 0  # a whole, current set
+    assert snapshot(root / "hostile")["summary.md"] == snapshot(clean)["summary.md"]
+
+
+def test_sigkill_between_the_reports_renames_leaves_it_marked_stale_and_the_next_run_tidies_up(clean, data, tmp_path):
+    root = copy_of(clean, tmp_path)
+    folder = root / "hostile"
+    spec = write_spec(tmp_path / "hostile.yaml", SPEC)
+    proc = run_with_signal_in_report("SIGKILL", spec, root, data, tmp_path)
+    assert proc.returncode == -9
+    check = cli("report", "--check", folder)
+    assert check.exit_code == 1 and "manifest.json is missing" in check.stderr  # never a half set presented as current
+    assert list(folder.glob(".report.*.tmp"))
+    assert cli("run", spec, "--results-dir", root, "--data-dir", data).exit_code == 0
+    assert not list(folder.glob(".*.tmp")) and cli("report", "--check", folder).exit_code == 0
+
+
+def test_temporaries_left_by_sigkill_are_removed_at_the_next_start(clean, data, tmp_path):
+    root = copy_of(clean, tmp_path)
+    folder = root / "hostile"
+    (folder / "checkpoints").mkdir()
+    leftovers = [folder / "checkpoints" / ".mlp-matched_seed-0.pt.a1b2c3d4.tmp", folder / "runs" / ".mlp-matched_seed-0.json.x.tmp",
+                 folder / ".summary.csv.y.tmp", folder / ".report.z.tmp" / ".summary.md.w.tmp"]
+    for path in leftovers:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half a file")
+    result = cli("run", write_spec(tmp_path / "hostile.yaml", SPEC), "--results-dir", root, "--data-dir", data)
+    assert result.exit_code == 0, result.output
+    assert not [p for p in leftovers if p.exists()] and not (folder / ".report.z.tmp").exists()
