@@ -129,22 +129,32 @@ def load_bounded(text: str, where: str) -> Any:
     """Parse one YAML document within the bounds; every problem is a ``MnistbenchError`` of one line."""
     if len(text) > MAX_SPEC_BYTES:
         raise MnistbenchError(f"{where}: larger than {MAX_SPEC_BYTES} bytes (the limit for a spec)")
-    loader = BoundedLoader(text)
+    loader = None
     try:
+        loader = BoundedLoader(text)  # checks the characters first: a control character is a ReaderError here
         node = loader.get_single_node()
         if node is None:
             return None
         check_expansion(node)
-        return loader.construct_document(node)
+        return _construct(loader, node, where)
     except LimitError as e:
         raise MnistbenchError(f"{where}: {e}") from None
     except yaml.YAMLError as e:
         raise MnistbenchError(f"{where}: {_yaml_problem(e)}") from None
-    except (ValueError, TypeError, OverflowError, RecursionError) as e:  # e.g. a date 2001-13-45, a 5,000-digit integer
-        text = " ".join(str(e).split())
-        raise MnistbenchError(f"{where}: a value YAML cannot read: {text[:150]}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+
+
+def _construct(loader: BoundedLoader, node: Node, where: str) -> Any:
+    """Python values from a checked node graph; PyYAML's own failures on odd values become one line."""
+    try:
+        return loader.construct_document(node)
+    except yaml.YAMLError:
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. a date 2001-13-45 (ValueError), a 5,000-digit integer, "!!timestamp" alone
+        text = " ".join(str(e).split()) or type(e).__name__
+        raise MnistbenchError(f"{where}: a value YAML cannot read: {text[:150]}") from None
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:

@@ -165,6 +165,24 @@ def _key_text(key: Any) -> str:
     return key if isinstance(key, str) and len(key) <= 100 else brief(key)
 
 
+def _has_repeats(values: list) -> bool:
+    """Whether a matrix axis lists one value twice (``1`` and ``True`` differ); no repr, so any integer is fine."""
+    seen: set = set()
+    for v in values:
+        try:
+            ident = (type(v).__name__, v)
+            hash(ident)
+        except TypeError:  # a list or mapping: compared by its repr (bounded by the loader's 10,000 values)
+            try:
+                ident = ("repr", repr(v))
+            except ValueError:  # holds an integer too long to print: treated as unique
+                ident = ("id", id(v))
+        if ident in seen:
+            return True
+        seen.add(ident)
+    return False
+
+
 def check_cell_count(matrix: dict[str, list], variants: list, where: str) -> None:
     """Refuse a matrix whose cartesian product exceeds ``MAX_CELLS``, before expanding it."""
     count = len(variants)
@@ -202,7 +220,7 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
             matrix[key] = [values]
         elif not values:
             raise MnistbenchError(f"{where}: matrix.{key}: empty list, the matrix would hold no cells")
-        elif len(set(map(repr, values))) != len(values):
+        elif _has_repeats(values):
             raise MnistbenchError(f"{where}: matrix.{key}: repeated value")
     for key in raw:
         if key not in SETTINGS:

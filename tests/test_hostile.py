@@ -296,6 +296,16 @@ BAD_RUN_FILES = {  # case: the good run file's dict -> the text of a bad one
     "more epochs than configured": lambda r: json.dumps({**r, "epochs": r["epochs"] + [{**r["epochs"][-1], "epoch": 3}]}),
     "a bad non_finite path": lambda r: json.dumps({**r, "non_finite": {"epochs[9].x.y": "nan"}}),
     "nested 100,000 deep": lambda r: "[" * 100_000 + "]" * 100_000,
+    # found by tests/test_fuzz.py: each passed the loader and then broke the tables with a TypeError or AttributeError
+    "data.identity a list": lambda r: json.dumps({**r, "data": {**r["data"], "identity": []}}),
+    "data.identity null": lambda r: json.dumps({**r, "data": {**r["data"], "identity": None}}),
+    "a data file's official flag a list": lambda r: json.dumps({**r, "data": {**r["data"], "files": [
+        {**r["data"]["files"][0], "official": []}] + r["data"]["files"][1:]}}),
+    "config.target_accuracy a list": lambda r: json.dumps({**r, "config": {**r["config"], "target_accuracy": []}}),
+    "environment.gpu a bool": lambda r: json.dumps({**r, "environment": {**r["environment"], "gpu": True}}),
+    # the same kind, found by reading what the tables and figures use
+    "environment.container a bool": lambda r: json.dumps({**r, "environment": {**r["environment"], "container": True}}),
+    "extra.roofline without its numbers": lambda r: json.dumps({**r, "extra": {**r["extra"], "roofline": {}}}),
 }
 
 
