@@ -7,6 +7,7 @@ sound state is moved aside (``<cell>.pt.bad``) with a message, and its cell rest
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -86,4 +87,10 @@ def _state(payload: dict, epochs: int) -> ResumeState:
         raise ValueError("model: not a state dict of tensors")
     if not isinstance(payload["optimizer"], dict) or not isinstance(payload["generator"], torch.Tensor):
         raise ValueError("optimizer or generator state malformed")
+    if payload["scheduler"] is not None and not isinstance(payload["scheduler"], dict):
+        raise ValueError("scheduler state malformed")
+    for name in ("time_to_target_s", "epochs_to_target"):  # copied into the run file, which must stay strict JSON
+        value = payload.get(name)
+        if value is not None and not (isinstance(value, float) and math.isfinite(value)):
+            raise ValueError(f"{name}: not a finite number")
     return ResumeState(**{**{n: payload.get(n) for n in names}, "epochs": done})

@@ -213,18 +213,30 @@ def read_idx(path: Path) -> np.ndarray:
         with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
             dims = _idx_header(path, f)
             expected = math.prod(dims)
-            if expected > MAX_IDX_BYTES:
+            if math.prod(max(d, 1) for d in dims) > MAX_IDX_BYTES:  # zero dims aside too: numpy cannot shape 0 x 2**32 x 2**32
                 raise MnistbenchError(
-                    f"{path.name}: header says {'x'.join(map(str, dims))} = {expected} bytes, "
-                    f"more than the {MAX_IDX_BYTES} an IDX file may hold here"
+                    f"{path.name}: header says {'x'.join(map(str, dims))}, dimensions beyond the "
+                    f"{MAX_IDX_BYTES} bytes an IDX file may hold here"
                 )
-            body = f.read(expected + 1)
+            body = _read_at_most(f, expected + 1)
     except (OSError, EOFError, zlib.error) as e:
         raise MnistbenchError(f"{path.name}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     if len(body) != expected:
         what, has = ("truncated", str(len(body))) if len(body) < expected else ("has trailing bytes", "more")
         raise MnistbenchError(f"{path.name}: {what}: header says {'x'.join(map(str, dims))} = {expected} bytes, file has {has}")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _read_at_most(f, limit: int, chunk: int = 1 << 20) -> bytes:
+    """Up to ``limit`` bytes, read in chunks: ``read(limit)`` would reserve ``limit`` bytes even for a short file."""
+    parts, size = [], 0
+    while size < limit:
+        part = f.read(min(chunk, limit - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 def _idx_header(path: Path, f) -> tuple[int, ...]:

@@ -244,8 +244,8 @@ def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, r
             if scheduler is not None and resume.scheduler is not None:
                 scheduler.load_state_dict(resume.scheduler)
             train_batches.generator.set_state(resume.generator)
-        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
-            raise ResumeError(str(e).splitlines()[0][:120]) from None
+        except Exception as e:  # noqa: BLE001 - whatever a checkpoint's state breaks, the checkpoint is bad (e.g. AttributeError)
+            raise ResumeError((str(e).splitlines() or [type(e).__name__])[0][:120]) from None
         outcome.epochs = list(resume.epochs)
         outcome.time_to_target_s, outcome.epochs_to_target = resume.time_to_target_s, resume.epochs_to_target
 

@@ -161,5 +161,5 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
     """``YAML syntax error at line L, column C: problem``, the problem quoted briefly."""
     mark = getattr(e, "problem_mark", None)
     problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
-    line = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-    return f"YAML syntax error at{line} {problem[:200]}"
+    where = f" at line {mark.line + 1}, column {mark.column + 1}:" if mark else ":"
+    return f"YAML syntax error{where} {problem[:200]}"

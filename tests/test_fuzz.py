@@ -15,6 +15,7 @@ import json
 import math
 import os
 import struct
+import tempfile
 import tracemalloc
 from contextlib import contextmanager
 from datetime import timedelta
@@ -245,3 +246,127 @@ def test_mutated_run_files_are_reported_or_named_in_one_line(report_folder, text
         assert (report_folder / "summary.csv").read_bytes() == before  # the old tables stay
         return
     assert check_report(report_folder) == []
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture(scope="module")
+def cell_and_checkpoint(tmp_path_factory):
+    """A one-epoch-of-two cell on tiny data, its task and the checkpoint payload after epoch 1."""
+    from conftest import make_dataset
+    from mnistbench.checkpoint import save_checkpoint
+    from mnistbench.engine import run_cell
+    from mnistbench.runner import plan_run
+
+    root = tmp_path_factory.mktemp("fuzz-ckpt")
+    data = make_dataset(root / "data", n_train=64, n_test=32)
+    spec = parse_spec({"model": "mlp-matched", "device": "cpu", "epochs": 2, "batch_size": 32, "threads": 1}, "fuzz")
+    plan = plan_run(spec, root, data, allow_download=False, force=False)
+    task, path = plan.tasks[0], root / "first.pt"
+
+    def save_first(metrics, state):
+        if metrics.epoch == 1:
+            save_checkpoint(path, task.key, state())
+
+    run_cell(task.cell.config, plan.datasets["mnist"], on_epoch=save_first)
+    return plan, torch.load(path, weights_only=True)
+
+
+TENSORS = st.builds(lambda shape: torch.zeros(shape), st.lists(st.integers(0, 5), max_size=3).map(tuple))
+PAYLOAD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=5), TENSORS,
+                           st.lists(st.integers(0, 3), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+
+
+@st.composite
+def mutated_payload(draw, payload: dict) -> dict:
+    """The payload with a few top-level or nested entries dropped or replaced by random values and tensors."""
+    payload = copy.deepcopy(payload)
+    for _ in range(draw(st.integers(1, 3))):
+        section = draw(st.sampled_from(sorted(payload)))
+        target = payload
+        if isinstance(payload[section], dict) and payload[section] and draw(st.booleans()):
+            target, key = payload[section], draw(st.sampled_from(sorted(payload[section], key=str)))
+        else:
+            key = section
+        if draw(st.booleans()):
+            target.pop(key, None)
+        else:
+            target[key] = draw(PAYLOAD_VALUES)
+    return payload
+
+
+@fuzz(25)
+@given(data=st.data())
+def test_mutated_checkpoints_resume_or_are_set_aside_and_the_cell_finishes(cell_and_checkpoint, tmp_path, data):
+    from mnistbench.cell import execute
+
+    plan, payload = cell_and_checkpoint
+    task = plan.tasks[0]
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    task = type(task)(task.spec, task.cell, task.key, task.index, task.total, folder)
+    path = folder / "checkpoints" / f"{task.cell.id}.pt"
+    path.parent.mkdir(parents=True)
+    if data.draw(st.booleans()):
+        torch.save(data.draw(mutated_payload(payload)), path)
+    else:
+        blob = bytearray(_checkpoint_bytes(payload))
+        for _ in range(data.draw(st.integers(1, 8))):
+            blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+        path.write_bytes(bytes(blob[: data.draw(st.integers(0, len(blob)))]))
+    warnings = []
+    record = execute(task, plan.datasets["mnist"], lambda e: warnings.append(e.message) if e.kind == "warning" else None)
+    assert record.status == "finished" and len(record.epochs) == 2, record.note
+    assert all("\n" not in w and len(w) < 400 for w in warnings)
+    if warnings:
+        assert os.path.lexists(path.with_name(path.name + ".bad"))
+
+
+def _checkpoint_bytes(payload: dict) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+@fuzz(40)
+@given(blob=st.binary(max_size=600))
+def test_random_bytes_as_a_checkpoint_are_set_aside_not_raised(tmp_path, blob):
+    path = tmp_path / "c.pt"
+    path.write_bytes(blob)
+    state, message = load_checkpoint(path, "0123456789abcdef", 2)
+    assert state is None and "\n" not in message
+    path.with_name("c.pt.bad").unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- IDX files
+
+
+@st.composite
+def idx_files(draw) -> bytes:
+    """An IDX header (sometimes a wrong magic) with dimensions up to 2**32-1 and a body near the size they promise."""
+    ndim = draw(st.integers(0, 4))
+    magic = bytes([draw(st.sampled_from([0, 0, 0, 1])), 0, draw(st.sampled_from([8, 8, 8, 9, 13])), ndim])
+    dims = draw(st.lists(st.one_of(st.integers(0, 40), st.integers(0, 2**32 - 1)), min_size=ndim, max_size=ndim))
+    expected = math.prod(dims) if dims else 0
+    size = draw(st.one_of(st.just(expected), st.integers(0, 2000))) if expected <= 2000 else draw(st.integers(0, 2000))
+    header = magic + struct.pack(f">{len(dims)}I", *dims)
+    return header[: draw(st.integers(0, len(header)))] if draw(st.integers(0, 9)) == 0 else header + bytes(size)
+
+
+@fuzz(200)
+@given(blob=st.one_of(idx_files(), st.binary(max_size=300)), gz=st.booleans())
+@example(blob=struct.pack(">4B3I", 0, 0, 8, 3, 2**21, 2**21, 2**22), gz=False)  # 2**64 bytes: 0 in int64
+@example(blob=struct.pack(">4B3I", 0, 0, 8, 3, 0, 2**32 - 1, 2**32 - 1), gz=False)  # no data, but a shape numpy refuses
+@example(blob=b"\x00\x00\x08\x02\x00\x00\x00\x15\x00\x0c/b", gz=False)  # read(16.7 MB) reserved it all for an empty body
+def test_random_idx_files_parse_or_fail_in_one_line(tmp_path, blob, gz):
+    path = tmp_path / ("f.gz" if gz else "f")
+    path.write_bytes(gzip.compress(blob) if gz else blob)
+    with memory_cap(16):
+        try:
+            array = read_idx(path)
+        except MnistbenchError as e:
+            assert_one_line(e)
+            return
+    assert isinstance(array, np.ndarray) and array.size == len(blob) - 4 - 4 * array.ndim

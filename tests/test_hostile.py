@@ -131,9 +131,12 @@ def test_an_endless_spec_file_is_refused_in_bounded_time():
     [
         ("model: lenet5\nseed: " + "9" * 5000 + "\n", "a value YAML cannot read: Exceeds the limit"),
         ("model: lenet5\nseed: 2001-13-45\n", "a value YAML cannot read: month must be in 1..12"),
-        ("model: !!python/object/apply:os.system [ls]\n", "YAML syntax error"),
+        ("model: !!python/object/apply:os.system [ls]\n", "YAML syntax error at line 1, column 8: could not determine a constructor"),
+        # found by tests/test_fuzz.py
+        ("\x1fmodel: lenet5\n", "YAML syntax error: unacceptable character #x001f: special characters are not allowed"),
+        ("model: lenet5\nseed: !!timestamp \n", "a value YAML cannot read: 'NoneType' object has no attribute 'groupdict'"),
     ],
-    ids=["5000-digit integer", "impossible date", "python object tag"],
+    ids=["5000-digit integer", "impossible date", "python object tag", "control character", "empty timestamp"],
 )
 def test_values_yaml_itself_cannot_build_are_one_line(tmp_path, text, words):
     assert words in spec_error(tmp_path, text)
@@ -186,6 +189,12 @@ def test_a_huge_unknown_key_is_quoted_briefly():
 def test_non_finite_numbers_are_refused_in_every_float_setting(tmp_path, setting, value):
     message = spec_error(tmp_path, f"model: lenet5\n{setting}: {value}\n")
     assert message.startswith(f"{tmp_path / 's.yaml'}: {setting}: ")
+
+
+def test_a_matrix_axis_with_a_5000_digit_integer_is_one_line_not_a_repr_error():
+    """Found by tests/test_fuzz.py: the repeated-value check repr()ed every value, which Python refuses past 4,300 digits."""
+    message = str(pytest.raises(MnistbenchError, parse_spec, {"model": "lenet5", "matrix": {"seed": [10**5000, 1]}}, "t").value)
+    assert message.startswith("t: matrix.seed: Input should be less than 4294967296, got <an integer of 16610 bits>")
 
 
 def test_a_matrix_that_would_expand_past_the_cell_limit_is_refused_before_expanding():
@@ -411,9 +420,10 @@ def idx_bytes(dims: tuple[int, ...], body: bytes = b"") -> bytes:
 @pytest.mark.parametrize(
     "dims, words",
     [
-        ((2**21, 2**21, 2**22), "= 18446744073709551616 bytes, more than the"),  # 2**64: 0 in int64, so "0 bytes" matched an empty body
-        ((2**32 - 1,) * 3, "more than the 1073741824"),
-        ((65536, 65536, 2**32 - 1), "more than the"),  # negative in int64
+        ((2**21, 2**21, 2**22), "header says 2097152x2097152x4194304, dimensions beyond the 1073741824 bytes"),  # 2**64: 0 in int64
+        ((2**32 - 1,) * 3, "dimensions beyond the 1073741824 bytes"),
+        ((65536, 65536, 2**32 - 1), "dimensions beyond the"),  # negative in int64
+        ((0, 2**32 - 1, 2**32 - 1), "dimensions beyond the"),  # found by tests/test_fuzz.py: 0 bytes, but numpy's reshape raised
     ],
 )
 @pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
@@ -467,6 +477,9 @@ BAD_CHECKPOINTS = {  # case: payload -> what to write (a payload to torch.save, 
         i: {**s, "exp_avg": torch.zeros(7)} for i, s in p["optimizer"]["state"].items()}}},
     "more epochs than configured": lambda p: {**p, "epochs": p["epochs"] + [{**p["epochs"][0], "epoch": e} for e in (2, 3)]},
     "epochs numbered wrong": lambda p: {**p, "epochs": [{**p["epochs"][0], "epoch": 5}]},
+    # found by tests/test_fuzz.py: the first failed every retry of the cell, the second its run file
+    "optimizer state None": lambda p: {**p, "optimizer": {**p["optimizer"], "state": None}},
+    "time to target a tensor": lambda p: {**p, "time_to_target_s": torch.zeros(2)},
     "a list": lambda p: [p["model"]],
     "random bytes": lambda p: bytes(range(256)) * 8,
     "truncated": lambda p: "truncated",
