@@ -113,17 +113,25 @@ def check_report(results_dir: Path) -> list[str]:
         recorded, outputs = dict(manifest["run_files"]), dict(manifest["outputs"])
     except FileNotFoundError:
         return [f"{path.name} is missing: the report was never finished or is being rewritten"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return [f"{path.name} is not a valid manifest"]
     present = {p.name: p for p in run_files(results_dir)}
     problems = [f"run file {n} is not in the tables" for n in sorted(set(present) - set(recorded))]
     problems += [f"run file {n} is in the tables but no longer present" for n in sorted(set(recorded) - set(present))]
     problems += [f"run file {n} changed after the tables were built" for n in sorted(set(present) & set(recorded))
-                 if _sha256(present[n]) != recorded[n]]
+                 if _sha256_or_none(present[n]) != recorded[n]]
     for name, digest in sorted(outputs.items()):
         out = results_dir / name
         if "/" in name or not out.is_file():
             problems.append(f"{name} is missing")
-        elif _sha256(out) != digest:
+        elif _sha256_or_none(out) != digest:
             problems.append(f"{name} is not the one built with the others")
     return problems
+
+
+def _sha256_or_none(path: Path) -> str | None:
+    """The file's SHA-256, or None when it cannot be read (a folder, no permission): it then matches no manifest."""
+    try:
+        return _sha256(path)
+    except OSError:
+        return None

@@ -725,3 +725,30 @@ def test_temporaries_left_by_sigkill_are_removed_at_the_next_start(clean, data, 
     result = cli("run", write_spec(tmp_path / "hostile.yaml", SPEC), "--results-dir", root, "--data-dir", data)
     assert result.exit_code == 0, result.output
     assert not [p for p in leftovers if p.exists()] and not (folder / ".report.z.tmp").exists()
+
+
+# --------------------------------------------------------------------------- report --check on a hostile folder
+
+
+@pytest.mark.parametrize(
+    "manifest, words",
+    [
+        ("[" * 100_000 + "]" * 100_000, "manifest.json is not a valid manifest"),
+        ('{"run_files": {"mlp-matched_seed-0.json": "x"}, "outputs": {"../../etc/passwd": "x"}}', "../../etc/passwd is missing"),
+    ],
+    ids=["nested 100,000 deep", "names outside the folder"],
+)
+def test_report_check_reads_a_hostile_manifest_as_stale_not_as_a_crash(clean, tmp_path, manifest, words):
+    folder = copy_of(clean, tmp_path) / "hostile"
+    (folder / "manifest.json").write_text(manifest)
+    result = cli("report", "--check", folder)
+    assert result.exit_code == 1 and words in result.stderr and "Traceback" not in result.output
+
+
+def test_report_check_with_a_folder_where_a_listed_run_file_was(clean, tmp_path):
+    folder = copy_of(clean, tmp_path) / "hostile"
+    run_file = folder / "runs" / "mlp-matched_seed-0.json"
+    run_file.unlink()
+    run_file.mkdir()
+    result = cli("report", "--check", folder)
+    assert result.exit_code == 1 and "run file mlp-matched_seed-0.json changed after the tables were built" in result.stderr
