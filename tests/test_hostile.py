@@ -54,7 +54,7 @@ def one_line_error(result, words: str = "") -> str:
     return lines[0]
 
 
-def spec_error(tmp_path: Path, text: str, name: str = "s.yaml", max_seconds: float = 2.0, max_mib: float = 64) -> str:
+def spec_error(tmp_path: Path, text: str, name: str = "s.yaml", max_seconds: float = 5.0, max_mib: float = 64) -> str:
     """Load a spec that must fail; return its message after checking it is one short line, found fast and lean."""
     path = write_spec(tmp_path / name, text)
     tracemalloc.start()
