@@ -627,28 +627,31 @@ def fill(disk: Path, leave: int) -> Path:
     return filler
 
 
-def test_on_a_real_full_disk_the_run_is_refused_up_front_or_stops_in_one_line_and_a_rerun_completes(
-    small_disk, clean, clean_two, data, tmp_path, monkeypatch
-):
+@pytest.fixture
+def nearly_full(small_disk, clean, tmp_path):
+    """Earlier results on the small disk, filled to leave 300 KiB: room for a run file, not a checkpoint or the report."""
     root = small_disk / "results"
     shutil.copytree(clean, root / "hostile")
-    folder = root / "hostile"
-    before = snapshot(folder)
     spec = write_spec(tmp_path / "hostile.yaml", TWO_SEEDS)
-    filler = fill(small_disk, leave=300 * 1024)  # room for a run file, not for a checkpoint (~0.6 MB) or the report
+    return root, spec, snapshot(root / "hostile"), fill(small_disk, leave=300 * 1024)
 
-    refused = cli("run", spec, "--results-dir", root, "--data-dir", data)
-    one_line_error(refused, "MiB free, but this run writes up to about")
-    assert snapshot(folder) == before
 
+def test_on_a_real_nearly_full_disk_the_run_is_refused_before_training(nearly_full, data):
+    root, spec, before, _ = nearly_full
+    one_line_error(cli("run", spec, "--results-dir", root, "--data-dir", data), "MiB free, but this run writes up to about")
+    assert snapshot(root / "hostile") == before
+
+
+def test_on_a_real_full_disk_a_run_stops_in_one_line_and_a_rerun_completes(nearly_full, clean_two, data, monkeypatch):
+    """It used to record the cell as failed (torch's writer raised RuntimeError on ENOSPC), exit 3, and go on."""
+    root, spec, before, filler = nearly_full
     monkeypatch.setenv("MNISTBENCH_SKIP_SPACE_CHECK", "1")  # past the estimate, into the writes themselves
     stopped = cli("run", spec, "--results-dir", root, "--data-dir", data)
-    assert_disk_full_left_things_whole(folder, before, stopped, new_set=False)
-
+    assert_disk_full_left_things_whole(root / "hostile", before, stopped, new_set=False)
     filler.unlink()  # space freed
     again = cli("run", spec, "--results-dir", root, "--data-dir", data)
     assert again.exit_code == 0, again.output
-    assert metrics(folder) == metrics(clean_two) and accuracy_table(folder) == accuracy_table(clean_two)
+    assert metrics(root / "hostile") == metrics(clean_two) and accuracy_table(root / "hostile") == accuracy_table(clean_two)
 
 
 # --------------------------------------------------------------------------- signals and leftovers
