@@ -9,11 +9,18 @@ SPEC_GPU ?= bench/gpu.yaml
 SPEC   ?=
 # Extra arguments for `mnistbench run`, e.g. ARGS=--force
 ARGS   ?=
-# DOCKER=auto (use an engine when one answers) | yes | no
+# The version pins of native installs and both images (docs/containers.md); CONSTRAINTS= installs unpinned.
+CONSTRAINTS ?= constraints.txt
+# DOCKER=auto (use a container engine when one answers) | yes | no
 DOCKER ?= auto
-export DOCKER
+# ENGINE=docker|podman (default: docker when `docker info` answers, else podman); extra flags for the
+# engine's build (--build-arg, --secret, ...) and run: docs/containers.md
+ENGINE ?=
+BUILD_FLAGS ?=
+RUN_FLAGS ?=
+export DOCKER ENGINE CONSTRAINTS BUILD_FLAGS RUN_FLAGS
 
-.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro report clean
+.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro report readme clean image-cpu image-gpu test-containers
 
 help:
 	@echo "make install      create $(VENV) and install mnistbench with dev extras"
@@ -23,24 +30,34 @@ help:
 	@echo "make bench-smoke  a seconds-long end-to-end check"
 	@echo "make bench-micro  pytest-benchmark micro-benchmarks, compared with the last saved run"
 	@echo "make lint         hadolint on the Dockerfiles"
+	@echo "make readme       regenerate the README's results block from results/cpu"
+	@echo "make image-cpu    build the CPU image (make image-gpu: the CUDA image) with docker or podman"
+	@echo "make test-containers  build the images and run bench/smoke.yaml in one with a real engine (slow)"
 
 install: $(VENV)/.installed
 
-# Re-install only when the package metadata changes; the install is editable.
-$(VENV)/.installed: pyproject.toml
+# Re-install only when the package metadata or the pins change; the install is editable.
+# mnistbench-constraints in the venv says which pins it has, for the run record (environment.constraints).
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) -e '.[dev]'
+	@if [ -n "$(CONSTRAINTS)" ]; then \
+		$(BIN)/python -c 'import hashlib, sys; print(sys.argv[1], "sha256:" + hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' \
+			"$(CONSTRAINTS)" > $(VENV)/mnistbench-constraints; \
+	else rm -f $(VENV)/mnistbench-constraints; fi
 	@touch $@
 
-test: install lint
-	$(BIN)/pytest -q
+# hadolint runs inside the suite (tests/test_docker.py); `make lint` runs it alone. --durations: the slowest tests.
+test: install
+	$(BIN)/pytest -q --durations=15
 
 lint: install
 	$(BIN)/hadolint --failure-threshold warning docker/cpu.Dockerfile docker/cuda.Dockerfile
 
-# In a container when a Docker engine answers (README, "Containers"), else natively; only the
-# native run needs $(VENV), so the script installs it (INSTALL) when it falls back.
+# In a container when docker or podman answers (docs/containers.md), else natively; only the
+# native run needs $(VENV), so the script installs it (INSTALL) when it falls back. The image is
+# built when none has the tag of what goes into it; make image-cpu / image-gpu build it beforehand.
 BENCH_INSTALL = $(MAKE) --no-print-directory -s install
 
 bench-cpu:
@@ -48,6 +65,17 @@ bench-cpu:
 
 bench-gpu:
 	@INSTALL='$(BENCH_INSTALL)' scripts/bench.sh gpu $(or $(SPEC),$(SPEC_GPU)) $(ARGS)
+
+image-cpu:
+	@scripts/image.sh cpu
+
+image-gpu:
+	@scripts/image.sh gpu
+
+# A real engine (podman is installed when none answers) builds both images and runs bench/smoke.yaml
+# through make bench-cpu; the metrics must equal a native run's. Minutes; CI runs it after make test.
+test-containers: install
+	scripts/test-containers.sh
 
 bench-smoke: install
 	$(BIN)/mnistbench run bench/smoke.yaml
@@ -60,6 +88,10 @@ bench-micro: install
 
 report: install
 	$(BIN)/mnistbench report $(or $(DIR),results/cpu)
+
+# The README's results block, generated from results/cpu's run files (a test checks it is current).
+readme: install
+	$(BIN)/python scripts/readme_results.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,35 +1,54 @@
-# syntax=docker/dockerfile:1
 # mnistbench on the CPU: PyTorch's CPU-only wheels, no CUDA libraries.
-# Built by `make bench-cpu` (scripts/bench.sh) from the repository root:
-#   docker build -f docker/cpu.Dockerfile -t mnistbench-cpu:0.1.0 .
+# `make image-cpu` builds it and `make bench-cpu` runs specs in it (scripts/image.sh, scripts/bench.sh).
+# Every place the build reaches out is a build argument or secret, so building behind a mirror
+# or a proxy needs no edit here: docs/containers.md, "Build arguments and secrets".
+# Apart from the defaults above FROM, the CUDA image (docker/cuda.Dockerfile) has the same
+# steps, so the two install the same versions the same way (tests/test_docker.py checks).
 
-FROM python:3.11.13-slim-bookworm AS builder
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+# Any Debian-like image whose `python` is CPython 3.11 or later with the venv module.
+ARG BASE_IMAGE=docker.io/library/python:3.11.13-slim-bookworm
+# torch and torchvision come from here: PyTorch's CPU-only wheels. Empty: the ordinary index,
+# whose Linux wheels bring the CUDA libraries (several GB).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+FROM ${BASE_IMAGE}
+# The ordinary index. Empty INDEX_URL: pip's default (https://pypi.org/simple), or the pip_conf
+# secret's. EXTRA_INDEX_URLS: separated by commas.
+ARG INDEX_URL=
+ARG EXTRA_INDEX_URLS=
+ARG TORCH_INDEX_URL
+# The version pins: a file in the build context, the one `make install` reads.
+ARG CONSTRAINTS=constraints.txt
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# Dependencies before the source, so editing the code does not download PyTorch again.
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
-        torch==2.9.1 torchvision==0.24.1
-COPY docker/requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir --requirement /tmp/requirements.txt
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY mnistbench/ mnistbench/
-RUN pip install --no-cache-dir --no-deps . && pip check
+COPY docker/pip.sh /usr/local/bin/mnistbench-pip
+# The pins, and which file they came from for the run record (mnistbench/environment.py).
+COPY ${CONSTRAINTS} /opt/venv/mnistbench-constraints.txt
+RUN sum=$(sha256sum < /opt/venv/mnistbench-constraints.txt) \
+    && printf '%s sha256:%s\n' "$CONSTRAINTS" "${sum%% *}" > /opt/venv/mnistbench-constraints
+# Dependencies before the source, so editing mnistbench/ leaves these layers cached.
+RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_conf \
+    mnistbench-pip --torch torch torchvision
+COPY pyproject.toml /src/
+RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_conf \
+    mnistbench-pip --project-deps /src/pyproject.toml
+COPY mnistbench/ /src/mnistbench/
+# No downloads: the dependencies are in, and setuptools (a torch dependency) builds the package.
+# An empty README.md stands in for the long description, so README edits do not change the image.
+RUN touch /src/README.md \
+    && pip install --no-cache-dir --no-deps --no-build-isolation /src \
+    && pip check
 
-FROM python:3.11.13-slim-bookworm
-COPY --from=builder /opt/venv /opt/venv
-# HOME and MPLCONFIGDIR in /tmp: `docker run --user` gives a uid with no home folder.
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
+# HOME and MPLCONFIGDIR in /tmp: `run --user` gives a uid with no home folder.
+ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib
 # The CLI writes ./results/<spec>/; scripts/bench.sh mounts the host's results/ here.
 WORKDIR /mnistbench
 USER 10001
-# Last, so a new commit only rebuilds this layer; read by mnistbench/environment.py.
-ARG GIT_COMMIT=unknown
-ENV MNISTBENCH_GIT_COMMIT=$GIT_COMMIT
 ENTRYPOINT ["mnistbench"]
 CMD ["--help"]

@@ -1,42 +1,60 @@
-# syntax=docker/dockerfile:1
-# mnistbench on an NVIDIA GPU: PyTorch's CUDA 12.6 wheels, which bring their own CUDA
-# libraries; the host needs only the NVIDIA driver and the NVIDIA Container Toolkit.
-# Built by `make bench-gpu` (scripts/bench.sh) from the repository root:
-#   docker build -f docker/cuda.Dockerfile -t mnistbench-cuda:0.1.0 .
+# mnistbench on an NVIDIA GPU: the ordinary index's Linux torch wheels, which bring their CUDA
+# libraries as packages (CUDA 13.0 for torch 2.14.1), on the same Python base as the CPU image.
+# The host needs only the NVIDIA driver and the NVIDIA Container Toolkit (docs/containers.md).
+# `make image-gpu` builds it and `make bench-gpu` runs specs in it (scripts/image.sh, scripts/bench.sh).
+# Every place the build reaches out is a build argument or secret, so building behind a mirror
+# or a proxy needs no edit here: docs/containers.md, "Build arguments and secrets".
+# Apart from the defaults above FROM and the NVIDIA variables, the CPU image
+# (docker/cpu.Dockerfile) has the same steps (tests/test_docker.py checks).
 
-# uv fetches a standalone CPython, so the Ubuntu base needs no apt packages.
-FROM ghcr.io/astral-sh/uv:0.8.22 AS uv
+# Any Debian-like image whose `python` is CPython 3.11 or later with the venv module.
+ARG BASE_IMAGE=docker.io/library/python:3.11.13-slim-bookworm
+# torch and torchvision come from here. Empty: the ordinary index, whose torch wheels use CUDA
+# 13.0. Another of PyTorch's indexes (e.g. https://download.pytorch.org/whl/cu126) picks
+# another CUDA version, for older drivers.
+ARG TORCH_INDEX_URL=
 
-FROM nvidia/cuda:12.6.3-base-ubuntu22.04 AS builder
-COPY --from=uv /uv /usr/local/bin/uv
-ENV UV_PYTHON_INSTALL_DIR=/opt/python \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN uv python install 3.11.13 && uv venv --seed --python 3.11.13 /opt/venv
+FROM ${BASE_IMAGE}
+# The ordinary index. Empty INDEX_URL: pip's default (https://pypi.org/simple), or the pip_conf
+# secret's. EXTRA_INDEX_URLS: separated by commas.
+ARG INDEX_URL=
+ARG EXTRA_INDEX_URLS=
+ARG TORCH_INDEX_URL
+# The version pins: a file in the build context, the one `make install` reads.
+ARG CONSTRAINTS=constraints.txt
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# Dependencies before the source, so editing the code does not download PyTorch again.
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu126 \
-        torch==2.9.1 torchvision==0.24.1
-COPY docker/requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir --requirement /tmp/requirements.txt
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY mnistbench/ mnistbench/
-RUN pip install --no-cache-dir --no-deps . && pip check
+COPY docker/pip.sh /usr/local/bin/mnistbench-pip
+# The pins, and which file they came from for the run record (mnistbench/environment.py).
+COPY ${CONSTRAINTS} /opt/venv/mnistbench-constraints.txt
+RUN sum=$(sha256sum < /opt/venv/mnistbench-constraints.txt) \
+    && printf '%s sha256:%s\n' "$CONSTRAINTS" "${sum%% *}" > /opt/venv/mnistbench-constraints
+# Dependencies before the source, so editing mnistbench/ leaves these layers cached.
+RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_conf \
+    mnistbench-pip --torch torch torchvision
+COPY pyproject.toml /src/
+RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_conf \
+    mnistbench-pip --project-deps /src/pyproject.toml
+COPY mnistbench/ /src/mnistbench/
+# No downloads: the dependencies are in, and setuptools (a torch dependency) builds the package.
+# An empty README.md stands in for the long description, so README edits do not change the image.
+RUN touch /src/README.md \
+    && pip install --no-cache-dir --no-deps --no-build-isolation /src \
+    && pip check
 
-FROM nvidia/cuda:12.6.3-base-ubuntu22.04
-COPY --from=builder /opt/python /opt/python
-COPY --from=builder /opt/venv /opt/venv
-# HOME and MPLCONFIGDIR in /tmp: `docker run --user` gives a uid with no home folder.
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
+# What the NVIDIA Container Toolkit reads when the engine starts a container with GPUs.
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# HOME and MPLCONFIGDIR in /tmp: `run --user` gives a uid with no home folder.
+ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib
 # The CLI writes ./results/<spec>/; scripts/bench.sh mounts the host's results/ here.
 WORKDIR /mnistbench
 USER 10001
-# Last, so a new commit only rebuilds this layer; read by mnistbench/environment.py.
-ARG GIT_COMMIT=unknown
-ENV MNISTBENCH_GIT_COMMIT=$GIT_COMMIT
 ENTRYPOINT ["mnistbench"]
 CMD ["--help"]

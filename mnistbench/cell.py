@@ -56,20 +56,36 @@ class CellTask:
 
 
 @lru_cache(maxsize=None)
-def describe_model(name: str) -> dict:
-    """Name, parameter count and counted FLOPs per sample, stored with every run of the model."""
-    from .models import count_params, create_model, forward_flops, train_flops
+def describe_model(name: str, base_dir: str = "", sha256: Optional[str] = None) -> dict:
+    """Name, parameter count and counted FLOPs per sample (and a referenced model's file and hash), stored with every run.
 
-    m = create_model(name)
-    return {"name": name, "parameters": count_params(m), "forward_flops": forward_flops(m), "train_flops": train_flops(m)}
+    ``sha256``: the hash of a referenced model's file the run was planned with (a changed file is an error). A
+    referenced model is also checked to give 10 logits; any problem is one line naming the reference.
+    """
+    from .modelref import checked_model, describe
+
+    return describe(*checked_model(name, base_dir, sha256))
+
+
+def check_models(configs) -> dict[str, Optional[str]]:
+    """Before any training: load, build, check and describe each distinct model once; model -> SHA-256 of its file
+    (None for a built-in model)."""
+    from .modelref import load_model_source
+
+    hashes: dict[str, Optional[str]] = {}
+    for c in configs:
+        if c.model not in hashes:
+            hashes[c.model] = load_model_source(c.model, c.base_dir).sha256
+            describe_model(c.model, c.base_dir, hashes[c.model])
+    return hashes
 
 
 def achieved_rates(model: dict, outcome: CellOutcome) -> dict:
     """Steady-state GFLOP/s of a cell against the matmul peak of its device and thread count."""
-    from .roofline import matmul_peak_gflops, roofline
+    from .roofline import fraction_of_peak, matmul_peak_gflops
 
     steady = outcome.epochs[1:] or outcome.epochs  # the first epoch pays for warm-up
-    return roofline(
+    return fraction_of_peak(
         model["train_flops"],
         model["forward_flops"],
         statistics.median(e.train_samples_per_s for e in steady),
@@ -132,7 +148,8 @@ def build_record(
     resumed_from: int, started: str, wall_start: float,
 ) -> RunRecord:
     """The run record of a cell; its status follows from the metrics (and the failure, if any), however it got there."""
-    config, model = task.cell.config, describe_model(task.cell.config.model)
+    config = task.cell.config
+    model = describe_model(config.model, config.base_dir, config.model_sha256)
     epochs = outcome.epochs if outcome is not None else done
     status, note = derive_status(epochs, failure)
     # Timed work of this invocation only, to set against this invocation's wall time.
@@ -142,7 +159,7 @@ def build_record(
              "wall_seconds": time.perf_counter() - wall_start,
              "measured_seconds": measured, **task.extra}
     if outcome is not None and outcome.epochs:
-        extra["roofline"] = achieved_rates(model, outcome)
+        extra["roofline"] = achieved_rates(model, outcome)  # the 0.1 name: achieved rates against the compute peak
     sha256s = [f.sha256 for f in dataset.files]
     return RunRecord(
         spec=task.spec,

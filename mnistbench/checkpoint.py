@@ -74,7 +74,7 @@ def set_aside(path: Path, why: str) -> str:
 
 def _state(payload: dict, epochs: int) -> ResumeState:
     names = [f.name for f in fields(ResumeState)]
-    missing = [n for n in names if n not in payload and n not in ("time_to_target_s", "epochs_to_target")]
+    missing = [n for n in names if n not in payload and n not in ("time_to_target_s", "epochs_to_target", "distort_generator")]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}")
     try:
@@ -87,6 +87,8 @@ def _state(payload: dict, epochs: int) -> ResumeState:
         raise ValueError("model: not a state dict of tensors")
     if not isinstance(payload["optimizer"], dict) or not isinstance(payload["generator"], torch.Tensor):
         raise ValueError("optimizer or generator state malformed")
+    if not isinstance(payload.get("distort_generator"), (torch.Tensor, type(None))):
+        raise ValueError("distortion generator state malformed")
     if payload["scheduler"] is not None and not isinstance(payload["scheduler"], dict):
         raise ValueError("scheduler state malformed")
     for name in ("time_to_target_s", "epochs_to_target"):  # copied into the run file, which must stay strict JSON

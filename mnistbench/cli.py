@@ -1,8 +1,9 @@
 """The ``mnistbench`` command: a thin layer over functions the tests call directly.
 
-Exit codes (README, "Exit codes"): 0 success; 1 ``report --check`` found stale tables;
-2 bad input (spec, data, device, folder, a full disk); 3 the run finished but some
-cells failed; 130/143 stopped by SIGINT/SIGTERM after saving what was finished.
+Exit codes (README, "Exit codes"): 0 success; 1 ``report --check`` found stale tables, or
+``compare --fail-on`` found a regression; 2 bad input (spec, data, device, folder, a full
+disk, a malformed ``--fail-on``); 3 the run finished but some cells failed; 130/143 stopped
+by SIGINT/SIGTERM after saving what was finished.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import typer
 from .errors import Interrupted, MnistbenchError
 
 EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
+EXIT_REGRESSION = 1  # `compare --fail-on` found a regression: like a stale report, "the check found a problem"
 
 app = typer.Typer(
     add_completion=True,
@@ -64,45 +66,63 @@ JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdo
 @app.command()
 def models(
     detail: bool = typer.Option(False, "--detail", help="Per-layer weights and biases of each model."),
+    refs: Optional[List[str]] = typer.Option(
+        None, "--model", metavar="REF",
+        help="Also show a model given by reference: my_pkg.nets:SmallCNN, or ./nets.py:build relative to the working "
+        "folder (repeatable; docs/models.md)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """List the registered models: parameters, forward FLOPs per sample, description."""
-    if as_json:
-        from .describe import describe_models
+    """List the models (built-in, installed by entry point, and any --model): parameters, forward FLOPs per sample."""
+    from .describe import describe_models
 
-        typer.echo(json.dumps(describe_models(detail), indent=2))
+    try:
+        info = describe_models(detail, list(refs or []), Path.cwd())
+    except MnistbenchError as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
         return
     from tabulate import tabulate
 
-    from .models import MODELS, count_params, create_model, forward_flops, layer_params
-
-    rows = []
-    for name in MODELS.names():
-        m = create_model(name)
-        rows.append([name, f"{count_params(m):,}", f"{forward_flops(m):,}", MODELS.get(name).description])
-        if detail:
-            layers = layer_params(m)
-            table = [[l.layer, l.kind, f"{l.weights:,}", f"{l.biases:,}", f"{l.total:,}"] for l in layers]
-            table.append(["total", "", f"{sum(l.weights for l in layers):,}", f"{sum(l.biases for l in layers):,}", f"{count_params(m):,}"])
-            typer.echo(f"\n{name}\n" + tabulate(table, headers=["layer", "kind", "weights", "biases", "parameters"],
-                                               tablefmt="github", disable_numparse=True))
+    for m in info["models"] if detail else []:
+        table = [[l["layer"], l["kind"], f"{l['weights']:,}", f"{l['biases']:,}", f"{l['parameters']:,}"] for l in m["layers"]]
+        table.append(["total", "", f"{sum(l['weights'] for l in m['layers']):,}", f"{sum(l['biases'] for l in m['layers']):,}",
+                      f"{m['parameters']:,}"])
+        typer.echo(f"\n{m['name']}\n" + tabulate(table, headers=["layer", "kind", "weights", "biases", "parameters"],
+                                                 tablefmt="github", disable_numparse=True))
     if detail:
         typer.echo("")
+    rows = [[m["name"], f"{m['parameters']:,}", f"{m['forward_flops']:,}", m["description"]] for m in info["models"]]
     typer.echo(tabulate(rows, headers=["model", "parameters", "forward FLOPs/sample", "description"],
                         tablefmt="github", disable_numparse=True))
 
 
 @app.command()
-def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check.")) -> None:
-    """Check spec files without training; print how many cells each expands to."""
+def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."), as_json: bool = JsonOption) -> None:
+    """Check spec files without training; print how many cells each expands to. Referenced models are imported and checked."""
+    from .modelref import parse_model_ref
     from .spec import load_spec
 
+    loaded = []
     try:
         for path in specs:
             spec = load_spec(path)
-            typer.echo(f"{path}: ok, spec '{spec.name}', {len(spec.cells())} cells")
+            configs = [c.config for c in spec.cells()]
+            external = [c for c in configs if not parse_model_ref(c.model).builtin]
+            if external:
+                from .cell import check_models  # imports torch: only for specs that bring their own models
+
+                check_models(external)
+            loaded.append((path, spec))
+            checked = f", models checked: {', '.join(dict.fromkeys(c.model for c in external))}" if external else ""
+            if not as_json:
+                typer.echo(f"{path}: ok, spec '{spec.name}', {len(configs)} cells{checked}")
     except MnistbenchError as e:
         fail(str(e))
+    if as_json:  # every spec is checked before anything is printed: a bad one leaves stdout empty
+        from .describe import describe_spec
+
+        typer.echo(json.dumps({"specs": [describe_spec(path, spec) for path, spec in loaded]}, indent=2))
 
 
 @app.command()
@@ -113,6 +133,8 @@ def run(
     data_dir: Optional[List[str]] = RunDataDirs,
     force: bool = typer.Option(False, "--force", help="Re-run cells that already finished with the same configuration."),
     no_download: bool = typer.Option(False, "--no-download", help="Never try to download missing data files."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary (or, with --dry-run, the cells) as one "
+                                 "JSON document on stdout; progress goes to stderr."),
 ) -> None:
     """Train and evaluate every cell of a spec, then write run files, tables and plots."""
     from .spec import load_spec
@@ -121,12 +143,16 @@ def run(
         spec = load_spec(spec_path)
         dirs = parse_data_dirs(data_dir or [])
         if dry_run:
-            _print_cells(spec)
+            _print_cells(spec, as_json)
             return
+        from contextlib import nullcontext, redirect_stdout
+
         from .progress import progress_for
         from .runner import run_spec
 
-        with progress_for() as progress:
+        # With --json, stdout carries the document only: progress and any other message go to stderr.
+        quiet = redirect_stdout(sys.stderr) if as_json else nullcontext()
+        with quiet, progress_for(sys.stderr if as_json else None) as progress:
             summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download)
     except MnistbenchError as e:
         fail(str(e))
@@ -135,11 +161,16 @@ def run(
         typer.echo(f"mnistbench: stopped by {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
         raise typer.Exit(e.exit_code)
     failed = summary.cells("failed")
-    typer.echo(
-        f"{len(summary.ran)} cells run ({len(summary.cells('finished'))} finished, {len(summary.cells('diverged'))} diverged, "
-        f"{len(failed)} failed), {len(summary.skipped)} skipped (already done); wall {summary.wall_seconds:.1f}s, "
-        f"timed training+evaluation {summary.measured_seconds:.1f}s. Results: {summary.results_dir}"
-    )
+    if as_json:
+        from .describe import describe_run
+
+        typer.echo(json.dumps(describe_run(summary), indent=2))
+    else:
+        typer.echo(
+            f"{len(summary.ran)} cells run ({len(summary.cells('finished'))} finished, {len(summary.cells('diverged'))} diverged, "
+            f"{len(failed)} failed), {len(summary.skipped)} skipped (already done); wall {summary.wall_seconds:.1f}s, "
+            f"timed training+evaluation {summary.measured_seconds:.1f}s. Results: {summary.results_dir}"
+        )
     if failed:
         typer.echo(f"mnistbench: error: {len(failed)} cells failed ({', '.join(failed)}); their reasons are in the run "
                    "files and summary.md, and the next run retries them", err=True)
@@ -169,12 +200,17 @@ def resume_command(spec_path: Path, results_dir: Path, data_dirs: list[str], no_
     return shlex.join(args)
 
 
-def _print_cells(spec) -> None:
+def _print_cells(spec, as_json: bool = False) -> None:
+    if as_json:
+        from .describe import describe_cells
+
+        typer.echo(json.dumps(describe_cells(spec), indent=2))
+        return
     from tabulate import tabulate
 
     cells = spec.cells()
     keys = spec.axes()
-    typer.echo(f"spec '{spec.name}': {len(cells)} cells")
+    typer.echo(f"spec '{spec.name}': {len(cells)} cells" + (f" ({spec.description})" if spec.description else ""))
     typer.echo(tabulate([[c.id] + [getattr(c.config, k) for k in keys] for c in cells], headers=["cell"] + keys, tablefmt="github"))
     fixed = {k: v for k, v in cells[0].config.model_dump().items() if k not in keys}
     typer.echo("fixed settings: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
@@ -254,6 +290,39 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print one JSON docum
 
     record = environment()
     typer.echo(json.dumps(record, indent=2) if as_json else format_environment(record))
+
+
+FailOn = typer.Option(
+    None, "--fail-on", metavar="CHECK",
+    help="Exit 1 if a configuration in both folders fails it (repeatable): 'accuracy<-0.2' (B − A of mean final "
+    "accuracy, points), 'loss>0.01' (B − A of mean final loss), 'throughput<0.9' (B / A of median samples/s).",
+)
+
+
+@app.command()
+def compare(
+    a: Path = typer.Argument(..., metavar="A", help="The results folder before (the baseline), e.g. results/cpu."),
+    b: Path = typer.Argument(..., metavar="B", help="The results folder after, compared with A."),
+    fail_on: Optional[List[str]] = FailOn,
+    as_json: bool = JsonOption,
+) -> None:
+    """Compare two results folders configuration by configuration: accuracy, loss (B − A), throughput (B / A)."""
+    from .compare import compare_folders, evaluate, markdown, parse_check, to_json
+
+    try:
+        checks = [parse_check(text) for text in fail_on or []]
+        comparison = compare_folders(a, b)
+    except MnistbenchError as e:
+        fail(str(e))
+    outcomes = evaluate(comparison, checks)
+    typer.echo(json.dumps(to_json(comparison, outcomes), indent=2) if as_json else markdown(comparison, outcomes))
+    for w in comparison.warnings:
+        typer.echo(f"mnistbench: warning: {w}", err=True)
+    failed = [o for o in outcomes if o.failed]
+    for o in failed:
+        typer.echo(f"mnistbench: regression: {o.message}", err=True)
+    if failed:
+        raise typer.Exit(EXIT_REGRESSION)
 
 
 class ExportFormat(str, Enum):

@@ -325,6 +325,19 @@ def check_not_another_dataset(info: DatasetInfo, folder: Path, files: list[FileR
 # --------------------------------------------------------------------------- batches
 
 
+def check_holdout(dataset: Dataset, n: int) -> None:
+    """A validation hold-out of ``n`` samples must leave training samples (one line otherwise)."""
+    if n >= len(dataset.train):
+        raise MnistbenchError(f"validation: {n} samples held out of {dataset.info.title}'s {len(dataset.train)} training "
+                              "samples leaves none to train on")
+
+
+def holdout(split: Split, n: int) -> tuple[Split, Split]:
+    """(the rest, the last ``n`` samples) of a training split: training and validation data that never overlap."""
+    cut = len(split) - n
+    return Split(split.images[:cut], split.labels[:cut]), Split(split.images[cut:], split.labels[cut:])
+
+
 def normalize(split: Split, info: DatasetInfo, device) -> tuple["torch.Tensor", "torch.Tensor"]:  # noqa: F821
     """The whole split as one normalized float tensor (N x 1 x 28 x 28) and its labels, on ``device``.
 

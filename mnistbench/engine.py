@@ -18,9 +18,10 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .data import Dataset, TensorBatches, normalize, torchvision_batches
+from .augment import AffineRanges, DistortedBatches
+from .data import Dataset, TensorBatches, holdout, normalize, torchvision_batches
 from .errors import Interrupted, MnistbenchError
-from .models import create_model
+from .modelref import build_model, load_unchanged
 from .results import EpochMetrics
 from .spec import CellConfig
 
@@ -46,6 +47,7 @@ class ResumeState:
     generator: torch.Tensor
     time_to_target_s: Optional[float] = None
     epochs_to_target: Optional[float] = None
+    distort_generator: Optional[torch.Tensor] = None  # state of the distortions' generator, with distort: true
 
 
 class ResumeError(Exception):
@@ -94,13 +96,22 @@ def build_scheduler(config: CellConfig, optimizer, steps_per_epoch: int):
 
 
 def make_batches(config: CellConfig, dataset: Dataset, device: torch.device):
-    """Training batches (shuffled by the cell's seed) and test batches for the configured loader."""
+    """Training batches (shuffled by the cell's seed) and evaluation batches for the configured loader.
+
+    With ``validation: N`` the last N training samples are held out and evaluated instead of the test set.
+    """
+    n_val = config.validation
     if config.loader == "torchvision":
-        train = torchvision_batches(dataset.train, dataset.info, config.batch_size, config.seed)
-        test = torchvision_batches(dataset.test, dataset.info, config.eval_batch_size, None)
+        train_split, test_split = holdout(dataset.train, n_val) if n_val else (dataset.train, dataset.test)
+        train = torchvision_batches(train_split, dataset.info, config.batch_size, config.seed)
+        test = torchvision_batches(test_split, dataset.info, config.eval_batch_size, None)
         return train, test
     x_train, y_train = normalize(dataset.train, dataset.info, device)
-    x_test, y_test = normalize(dataset.test, dataset.info, device)
+    if n_val:  # views of the shared normalized tensor, no copy
+        cut = len(y_train) - n_val
+        x_train, y_train, x_test, y_test = x_train[:cut], y_train[:cut], x_train[cut:], y_train[cut:]
+    else:
+        x_test, y_test = normalize(dataset.test, dataset.info, device)
     return (
         TensorBatches(x_train, y_train, config.batch_size, config.seed),
         TensorBatches(x_test, y_test, config.eval_batch_size),
@@ -220,88 +231,123 @@ def diverged(epochs: list[EpochMetrics]) -> bool:
     return any(not (math.isfinite(e.train_loss) and math.isfinite(e.test_loss)) for e in epochs)
 
 
-def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, resume, should_stop) -> CellOutcome:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+def distorted_batches(config: CellConfig, train_batches, dataset: Dataset, device: torch.device) -> Optional[DistortedBatches]:
+    """With ``distort``, the training batches randomly distorted as they are taken (inside the timed loop: part of the
+    training cost); else None."""
+    if not config.distort:
+        return None
+    background = -dataset.info.mean / dataset.info.std  # a blank pixel, normalized
+    return DistortedBatches(train_batches, AffineRanges.of(config), config.seed, background, device)
+
+
+def restore(resume: ResumeState, model, optimizer, scheduler, train_batches, distorted: Optional[DistortedBatches]) -> None:
+    """Load a checkpoint's state into a freshly built cell; ResumeError if it does not fit."""
+    try:
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        check_optimizer_state(optimizer)
+        if scheduler is not None and resume.scheduler is not None:
+            scheduler.load_state_dict(resume.scheduler)
+        train_batches.generator.set_state(resume.generator)
+        if distorted is not None:
+            if resume.distort_generator is None:
+                raise ValueError("the checkpoint holds no state of the distortions' generator")
+            distorted.generator.set_state(resume.distort_generator)
+    except Exception as e:  # noqa: BLE001 - whatever a checkpoint's state breaks, the checkpoint is bad (e.g. AttributeError)
+        raise ResumeError((str(e).splitlines() or [type(e).__name__])[0][:120]) from None
+
+
+@dataclass
+class _Training:
+    """What one cell trains with: its model (and compiled step model), optimizer, schedule and batches."""
+
+    config: CellConfig
+    device: torch.device
+    model: torch.nn.Module
+    step_model: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_batches: Any
+    test_batches: Any
+    distorted: Any  # distorted training batches, or None
+
+    def state(self, outcome: CellOutcome) -> ResumeState:
+        return ResumeState(
+            epochs=list(outcome.epochs),
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=None if self.scheduler is None else self.scheduler.state_dict(),
+            generator=self.train_batches.generator.get_state(),
+            time_to_target_s=outcome.time_to_target_s,
+            epochs_to_target=outcome.epochs_to_target,
+            distort_generator=None if self.distorted is None else self.distorted.generator.get_state(),
+        )
+
+    def evaluate(self) -> tuple[float, float, float]:
+        return evaluate(self.step_model, self.test_batches, self.device, autocast(self.config, self.device))
+
+
+def _prepare(config: CellConfig, dataset: Dataset, device: torch.device) -> _Training:
+    """Seed, build the model, batches, optimizer and schedule of a cell, in the order that makes it repeat."""
+    source = load_unchanged(config.model, config.base_dir, config.model_sha256)
     torch.manual_seed(config.seed)
-    model = create_model(config.model).to(device)
+    model = build_model(source).to(device)
     train_batches, test_batches = make_batches(config, dataset, device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
         for batches in (train_batches, test_batches):
             if isinstance(batches, TensorBatches):
                 batches.x = batches.x.contiguous(memory_format=torch.channels_last)
+    distorted = distorted_batches(config, train_batches, dataset, device)
     # The compiled module shares parameters with ``model``; checkpoints keep the plain state dict.
     step_model = torch.compile(model) if config.compile else model
     optimizer = build_optimizer(config, model.parameters())
     scheduler = build_scheduler(config, optimizer, len(train_batches))
+    return _Training(config, device, model, step_model, optimizer, scheduler, train_batches, test_batches, distorted)
+
+
+def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, resume, should_stop) -> CellOutcome:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = _prepare(config, dataset, device)
     outcome = CellOutcome([], str(device), torch.get_num_threads())
     if resume is not None:
-        try:
-            model.load_state_dict(resume.model)
-            optimizer.load_state_dict(resume.optimizer)
-            check_optimizer_state(optimizer)
-            if scheduler is not None and resume.scheduler is not None:
-                scheduler.load_state_dict(resume.scheduler)
-            train_batches.generator.set_state(resume.generator)
-        except Exception as e:  # noqa: BLE001 - whatever a checkpoint's state breaks, the checkpoint is bad (e.g. AttributeError)
-            raise ResumeError((str(e).splitlines() or [type(e).__name__])[0][:120]) from None
+        restore(resume, t.model, t.optimizer, t.scheduler, t.train_batches, t.distorted)
         outcome.epochs = list(resume.epochs)
         outcome.time_to_target_s, outcome.epochs_to_target = resume.time_to_target_s, resume.epochs_to_target
-
-    def state() -> ResumeState:
-        return ResumeState(
-            epochs=list(outcome.epochs),
-            model=model.state_dict(),
-            optimizer=optimizer.state_dict(),
-            scheduler=None if scheduler is None else scheduler.state_dict(),
-            generator=train_batches.generator.get_state(),
-            time_to_target_s=outcome.time_to_target_s,
-            epochs_to_target=outcome.epochs_to_target,
-        )
-
-    trained_seconds = sum(e.train_seconds for e in outcome.epochs)
-
-    def target_probe(epoch: int):
-        """Between batches: has the test accuracy reached the target yet? (untimed; only until it has)"""
-        def probe(step: int, seconds: float) -> None:
-            if outcome.time_to_target_s is not None:
-                return
-            _, acc, _ = evaluate(step_model, test_batches, device, autocast(config, device))
-            if acc >= config.target_accuracy:
-                outcome.time_to_target_s = trained_seconds + seconds
-                outcome.epochs_to_target = epoch - 1 + step / len(train_batches)
-        return probe
-
-    probing = config.target_accuracy is not None and config.target_eval_every is not None
     first = config.epochs + 1 if diverged(outcome.epochs) else len(outcome.epochs) + 1  # never train on from a NaN
     for epoch in range(first, config.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc, train_s = train_epoch(
-            step_model, train_batches, optimizer, scheduler, device, should_stop, autocast(config, device),
-            probe=target_probe(epoch) if probing else None, probe_every=config.target_eval_every or 0,
-        )
-        test_loss, test_acc, eval_s = evaluate(step_model, test_batches, device, autocast(config, device))
-        metrics = EpochMetrics(
-            epoch,
-            train_loss,
-            train_acc,
-            test_loss,
-            test_acc,
-            train_s,
-            eval_s,
-            train_batches.num_samples / train_s,
-            test_batches.num_samples / eval_s,
-            lr,
-        )
-        outcome.epochs.append(metrics)
-        trained_seconds += train_s
-        if config.target_accuracy is not None and outcome.time_to_target_s is None and test_acc >= config.target_accuracy:
-            outcome.time_to_target_s, outcome.epochs_to_target = trained_seconds, float(epoch)
+        metrics = _epoch(t, epoch, outcome, should_stop)
         if on_epoch is not None:
-            on_epoch(metrics, state)
+            on_epoch(metrics, lambda: t.state(outcome))
         if diverged([metrics]):
             break
     if device.type == "cuda":
         outcome.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
     return outcome
+
+
+def _epoch(t: _Training, epoch: int, outcome: CellOutcome, should_stop) -> EpochMetrics:
+    """Train one epoch and evaluate; append its metrics to ``outcome`` and note when the target was first reached."""
+    config = t.config
+    trained_before = sum(e.train_seconds for e in outcome.epochs)
+
+    def probe(step: int, seconds: float) -> None:
+        """Between batches: has the test accuracy reached the target yet? (untimed; only until it has)"""
+        if outcome.time_to_target_s is None and t.evaluate()[1] >= config.target_accuracy:
+            outcome.time_to_target_s = trained_before + seconds
+            outcome.epochs_to_target = epoch - 1 + step / len(t.train_batches)
+
+    probing = config.target_accuracy is not None and config.target_eval_every is not None
+    lr = t.optimizer.param_groups[0]["lr"]
+    train_loss, train_acc, train_s = train_epoch(
+        t.step_model, t.train_batches if t.distorted is None else t.distorted, t.optimizer, t.scheduler, t.device,
+        should_stop, autocast(config, t.device), probe=probe if probing else None, probe_every=config.target_eval_every or 0,
+    )
+    test_loss, test_acc, eval_s = t.evaluate()
+    metrics = EpochMetrics(epoch, train_loss, train_acc, test_loss, test_acc, train_s, eval_s,
+                           t.train_batches.num_samples / train_s, t.test_batches.num_samples / eval_s, lr)
+    outcome.epochs.append(metrics)
+    if config.target_accuracy is not None and outcome.time_to_target_s is None and test_acc >= config.target_accuracy:
+        outcome.time_to_target_s, outcome.epochs_to_target = trained_before + train_s, float(epoch)
+    return metrics

@@ -12,6 +12,7 @@ import platform
 import re
 import socket
 import subprocess
+import sys
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +20,8 @@ from pathlib import Path
 from . import __version__
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# What decides the environment a run gets; scripts/bench.sh marks the images' commit from the same list.
+DIRTY_PATHS = ("mnistbench", "pyproject.toml", "constraints.txt", "docker")
 
 
 def _git(*args: str) -> str | None:
@@ -34,8 +37,8 @@ def git_commit() -> str | None:
     # Only the checkout mnistbench lives in: an installed copy must not report an enclosing project's commit.
     commit = _git("rev-parse", "--short=12", "HEAD") if (REPO_ROOT / ".git").exists() else None
     if commit is None:
-        return os.environ.get("MNISTBENCH_GIT_COMMIT")  # set by the container build, which has no .git
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "mnistbench", "pyproject.toml", "docker")
+        return os.environ.get("MNISTBENCH_GIT_COMMIT")  # passed by scripts/bench.sh to a container, which has no .git
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *DIRTY_PATHS)
     return commit + ("+dirty" if dirty else "")
 
 
@@ -121,6 +124,15 @@ def container() -> dict | None:
     return {"image": image, "image_id": os.environ.get("MNISTBENCH_IMAGE_ID")}
 
 
+def constraints() -> str | None:
+    """The version pins this environment was installed with, as `make install` and the images record
+    them in the venv ("constraints.txt sha256:..."); None when installed some other way."""
+    try:
+        return (Path(sys.prefix) / "mnistbench-constraints").read_text().strip() or None
+    except OSError:
+        return None
+
+
 @lru_cache(maxsize=None)
 def _static() -> dict:
     import torch
@@ -156,6 +168,7 @@ def _static() -> dict:
         "cpu_capability": _cpu_capability(torch),
         "cpu_flags": cpu_flags(),
         **cpu_libraries(torch.__config__.show()),
+        "constraints": constraints(),
     }
 
 

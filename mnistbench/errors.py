@@ -1,14 +1,12 @@
-"""The one exception type the CLI turns into a one-line message and exit code 2."""
+"""The two exceptions the CLI turns into exit codes: ``MnistbenchError`` (one line, exit 2) and ``Interrupted`` (130/143)."""
 
 
 class MnistbenchError(Exception):
     """A user-facing error: bad spec, bad data, unavailable device, unwritable folder.
 
     The message is a single line that names the problem; the CLI prints it
-    without a traceback and exits with ``exit_code``.
+    without a traceback and exits with 2.
     """
-
-    exit_code = 2
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))

@@ -91,6 +91,14 @@ class Group:
     def model(self) -> str:
         return self.records[0].config["model"]
 
+    def paper_error_pct(self) -> float | None:
+        """The 1998 paper's MNIST test error for this configuration's counterpart (with distortions or without);
+        none for another dataset or a validation split."""
+        config = self.records[0].config
+        if config.get("dataset") != "mnist" or config.get("validation"):
+            return None
+        return paper_test_error_pct(self.model, bool(config.get("distort")))
+
     @property
     def finished(self) -> list[RunRecord]:
         return [r for r in self.records if r.status == "finished"]
@@ -234,12 +242,14 @@ def make_section(context: Context, records: list[RunRecord]) -> Section:
 
     varying = sorted(
         k for k in dict.fromkeys(k for r in records for k in r.config)
-        if k not in ("model", "seed", "device") and len({repr(r.config.get(k)) for r in records}) > 1
+        if k not in ("model", "seed", "device", "model_sha256") and len({repr(r.config.get(k)) for r in records}) > 1
     )
+    # A model's file hash is part of its identity, shown only where one model ran with two versions of its file.
+    if any(len({r.config.get("model_sha256") for r in records if r.config["model"] == m}) > 1 for m in {r.config["model"] for r in records}):
+        varying.append("model_sha256")
     groups: dict[tuple, Group] = {}
     for r in records:
-        label = ", ".join([r.config["model"]] + [f"{k}={r.config.get(k)}" for k in varying])
-        groups.setdefault(_group_key(r), Group(label, context, [])).records.append(r)
+        groups.setdefault(_group_key(r), Group(_label(r, varying), context, [])).records.append(r)
     for g in groups.values():
         g.records.sort(key=lambda r: (_sortable(r.config.get("seed")), r.cell))
     names = MODELS.names()
@@ -256,6 +266,12 @@ def make_section(context: Context, records: list[RunRecord]) -> Section:
         if a.finished and b.finished
     ]
     return Section(context, ordered, rows, comparisons, speedups(ordered, rows), harness_overhead(records))
+
+
+def _label(r: RunRecord, varying: list[str]) -> str:
+    """The model's display name (a referenced model's, else its registered name), then the varying settings."""
+    values = [f"{k}={str(r.config.get(k))[:12] if k == 'model_sha256' else r.config.get(k)}" for k in varying]
+    return ", ".join([str(r.model.get("name") or r.config["model"])] + values)
 
 
 def _sortable(v: object) -> tuple:
@@ -323,7 +339,7 @@ def summary_row(g: Group) -> dict:
         "final_test_loss_mean": loss.mean if loss else None,
         "final_test_loss_std": loss.std if loss else None,
         "final_test_error_pct": 100 * (1 - acc.mean) if acc else None,
-        "paper_test_error_pct": paper_test_error_pct(g.model),
+        "paper_test_error_pct": g.paper_error_pct(),
         "train_samples_per_s_median": train_med,
         "train_samples_per_s_min": train_min,
         "train_samples_per_s_max": train_max,

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from .files import atomic_path
 from .groups import MIN_SEEDS_FOR_CI, Group, Report, curve, describe_devices, seeds_words, spread
-from .models import paper_test_error_pct
 from .results import RunRecord
 
 DPI = 150
@@ -140,7 +139,6 @@ def _zoom_limits(curves: list[tuple[list[Spread], list[Spread]]]) -> tuple[float
 def _learning_curves(spec: str, header: str, groups: list[Group]):
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
-    from matplotlib.ticker import MaxNLocator
 
     fig = _figure(14, 5)
     ax_acc, ax_zoom, ax_loss = fig.subplots(1, 3)
@@ -169,6 +167,24 @@ def _learning_curves(spec: str, header: str, groups: list[Group]):
         _plot_curve(ax_loss, xt, train_loss, colour, False, markers)
         losses += [s.mean for s in test_loss + train_loss] + [s.low for s in test_loss]
 
+    _label_curve_axes(ax_acc, ax_zoom, ax_loss, losses, zoom_data, max_epochs)
+    handles += [
+        Line2D([], [], color="0.3", linestyle="-", marker="o" if markers else None, markersize=3.5, label="test (mean over seeds)"),
+        Line2D([], [], color="0.3", linestyle="--", marker="s" if markers else None, markersize=3,
+               markerfacecolor="white", label="train, running mean over the epoch"),
+    ]
+    band = _band_words([len(g.finished) for g in groups])
+    if band:
+        handles.append(Patch(color="0.3", alpha=0.18, label=f"band: {band}"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False)
+    fig.suptitle(f"{spec}: learning curves\n{header}")
+    return fig
+
+
+def _label_curve_axes(ax_acc, ax_zoom, ax_loss, losses: list[float], zoom_data: list, max_epochs: int) -> None:
+    """Titles, labels, the loss scale (log when it spans over 20x), the zoomed range and the epoch axis."""
+    from matplotlib.ticker import MaxNLocator
+
     ax_acc.set_title("Accuracy")
     ax_zoom.set_title("Accuracy, zoomed")
     ax_loss.set_title("Loss")
@@ -190,18 +206,6 @@ def _learning_curves(spec: str, header: str, groups: list[Group]):
         if max_epochs:
             ax.set_xlim(1 - 0.03 * max(max_epochs - 1, 8), max_epochs + 0.03 * max(max_epochs - 1, 8))
 
-    handles += [
-        Line2D([], [], color="0.3", linestyle="-", marker="o" if markers else None, markersize=3.5, label="test (mean over seeds)"),
-        Line2D([], [], color="0.3", linestyle="--", marker="s" if markers else None, markersize=3,
-               markerfacecolor="white", label="train, running mean over the epoch"),
-    ]
-    band = _band_words([len(g.finished) for g in groups])
-    if band:
-        handles.append(Patch(color="0.3", alpha=0.18, label=f"band: {band}"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False)
-    fig.suptitle(f"{spec}: learning curves\n{header}")
-    return fig
-
 
 def _final_error(spec: str, header: str, groups: list[Group]):
     from matplotlib.lines import Line2D
@@ -222,7 +226,7 @@ def _final_error(spec: str, header: str, groups: list[Group]):
         ax.errorbar([i], [s.mean], yerr=[[s.mean - s.low], [s.high - s.mean]], fmt="o", color=colour,
                     markersize=7, capsize=5, linewidth=1.5, zorder=3)
         ax.annotate(f"{s.mean:.2f}%", (i, s.mean), xytext=(8, 0), textcoords="offset points", va="center", fontsize=8)
-        paper = paper_test_error_pct(g.model)
+        paper = g.paper_error_pct()
         if paper is not None:
             ax.scatter([i + 0.3], [paper], marker="D", s=30, facecolors="none", edgecolors="black", zorder=3)
             ax.annotate(f"{paper:.2f}%", (i + 0.3, paper), xytext=(7, 0), textcoords="offset points", va="center",

@@ -102,16 +102,16 @@ def check_before_training(folder: Path, cells: list) -> None:
     """Every folder check for the cells about to run (``spec.Cell``s): layout, name lengths, free space."""
     check_layout(folder)
     check_name_lengths(folder, [c.id for c in cells])
-    sizes = [(_parameters(c.config.model), c.config.epochs) for c in cells]
+    sizes = [(_parameters(c.config), c.config.epochs) for c in cells]
     states = max((1 if c.config.optimizer == "sgd" else 2 for c in cells), default=0)
     check_free_space(folder, estimate_bytes(sizes, states))
 
 
-def _parameters(model: str) -> int:
-    """The model's parameter count; 0 for one that cannot be built (its cell fails, and is recorded, later)."""
+def _parameters(config) -> int:
+    """The cell's model's parameter count (built and checked once by the plan); 0 for one that cannot be built."""
     from .cell import describe_model
 
     try:
-        return describe_model(model)["parameters"]
+        return describe_model(config.model, config.base_dir, config.model_sha256)["parameters"]
     except Exception:  # noqa: BLE001 - the cell itself reports why the model cannot be built
         return 0

@@ -30,8 +30,19 @@ from .files import write_atomic
 SCHEMA = 2
 STATUSES = ("finished", "diverged", "failed")
 # Settings added after 0.1 enter the key only when they differ from these defaults, so
-# records written before they existed keep their keys (and are not run again).
-KEY_OMITTED_AT_DEFAULT: dict[str, Any] = {"deterministic": False}
+# records written before they existed keep their keys (and are not run again). These must
+# equal CellConfig's defaults, and never change.
+KEY_OMITTED_AT_DEFAULT: dict[str, Any] = {
+    "deterministic": False,
+    "distort": False,
+    "distort_translate": 2.0,
+    "distort_scale": 0.1,
+    "distort_squeeze": 0.1,
+    "distort_shear": 10.0,
+    "distort_rotate": 0.0,
+    "validation": 0,
+    "model_sha256": None,
+}
 
 
 @dataclass

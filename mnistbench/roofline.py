@@ -1,4 +1,8 @@
-"""The machine's attainable FLOP rate, measured at the start of a run, to put model throughput in proportion.
+"""The machine's attainable FLOP rate, measured during a run, to put model throughput in proportion.
+
+Only the compute roof: achieved GFLOP/s are set against a measured matmul peak. There is
+no memory roof (these small models are bound by per-step overheads and memory traffic
+long before the compute peak), so a low fraction says "far from compute-bound", not why.
 
 Peak is calibrated, not looked up: a float32 matrix multiply of a size that runs
 near the BLAS library's best (2048 x 2048 on the CPU, 8192 x 8192 on a GPU), timed
@@ -41,7 +45,7 @@ def matmul_peak_gflops(device: str = "cpu", threads: int | None = None, size: in
     return 2 * n**3 / best / 1e9
 
 
-def roofline(train_flops: int, forward_flops: int, train_samples_per_s: float, eval_samples_per_s: float, peak_gflops: float) -> dict:
+def fraction_of_peak(train_flops: int, forward_flops: int, train_samples_per_s: float, eval_samples_per_s: float, peak_gflops: float) -> dict:
     """Achieved GFLOP/s in training and evaluation and their fractions of the calibrated peak."""
     train_gflops = train_flops * train_samples_per_s / 1e9
     eval_gflops = forward_flops * eval_samples_per_s / 1e9

@@ -19,8 +19,8 @@ from typing import Iterator, Mapping, Optional
 
 from filelock import FileLock, Timeout
 
-from .cell import CellTask, Event, OnEvent, execute
-from .data import Dataset, load_dataset
+from .cell import CellTask, Event, OnEvent, check_models, execute
+from .data import Dataset, check_holdout, load_dataset
 from .errors import Interrupted, MnistbenchError
 from .files import write_atomic
 from .preflight import check_before_training
@@ -94,19 +94,22 @@ def run_spec(
 
 
 def plan_run(spec: Spec, root: Path, data_dir, allow_download: bool, force: bool) -> Plan:
-    """Resolve devices and data and read the folder, so that bad input fails before any training."""
+    """Resolve devices, models and data and read the folder, so that bad input fails before any training."""
     from .engine import resolve_device
 
     cells = spec.cells()
     devices = {name: resolve_device(name).type for name in dict.fromkeys(c.config.device for c in cells)}
+    model_sha256s = check_models([c.config for c in cells])
     dirs = data_dirs_for(data_dir, [c.config.dataset for c in cells])
     datasets = {name: load_dataset(name, dirs.get(name), allow_download) for name in dict.fromkeys(c.config.dataset for c in cells)}
+    for cell in cells:
+        check_holdout(datasets[cell.config.dataset], cell.config.validation)
     folder = results_folder(root, spec.name)
     present = finished_runs(folder)  # read even with --force: a bad run file would stop the report after training
     done = {} if force else present
     tasks = []
     for index, cell in enumerate(cells, start=1):
-        resolved = cell.__class__(cell.id, cell.config.resolved(devices[cell.config.device]))
+        resolved = cell.__class__(cell.id, cell.config.resolved(devices[cell.config.device], model_sha256s[cell.config.model]))
         key = resolved.config.key([f.sha256 for f in datasets[cell.config.dataset].files])
         tasks.append(CellTask(spec.name, resolved, key, index, len(cells), folder, force))
     check_before_training(folder, [t.cell for t in tasks if t.key not in done])

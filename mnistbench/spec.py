@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .data import DATASETS
 from .errors import MnistbenchError, brief
-from .models import MODELS
+from .modelref import display_name, parse_model_ref
 from .results import cell_key
 from .safeyaml import MAX_SPEC_BYTES, load_bounded
 
@@ -55,12 +55,23 @@ class CellConfig(BaseModel):
     target_accuracy: Optional[float] = Field(None, gt=0, le=1)  # for time-to-accuracy
     target_eval_every: Optional[int] = Field(None, gt=0)  # also check the target every N batches (untimed)
     deterministic: bool = False  # torch.use_deterministic_algorithms for the cell (README, "When runs repeat")
+    # Random affine distortions of each training batch (docs/paper.md); the ranges apply only with distort: true.
+    distort: bool = False
+    distort_translate: float = Field(2.0, ge=0, le=14)  # pixels, each axis, uniform in ±value
+    distort_scale: float = Field(0.1, ge=0, lt=1)  # zoom factor uniform in 1 ± value
+    distort_squeeze: float = Field(0.1, ge=0, lt=1)  # width × (1 + q), height ÷ (1 + q), q uniform in ±value
+    distort_shear: float = Field(10.0, ge=0, lt=60)  # horizontal shear angle, degrees, uniform in ±value
+    distort_rotate: float = Field(0.0, ge=0, le=180)  # rotation, degrees, uniform in ±value (none in the paper)
+    validation: int = Field(0, ge=0)  # hold out the last N training samples and evaluate on them instead of the test set
+    model_sha256: Optional[str] = None  # resolved by the run: SHA-256 of the file defining a referenced model
+
+    # The spec file's folder, for model references to files (./nets.py:build); never part of the key or the record.
+    _base_dir: str = PrivateAttr("")
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        if v not in MODELS:
-            raise ValueError(MODELS.unknown_message(v))
+        parse_model_ref(v)  # raises ValueError with a one-line message
         return v
 
     @field_validator("dataset")
@@ -70,16 +81,35 @@ class CellConfig(BaseModel):
             raise ValueError(DATASETS.unknown_message(v))
         return v
 
-    def resolved(self, device_type: str) -> "CellConfig":
-        """The configuration as it runs: ``device: auto`` replaced by the device used."""
-        return self.model_copy(update={"device": device_type})
+    @property
+    def base_dir(self) -> str:
+        """The folder a file reference in ``model`` is relative to (the spec's folder; the working folder without one)."""
+        return self._base_dir
+
+    def in_folder(self, base_dir: str) -> "CellConfig":
+        """The same configuration, with file references in ``model`` resolved relative to ``base_dir``."""
+        copy = self.model_copy()
+        copy._base_dir = base_dir
+        return copy
+
+    def resolved(self, device_type: str, model_sha256: Optional[str] = None) -> "CellConfig":
+        """The configuration as it runs: ``device: auto`` replaced by the device used, a referenced model's file hash set."""
+        return self.model_copy(update={"device": device_type, "model_sha256": model_sha256})
 
     def key(self, data_sha256s: list[str] | tuple[str, ...] = ()) -> str:
-        """The canonical cell key (see ``results.cell_key``); call it on a ``resolved`` configuration."""
-        return cell_key(self.model_dump(), data_sha256s)
+        """The canonical cell key (see ``results.cell_key``); call it on a ``resolved`` configuration.
+
+        Distortion ranges enter it only when ``distort`` is on: without it they change nothing.
+        """
+        settings = self.model_dump()
+        if not self.distort:
+            settings = {k: v for k, v in settings.items() if k not in DISTORT_RANGES}
+        return cell_key(settings, data_sha256s)
 
 
-SETTINGS = tuple(CellConfig.model_fields)
+DISTORT_RANGES = ("distort_translate", "distort_scale", "distort_squeeze", "distort_shear", "distort_rotate")
+RESOLVED = ("model_sha256",)  # set by the run, not in specs
+SETTINGS = tuple(k for k in CellConfig.model_fields if k not in RESOLVED)
 
 
 @dataclass(frozen=True)
@@ -96,11 +126,15 @@ class Spec(BaseModel):
     settings: dict[str, Any]
     matrix: dict[str, list[Any]]
     variants: list[dict[str, Any]] = [{}]
-    source: str = ""
+    source: str = ""  # the spec file: referenced models' files are relative to its folder
 
     def axes(self) -> list[str]:
         """The settings that vary between cells: matrix keys, then keys the variants override."""
         return list(self.matrix) + [k for k in dict.fromkeys(k for v in self.variants for k in v) if k not in self.matrix]
+
+    def folder(self) -> str:
+        """The spec file's folder (absolute), which file references to models are relative to."""
+        return str(Path(self.source).absolute().parent) if self.source else str(Path.cwd())
 
     def cells(self) -> list[Cell]:
         """The cartesian product of the matrix over the fixed settings, in matrix order."""
@@ -109,7 +143,7 @@ class Spec(BaseModel):
         for values in itertools.product(*(self.matrix[k] for k in keys)):
             combo = dict(zip(keys, values))
             for variant in self.variants:
-                config = CellConfig(**{**self.settings, **combo, **variant})
+                config = CellConfig(**{**self.settings, **combo, **variant}).in_folder(self.folder())
                 cells.append(Cell(cell_id(config, keys + [k for k in axes if k in variant]), config))
         return cells
 
@@ -119,7 +153,7 @@ def cell_id(config: CellConfig, matrix_keys: list[str]) -> str:
     keys = [k for k in matrix_keys if k != "model"]
     if "seed" not in keys:
         keys.append("seed")
-    parts = [config.model] + [f"{k}-{getattr(config, k)}" for k in keys]
+    parts = [display_name(config.model)] + [f"{k}-{getattr(config, k)}" for k in keys]
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts))[:MAX_ID_LENGTH]
 
 

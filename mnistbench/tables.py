@@ -91,7 +91,19 @@ def _section(s: Section, h: str, figures: list[str]) -> list[str]:
             "timed training and evaluation (data preparation, model set-up, checkpoints, peak calibration).",
             "",
         ]
-    return lines + _data(s, h) + _environment(s, h)
+    return lines + _model_sources(s, h) + _data(s, h) + _environment(s, h)
+
+
+def _model_sources(s: Section, h: str) -> list[str]:
+    """Where each referenced (not built-in) model's code came from: its reference, file and the file's SHA-256."""
+    sources = {(g.label, r.model["reference"], r.model.get("file"), r.model.get("sha256"), r.model.get("package"))
+               for g in s.groups for r in g.records if r.model.get("reference")}
+    if not sources:
+        return []
+    lines = [f"{h} Model sources", ""]
+    for label, ref, file, sha, package in sorted(sources, key=lambda x: tuple(map(str, x))):
+        lines.append(f"- {label}: `{ref}` — `{file}`, sha256 `{str(sha)[:16]}…`" + (f", package {package}" if package else ""))
+    return lines + [""]
 
 
 def _overview(s: Section) -> list[str]:
@@ -101,6 +113,11 @@ def _overview(s: Section) -> list[str]:
         f"dataset {s.context.dataset}; torch {env.get('torch')}, mnistbench {env.get('mnistbench')} "
         f"(commit {env.get('git_commit') or 'unknown'}).",
     ]
+    held_out = sorted({r.config.get("validation") or 0 for r in records} - {0})
+    if held_out:
+        lines += ["", f"**Validation split:** runs with `validation` hold out the last {' or '.join(map(str, held_out))} "
+                  "training samples and are evaluated on them instead of the test set: their 'test' figures below are "
+                  "validation figures."]
     for status, words in (("diverged", "Diverged runs, left out of every accuracy and loss figure"),
                           ("failed", "Failed runs (the cell raised), left out of every figure; `mnistbench run` retries them")):
         bad = [r for r in records if r.status == status]
@@ -186,13 +203,14 @@ def _roofline(s: Section, h: str) -> list[str]:
     body = [[r["model"], _num(r["train_samples_per_s_median"]), _num(r.get("train_flops_per_sample")), _num(r.get("peak_gflops"), 1),
              _num(r.get("train_gflops"), 1), _pct(r.get("train_fraction_of_peak"), 1), _num(r.get("eval_gflops"), 1),
              _pct(r.get("eval_fraction_of_peak"), 1)] for r in s.rows]
-    return [f"{h} Speed and roofline", "",
+    return [f"{h} Speed against the compute peak", "",
             _table(body, ["model", "train samples/s", "train FLOPs/sample", "peak GFLOP/s", "train GFLOP/s", "% of peak",
                           "eval GFLOP/s", "% of peak"]), "",
             "Peak: a float32 matrix multiply timed on the same device with the same thread count during the run "
             "(best of 5; 2048² on the CPU, 8192² on a GPU). FLOPs per sample are counted by torch.utils.flop_counter "
             "(forward + backward for training); GFLOP/s = FLOPs/sample × median samples/s (first epoch excluded). "
-            "Reduced precision (bf16) can exceed the float32 peak.", ""]
+            "Reduced precision (bf16) can exceed the float32 peak. Only the compute roof is shown: there is no "
+            "memory roof, so a low fraction says how far from compute-bound a model runs, not why.", ""]
 
 
 def _speedups(s: Section, h: str) -> list[str]:
@@ -241,3 +259,30 @@ def _figures(figures: list[str]) -> list[str]:
     for f in others:
         lines += [f"![{FIGURE_TITLES.get(f, f)}]({f})", ""]
     return lines + ["Each figure is also written as SVG next to the PNG.", ""]
+
+
+def readme_results(report: Report, folder: str) -> str:
+    """The README's results block: the headline of a one-section report and its pairwise comparisons, in words."""
+    if len(report.sections) != 1:
+        raise ValueError(f"{folder}: the README summarises one section, this folder has {len(report.sections)}")
+    s = report.sections[0]
+    env = s.environment
+    rows = [[f"`{r['model']}`", f"{r['parameters']:,}", _mean_std(g.final_accuracy()), _ci(g.final_accuracy()),
+             "n/a" if r["final_test_error_pct"] is None else f"{r['final_test_error_pct']:.2f}",
+             "—" if r["paper_test_error_pct"] is None else f"{r['paper_test_error_pct']:.2f}",
+             _num(r["train_samples_per_s_median"]), _num(r["seconds_per_epoch_median"], 2)]
+            for r, g in zip(s.rows, s.groups)]
+    table = _table(rows, ["model", "parameters", f"final test acc % (mean ± std, {s.rows[0]['seeds']} seeds)", "95% CI",
+                          "test error %", "LeCun et al. 1998 error %", "train samples/s", "s/epoch"])
+    words = [f"`{a.label}` − `{b.label}`: {100 * c.difference:+.2f} points (95% CI [{100 * c.ci_low:+.2f}, "
+             f"{100 * c.ci_high:+.2f}], p = {c.p_value:.2g})" for a, b, c in s.comparisons if not math.isnan(c.ci_low)]
+    return "\n".join([
+        f"Measured on {describe_devices(s.records)}, torch {env.get('torch')}, commit {env.get('git_commit')}, "
+        f"dataset {s.context.dataset} (data identity `{s.context.data_identity}`); full tables, run files and "
+        f"environment in [`{folder}/summary.md`]({folder}/summary.md).",
+        "",
+        table,
+        "",
+        "Differences of mean final test accuracy (Welch): " + "; ".join(words) + ".",
+        "",
+    ])

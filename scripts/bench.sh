@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Run a benchmark spec in the project's container image, or natively when no Docker engine answers.
+# Run a benchmark spec in the project's container image, or natively when no container engine answers.
 # Usage: scripts/bench.sh cpu|gpu SPEC [MNISTBENCH-RUN-ARGS...]
 # Environment:
-#   DOCKER=auto|yes|no     auto (default): the container when `docker info` answers; yes: only the container; no: only native
+#   DOCKER=auto|yes|no     auto (default): a container when an engine answers; yes: only a container; no: only native
+#   ENGINE, CONSTRAINTS, BUILD_FLAGS, RUN_FLAGS, CDI_SPEC_DIRS   the engine and the images (scripts/engine.sh)
 #   VENV=.venv             the virtualenv of the native run
 #   INSTALL=cmd            run before a native run to install the venv (the Makefile passes `make install`)
 #   MNISTBENCH_DATA_DIR    the MNIST folder mounted into the container (default: the user cache, as natively)
+# The image is built only when no image has the tag of what goes into it (scripts/image.sh, make image-cpu).
 set -euo pipefail
 
 usage="usage: scripts/bench.sh cpu|gpu SPEC [ARGS...]"
@@ -23,9 +25,12 @@ spec_abs=$(cd "$(dirname "$spec")" && pwd)/$(basename "$spec")
 venv=${VENV:-.venv}
 case $venv in /*) ;; *) venv=$PWD/$venv ;; esac
 cd "$root" # results/ is relative to the working folder, natively and in the image
-version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' mnistbench/__init__.py)
+# shellcheck source=scripts/engine.sh
+. scripts/engine.sh
 workdir=/mnistbench # the images' WORKDIR
 data_in_image=/data/mnist
+# What decides a run's environment, as mnistbench/environment.py's DIRTY_PATHS.
+dirty_paths=(mnistbench pyproject.toml constraints.txt docker)
 
 install_venv() { if [ -n "${INSTALL:-}" ]; then $INSTALL; fi; }
 
@@ -33,26 +38,27 @@ native() {
   exec "$venv/bin/mnistbench" run "${spec_abs#"$root"/}" ${extra[@]+"${extra[@]}"}
 }
 
-# The commit the image is built from, marked +dirty like mnistbench/environment.py does.
+# The checkout's commit, marked +dirty like mnistbench/environment.py does; the container has no .git.
 git_commit() {
   local commit
   commit=$(git rev-parse --short=12 HEAD 2>/dev/null) || { echo unknown; return; }
-  if [ -n "$(git status --porcelain --untracked-files=no -- mnistbench pyproject.toml 2>/dev/null)" ]; then
+  if [ -n "$(git status --porcelain --untracked-files=no -- "${dirty_paths[@]}" 2>/dev/null)" ]; then
     commit+=+dirty
   fi
   echo "$commit"
 }
 
-in_container() { # in_container FLAVOUR [docker run flags...]
-  local flavour=$1
+in_container() { # in_container FLAVOUR [run flags...]
+  local flavour=$1 image image_id
   shift
-  local image=mnistbench-$flavour:$version
-  docker build -f "docker/$flavour.Dockerfile" -t "$image" --build-arg "GIT_COMMIT=$(git_commit)" .
-  local image_id
-  image_id=$(docker image inspect --format '{{.Id}}' "$image")
+  image=$(image_tag "$flavour") || exit 2
+  if ! image_exists "$image"; then
+    image_build "$flavour" "$image" || exit 1
+  fi
+  image_id=$(image_id "$image")
 
   local data=${MNISTBENCH_DATA_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mnistbench/mnist}
-  mkdir -p "$data" results
+  mkdir -p "$data" results # before the engine could create them as root
   data=$(cd "$data" && pwd)
   local mounts=(-v "$root/results:$workdir/results" -v "$root/bench:$workdir/bench:ro" -v "$data:$data_in_image")
   local rel=${spec_abs#"$root"/}
@@ -60,41 +66,43 @@ in_container() { # in_container FLAVOUR [docker run flags...]
     rel=specs/$(basename "$spec_abs")
     mounts+=(-v "$spec_abs:$workdir/$rel:ro")
   fi
-  local tty=()
+  local tty=() user=() run_flags=()
   if [ -t 1 ]; then tty=(-t); fi
+  read -r -a user <<<"$(engine_user_flags)"
+  read -r -a run_flags <<<"${RUN_FLAGS:-}" # split at spaces
 
-  echo "mnistbench: running $rel in $image" >&2
-  exec docker run --rm --init ${tty[@]+"${tty[@]}"} "$@" \
-    --user "$(id -u):$(id -g)" \
-    -e "MNISTBENCH_IMAGE=$image" -e "MNISTBENCH_IMAGE_ID=$image_id" \
+  echo "mnistbench: running $rel in $image ($ENGINE)" >&2
+  exec "$ENGINE" run --rm --init ${tty[@]+"${tty[@]}"} "$@" ${run_flags[@]+"${run_flags[@]}"} \
+    "${user[@]}" \
+    -e "MNISTBENCH_IMAGE=$image" -e "MNISTBENCH_IMAGE_ID=$image_id" -e "MNISTBENCH_GIT_COMMIT=$(git_commit)" \
     -e "MNISTBENCH_DATA_DIR=$data_in_image" \
     "${mounts[@]}" \
     "$image" run "$rel" ${extra[@]+"${extra[@]}"}
 }
 
-info=
 engine=no
-if [ "$mode" != no ] && info=$(docker info 2>/dev/null); then engine=yes; fi
+if [ "$mode" != no ] && engine_find; then engine=yes; fi
 if [ "$mode" = yes ] && [ $engine = no ]; then
-  echo "mnistbench: error: DOCKER=yes, but no Docker engine answers (docker info failed)" >&2
+  echo "mnistbench: error: DOCKER=yes, but no container engine answers ($(engine_tried))" >&2
   exit 2
 fi
 
 if [ "$target" = cpu ]; then
   if [ $engine = yes ]; then in_container cpu; fi
-  [ "$mode" = no ] || echo "mnistbench: no Docker engine answers (docker info failed); running natively" >&2
+  [ "$mode" = no ] || echo "mnistbench: no container engine answers ($(engine_tried)); running natively" >&2
   install_venv
   native
 fi
 
 # gpu: the CUDA image where the engine can reach a GPU, else the host's PyTorch if it sees one.
-if [ $engine = yes ] && { [ "$mode" = yes ] || grep -qiE '^[[:space:]]*Runtimes:.*nvidia' <<<"$info"; }; then
-  in_container cuda --gpus all
+if [ $engine = yes ] && { [ "$mode" = yes ] || engine_gpu_ready; }; then
+  read -r -a gpu <<<"$(engine_gpu_flags)"
+  in_container cuda "${gpu[@]}"
 fi
 install_venv
 if "$venv/bin/python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-  [ "$mode" = no ] || echo "mnistbench: no Docker engine with the NVIDIA runtime answers; running natively on the host's GPU" >&2
+  [ "$mode" = no ] || echo "mnistbench: no container engine with GPU access answers; running natively on the host's GPU" >&2
   native
 fi
-echo "mnistbench: error: make bench-gpu needs a Docker engine with the NVIDIA runtime or a CUDA GPU that the host's PyTorch sees, and found neither (use make bench-cpu)" >&2
+echo "mnistbench: error: make bench-gpu needs a container engine with GPU access (Docker with the NVIDIA runtime, or podman with an NVIDIA CDI spec) or a CUDA GPU that the host's PyTorch sees, and found neither (use make bench-cpu)" >&2
 exit 2

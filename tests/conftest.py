@@ -60,6 +60,13 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
+def pytest_collection_modifyitems(items):
+    # Tests that use the real files carry the `realdata` marker: `pytest -m "not realdata"` leaves them out.
+    for item in items:
+        if "real_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realdata)
+
+
 @pytest.fixture
 def real_data() -> Path:
     if not REAL_DATA or not Path(REAL_DATA).is_dir():

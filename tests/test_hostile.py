@@ -179,6 +179,13 @@ def test_a_huge_unknown_model_name_is_quoted_briefly(tmp_path):
     assert "model: unknown model 'mmm" in message and "(known: lenet5" in message
 
 
+@pytest.mark.parametrize("model", ["./" + "x" * 3000 + ".py:build", "x." * 1500 + "y:build"], ids=["file", "module"])
+def test_a_huge_model_reference_that_fails_to_load_is_one_short_line(tmp_path, model):
+    spec = write_spec(tmp_path / "s.yaml", f"model: {model}\ndevice: cpu\n")
+    line = one_line_error(cli("run", spec, "--results-dir", tmp_path / "r", "--no-download"), "mnistbench: error: model '")
+    assert len(line) < 500
+
+
 def test_a_huge_unknown_key_is_quoted_briefly():
     message = str(pytest.raises(MnistbenchError, parse_spec, {"model": "lenet5", "k" * 10_000: 1}, "t").value)
     assert message.startswith("t: 'kkk") and "unknown key" in message and len(message) < 600

@@ -11,11 +11,15 @@ import json
 import math
 import shutil
 import signal
+import tempfile
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from records_factory import ENVIRONMENT, make_record, write_records
 from typer.testing import CliRunner
 
@@ -327,6 +331,14 @@ def test_deterministic_cells_switch_deterministic_algorithms_on_for_the_cell_onl
     assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
 
 
+def test_each_run_records_what_exact_repetition_depends_on(clean):
+    env = load_records(clean)[0].environment
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["torch"] == torch.__version__ and env["threads"] == 1
+    assert {"onednn", "mkl", "cpu_flags", "host", "determinism"} <= set(env)
+    assert env["determinism"]["deterministic_algorithms"] is False
+
+
 def test_settings_added_after_0_1_leave_earlier_keys_unchanged():
     config = CellConfig(model="lenet5", device="cpu").model_dump()
     before = {k: v for k, v in config.items() if k != "deterministic"}
@@ -341,3 +353,42 @@ def test_the_committed_cpu_results_are_recognised_as_done_on_the_same_data(real_
     shutil.copytree(root / "results" / "cpu" / "runs", tmp_path / "cpu" / "runs")
     plan = plan_run(spec, tmp_path, real_data, allow_download=False, force=False)
     assert all(t.key in plan.done for t in plan.tasks) and len(plan.tasks) == 9
+
+
+# Property: whatever happens to a folder, its tables end as those of one clean run ------------
+
+_OPS = st.lists(
+    st.one_of(st.tuples(st.just("kill"), st.integers(1, 4)), st.tuples(st.sampled_from(["rerun", "force", "copy"]), st.just(0))),
+    min_size=1, max_size=4,
+)
+
+
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS)
+def test_kills_reruns_forces_and_copied_files_end_in_the_tables_of_one_clean_run(ops, data, clean):
+    spec = parse_spec(_yaml(SPEC), "integrity")
+    with tempfile.TemporaryDirectory() as tmp, mock.patch("mnistbench.plots.write_plots", lambda folder, report: []):
+        root = Path(tmp)
+        folder = root / "integrity"
+        for n, (op, at) in enumerate(ops):
+            if op == "kill":  # a Ctrl-C at the at-th epoch of this invocation
+                epochs = []
+
+                def interrupt(event, epochs=epochs, at=at):
+                    if event.kind == "epoch":
+                        epochs.append(event)
+                        if len(epochs) == at:
+                            raise Interrupted(signal.SIGINT)
+
+                try:
+                    run_spec(spec, root, data, on_event=interrupt)
+                except Interrupted:
+                    pass
+            elif op == "copy" and (folder / "runs").is_dir() and list((folder / "runs").glob("*.json")):
+                first = sorted((folder / "runs").glob("*.json"))[0]
+                shutil.copy(first, folder / "runs" / f"copied-{n}.json")
+            else:
+                run_spec(spec, root, data, force=op == "force")
+        run_spec(spec, root, data)
+        assert rows(folder) == rows(clean)
+        assert check_report(folder) == []
