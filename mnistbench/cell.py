@@ -128,8 +128,11 @@ def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None
             on_event(Event("warning", cell, task.index, task.total, message=set_aside(ckpt, str(e))))
             resume, done[:] = None, []
             outcome = run_cell(cell.config, dataset, on_epoch, None, should_stop)
-    except (Interrupted, MnistbenchError, OSError, KeyboardInterrupt):
+    except (Interrupted, MnistbenchError, KeyboardInterrupt):
         raise  # a signal, a full disk, bad input: the run stops, the checkpoint stays
+    except OSError as e:  # an OS error outside our own writes (e.g. torch.compile's cache): the run stops in one line
+        where = f" ({e.filename})" if e.filename else ""
+        raise MnistbenchError(f"cell {cell.id}: {e.strerror or e}{where}") from None
     except Exception as e:  # noqa: BLE001 - any failure of the cell itself is recorded, and the matrix goes on
         failure = _reason(e)
     record = build_record(task, dataset, outcome, done, failure, len(resume.epochs) if resume else 0, started, wall)

@@ -6,6 +6,8 @@ sound state is moved aside (``<cell>.pt.bad``) with a message, and its cell rest
 
 from __future__ import annotations
 
+import io
+import math
 import os
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -15,7 +17,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 
 from .engine import ResumeState
-from .files import atomic_path
+from .files import write_atomic
 from .results import EpochMetrics
 
 _EPOCHS = TypeAdapter(list[EpochMetrics])
@@ -27,10 +29,12 @@ def checkpoint_path(results_dir: Path, cell: str) -> Path:
 
 
 def save_checkpoint(path: Path, key: str, state: ResumeState) -> None:
+    """Write the state atomically; a full disk is a one-line ``MnistbenchError`` (torch itself would raise RuntimeError)."""
     payload = {"format": FORMAT, "key": key, **asdict(state)}
     payload["epochs"] = [asdict(e) for e in state.epochs]
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # serialised in memory (a few MB), so every OS error comes from write_atomic
+    write_atomic(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, key: str, epochs: int) -> tuple[Optional[ResumeState], str]:
@@ -85,4 +89,10 @@ def _state(payload: dict, epochs: int) -> ResumeState:
         raise ValueError("optimizer or generator state malformed")
     if not isinstance(payload.get("distort_generator"), (torch.Tensor, type(None))):
         raise ValueError("distortion generator state malformed")
+    if payload["scheduler"] is not None and not isinstance(payload["scheduler"], dict):
+        raise ValueError("scheduler state malformed")
+    for name in ("time_to_target_s", "epochs_to_target"):  # copied into the run file, which must stay strict JSON
+        value = payload.get(name)
+        if value is not None and not (isinstance(value, float) and math.isfinite(value)):
+            raise ValueError(f"{name}: not a finite number")
     return ResumeState(**{**{n: payload.get(n) for n in names}, "epochs": done})

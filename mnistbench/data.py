@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import zlib
@@ -196,34 +197,60 @@ def file_record(info: DatasetInfo, role: str, path: Path) -> FileRecord:
 # --------------------------------------------------------------------------- IDX parsing
 
 
+MAX_IDX_BYTES = 1 << 30  # the data of one IDX file (MNIST's largest holds 47 MB); larger headers are refused unread
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (gzip or raw) of unsigned bytes, with a clear error for every malformation."""
+    """Parse one IDX file (gzip or raw) of unsigned bytes, with a clear error for every malformation.
+
+    The header is checked before the data is read: its dimensions (multiplied as Python
+    integers, so they cannot overflow) must fit ``MAX_IDX_BYTES``, and no more than they
+    promise plus one byte is ever read, so a gzip bomb or a runaway file costs no memory.
+    """
     import numpy as np
 
     try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                blob = f.read()
-        else:
-            blob = path.read_bytes()
+        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
+            dims = _idx_header(path, f)
+            expected = math.prod(dims)
+            if math.prod(max(d, 1) for d in dims) > MAX_IDX_BYTES:  # zero dims aside too: numpy cannot shape 0 x 2**32 x 2**32
+                raise MnistbenchError(
+                    f"{path.name}: header says {'x'.join(map(str, dims))}, dimensions beyond the "
+                    f"{MAX_IDX_BYTES} bytes an IDX file may hold here"
+                )
+            body = _read_at_most(f, expected + 1)
     except (OSError, EOFError, zlib.error) as e:
         raise MnistbenchError(f"{path.name}: cannot read ({getattr(e, 'strerror', None) or e})") from None
-    if len(blob) < 4:
-        raise MnistbenchError(f"{path.name}: truncated IDX file ({len(blob)} bytes, no header)")
-    zero1, zero2, dtype_code, ndim = blob[:4]
+    if len(body) != expected:
+        what, has = ("truncated", str(len(body))) if len(body) < expected else ("has trailing bytes", "more")
+        raise MnistbenchError(f"{path.name}: {what}: header says {'x'.join(map(str, dims))} = {expected} bytes, file has {has}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _read_at_most(f, limit: int, chunk: int = 1 << 20) -> bytes:
+    """Up to ``limit`` bytes, read in chunks: ``read(limit)`` would reserve ``limit`` bytes even for a short file."""
+    parts, size = [], 0
+    while size < limit:
+        part = f.read(min(chunk, limit - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
+def _idx_header(path: Path, f) -> tuple[int, ...]:
+    """The dimensions of an IDX file of unsigned bytes, read from its open stream."""
+    magic = f.read(4)
+    if len(magic) < 4:
+        raise MnistbenchError(f"{path.name}: truncated IDX file ({len(magic)} bytes, no header)")
+    zero1, zero2, dtype_code, ndim = magic
     if zero1 or zero2 or dtype_code != 0x08 or not 1 <= ndim <= 3:
-        raise MnistbenchError(f"{path.name}: wrong magic number 0x{blob[:4].hex()} (expected 0x00000801 or 0x00000803)")
-    header = 4 + 4 * ndim
-    if len(blob) < header:
+        raise MnistbenchError(f"{path.name}: wrong magic number 0x{magic.hex()} (expected 0x00000801 or 0x00000803)")
+    raw = f.read(4 * ndim)
+    if len(raw) < 4 * ndim:
         raise MnistbenchError(f"{path.name}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", blob[4:header])
-    expected = int(np.prod(dims))
-    if len(blob) - header != expected:
-        what = "truncated" if len(blob) - header < expected else "has trailing bytes"
-        raise MnistbenchError(
-            f"{path.name}: {what}: header says {'x'.join(map(str, dims))} = {expected} bytes, file has {len(blob) - header}"
-        )
-    return np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(dims)
+    return struct.unpack(f">{ndim}I", raw)
 
 
 @dataclass

@@ -54,6 +54,15 @@ class ResumeError(Exception):
     """A checkpoint's state does not fit the cell's model, optimizer or schedule."""
 
 
+def check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Per-parameter state loaded from a checkpoint has each parameter's shape (PyTorch does not check it)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for name, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                    raise ValueError(f"optimizer state {name} has shape {tuple(value.shape)}, its parameter {tuple(p.shape)}")
+
+
 EpochHook = Callable[[EpochMetrics, Callable[[], ResumeState]], None]
 
 
@@ -236,6 +245,7 @@ def restore(resume: ResumeState, model, optimizer, scheduler, train_batches, dis
     try:
         model.load_state_dict(resume.model)
         optimizer.load_state_dict(resume.optimizer)
+        check_optimizer_state(optimizer)
         if scheduler is not None and resume.scheduler is not None:
             scheduler.load_state_dict(resume.scheduler)
         train_batches.generator.set_state(resume.generator)
@@ -243,8 +253,8 @@ def restore(resume: ResumeState, model, optimizer, scheduler, train_batches, dis
             if resume.distort_generator is None:
                 raise ValueError("the checkpoint holds no state of the distortions' generator")
             distorted.generator.set_state(resume.distort_generator)
-    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
-        raise ResumeError(str(e).splitlines()[0][:120]) from None
+    except Exception as e:  # noqa: BLE001 - whatever a checkpoint's state breaks, the checkpoint is bad (e.g. AttributeError)
+        raise ResumeError((str(e).splitlines() or [type(e).__name__])[0][:120]) from None
 
 
 @dataclass

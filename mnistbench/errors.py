@@ -21,3 +21,21 @@ class Interrupted(Exception):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+QUOTE_LIMIT = 100  # characters of an offending value an error message quotes
+
+
+def brief(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters (with an ellipsis), in time bounded whatever the value's size."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = shortener.maxlong = limit + 2
+    shortener.maxlevel, shortener.maxlist, shortener.maxtuple, shortener.maxdict = 3, 8, 8, 6
+    shortener.maxset = shortener.maxfrozenset = 8
+    try:
+        text = shortener.repr(value)
+    except ValueError:  # an integer too long to print (Python's 4,300-digit limit)
+        text = f"<an integer of {value.bit_length()} bits>" if isinstance(value, int) else f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

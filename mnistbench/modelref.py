@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .errors import MnistbenchError
+from .errors import MnistbenchError, brief
 from .models import INPUT_SHAPE, MODELS
 
 ENTRY_POINT_GROUP = "mnistbench.models"
@@ -63,7 +63,7 @@ def known_names() -> list[str]:
 
 
 def unknown_model_message(text: object) -> str:
-    return (f"unknown model {text!r} (known: {', '.join(known_names())}; or a reference such as "
+    return (f"unknown model {brief(text)} (known: {', '.join(known_names())}; or a reference such as "
             "my_pkg.nets:SmallCNN or ./nets.py:build)")
 
 
@@ -76,24 +76,24 @@ def parse_model_ref(text: str) -> ModelRef:
         name, body = "", text
     if ":" not in body:
         if name:
-            raise ValueError(f"model {text!r}: a display name goes with an import path or a file, e.g. small=./nets.py:build")
+            raise ValueError(f"model {brief(text)}: a display name goes with an import path or a file, e.g. small=./nets.py:build")
         if text in entry_points():
             return ModelRef(text, text, "entry-point")
         raise ValueError(unknown_model_message(text))
     target, _, attr = body.rpartition(":")
     if not _DOTTED.fullmatch(attr):
-        raise ValueError(f"model {text!r}: {attr!r} is not an attribute name (expected module:attr or ./file.py:attr)")
+        raise ValueError(f"model {brief(text)}: {brief(attr)} is not an attribute name (expected module:attr or ./file.py:attr)")
     if target.endswith(".py"):
         kind = "file"
     elif _DOTTED.fullmatch(target):
         kind = "module"
     else:
-        raise ValueError(f"model {text!r}: {target!r} is neither a dotted module path nor a .py file")
+        raise ValueError(f"model {brief(text)}: {brief(target)} is neither a dotted module path nor a .py file")
     display = name or attr.rsplit(".", 1)[-1]
     if not _NAME.fullmatch(display):
-        raise ValueError(f"model {text!r}: display name {display!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        raise ValueError(f"model {brief(text)}: display name {brief(display)} must be 1-64 letters, digits, '.', '_' or '-'")
     if display in MODELS or display in entry_points():
-        raise ValueError(f"model {text!r} would be shown as {display!r}, which names another model: "
+        raise ValueError(f"model {brief(text)} would be shown as {brief(display)}, which names another model: "
                          f"give it its own, e.g. my-{display}={body}")
     return ModelRef(text, display, kind, target, attr)
 
@@ -126,7 +126,8 @@ class ModelSource:
 
 def _fail(ref: ModelRef | str, what: str) -> MnistbenchError:
     text = ref.text if isinstance(ref, ModelRef) else ref
-    return MnistbenchError(f"model {text!r}: {what}")
+    what = what if len(what) <= 300 else what[:299] + "…"  # paths and module names come from the spec: bounded
+    return MnistbenchError(f"model {brief(text)}: {what}")
 
 
 def _reason(e: BaseException) -> str:
@@ -203,7 +204,7 @@ def _attribute(ref: ModelRef, module: types.ModuleType):
     for part in ref.attr.split("."):
         if not hasattr(obj, part):
             where = ref.target if obj is module else f"{ref.target}:{ref.attr.rsplit('.', 1)[0]}"
-            raise _fail(ref, f"{where} has no attribute {part!r}")
+            raise _fail(ref, f"{where} has no attribute {brief(part)}")
         obj = getattr(obj, part)
     return obj
 
@@ -254,9 +255,9 @@ def check_logits(source: ModelSource, model) -> None:
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor):
-        raise MnistbenchError(f"model {source.ref.text!r} returned a {type(out).__name__}, expected a (1, {NUM_LOGITS}) tensor of logits")
+        raise MnistbenchError(f"model {brief(source.ref.text)} returned a {type(out).__name__}, expected a (1, {NUM_LOGITS}) tensor of logits")
     if tuple(out.shape) != (1, NUM_LOGITS):
-        raise MnistbenchError(f"model {source.ref.text!r} returned shape {tuple(out.shape)}, expected (1, {NUM_LOGITS}) logits")
+        raise MnistbenchError(f"model {brief(source.ref.text)} returned shape {tuple(out.shape)}, expected (1, {NUM_LOGITS}) logits")
 
 
 def load_unchanged(text: str, base_dir: str | Path = "", expected_sha256: Optional[str] = None) -> ModelSource:

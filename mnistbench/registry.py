@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Generic, TypeVar
 
-from .errors import MnistbenchError
+from .errors import MnistbenchError, brief
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class Registry(Generic[T]):
             raise MnistbenchError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: object) -> str:
-        return f"unknown {self.kind} {name!r} (known: {', '.join(self.names())})"
+        return f"unknown {self.kind} {brief(name)} (known: {', '.join(self.names())})"
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

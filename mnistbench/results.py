@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from typing_extensions import Required, TypedDict
+
+from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
 
 from .errors import MnistbenchError
 from .files import write_atomic
@@ -106,6 +108,73 @@ class RunRecord:
 
 
 _RECORD = TypeAdapter(RunRecord)
+Number = Optional[StrictInt | StrictFloat]
+
+
+class _Config(TypedDict, total=False):
+    model: Required[StrictStr]
+    seed: Required[StrictInt]
+    dataset: Required[StrictStr]
+    epochs: Required[StrictInt]
+    device: StrictStr
+    target_accuracy: Number
+
+
+class _DataFile(TypedDict, total=False):
+    role: StrictStr
+    file: StrictStr
+    sha256: Required[StrictStr]
+    md5: StrictStr
+    official: Optional[StrictBool]
+
+
+class _Data(TypedDict, total=False):
+    dataset: StrictStr
+    identity: StrictStr
+    official: Optional[StrictBool]
+    files: Required[list[_DataFile]]
+
+
+class _Model(TypedDict, total=False):
+    name: StrictStr
+    parameters: Required[StrictInt]
+    forward_flops: Number
+    train_flops: Number
+
+
+class _Gpu(TypedDict, total=False):
+    name: StrictStr
+
+
+class _Container(TypedDict, total=False):
+    image: Optional[StrictStr]
+
+
+class _Environment(TypedDict, total=False):
+    cpu: Optional[StrictStr]
+    cpu_count: Optional[StrictInt]
+    threads: Optional[StrictInt]
+    host: Optional[StrictStr]
+    gpu: Optional[_Gpu]
+    container: Optional[_Container]
+
+
+class _Roofline(TypedDict):
+    peak_gflops: Number
+    train_gflops: Number
+    eval_gflops: Number
+    train_fraction_of_peak: Number
+    eval_fraction_of_peak: Number
+
+
+class _Extra(TypedDict, total=False):
+    cell_index: StrictInt
+    roofline: _Roofline
+
+
+# The parts of a record's free-form mappings that the tables and figures read, with the types they rely on.
+_NESTED = {name: TypeAdapter(kind) for name, kind in
+           (("config", _Config), ("data", _Data), ("model", _Model), ("environment", _Environment), ("extra", _Extra))}
 
 
 def cell_key(config: dict[str, Any], data_sha256s: list[str] | tuple[str, ...]) -> str:
@@ -203,14 +272,13 @@ def _check_contents(record: RunRecord) -> None:
     """What the types alone do not say: the keys every reader relies on."""
     if record.status not in STATUSES:
         raise ValueError(f"status: {record.status[:20]!r} is not one of {', '.join(STATUSES)}")
-    for key, kind in (("model", str), ("seed", int), ("dataset", str), ("epochs", int)):
-        if not isinstance(record.config.get(key), kind) or isinstance(record.config.get(key), bool):
-            raise ValueError(f"config.{key}: missing or not a {kind.__name__}")
-    if not isinstance(record.model.get("parameters"), int):
-        raise ValueError("model.parameters: missing or not an integer")
-    files = record.data.get("files")
-    if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("sha256"), str) for f in files):
-        raise ValueError("data.files: missing, or a file without its sha256")
+    for name, adapter in _NESTED.items():
+        try:
+            adapter.validate_python(getattr(record, name))
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in (name, *err["loc"]))
+            raise ValueError(f"{where}: {err['msg']}") from None
     if not record.epochs and record.status != "failed":
         raise ValueError("epochs: empty, but the run is not marked failed")
     if any(e.epoch != i for i, e in enumerate(record.epochs, start=1)):

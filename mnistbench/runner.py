@@ -23,6 +23,7 @@ from .cell import CellTask, Event, OnEvent, check_models, execute
 from .data import Dataset, check_holdout, load_dataset
 from .errors import Interrupted, MnistbenchError
 from .files import write_atomic
+from .preflight import check_before_training
 from .results import RunRecord, load_record, run_files
 from .spec import Spec
 
@@ -78,13 +79,14 @@ def run_spec(
                 if stop():
                     raise Interrupted(stop())
                 summary.ran.append(execute(task, plan.datasets[task.cell.config.dataset], on_event, stop))
-        except BaseException:
+        except BaseException as stopped:
             # Whatever stopped the loop, the tables describe the run files present; the first error is the one reported.
             summary.wall_seconds = time.perf_counter() - started
             try:
                 finish(plan.folder, summary, on_event)
             except MnistbenchError as e:
-                on_event(Event("warning", message=f"tables not rebuilt: {e}"))
+                if not isinstance(stopped, MnistbenchError):  # a full disk is said once, by the error itself
+                    on_event(Event("warning", message=f"tables not rebuilt: {e}"))
             raise
         summary.wall_seconds = time.perf_counter() - started
         finish(plan.folder, summary, on_event)
@@ -103,12 +105,14 @@ def plan_run(spec: Spec, root: Path, data_dir, allow_download: bool, force: bool
     for cell in cells:
         check_holdout(datasets[cell.config.dataset], cell.config.validation)
     folder = results_folder(root, spec.name)
-    done = {} if force else finished_runs(folder)
+    present = finished_runs(folder)  # read even with --force: a bad run file would stop the report after training
+    done = {} if force else present
     tasks = []
     for index, cell in enumerate(cells, start=1):
         resolved = cell.__class__(cell.id, cell.config.resolved(devices[cell.config.device], model_sha256s[cell.config.model]))
         key = resolved.config.key([f.sha256 for f in datasets[cell.config.dataset].files])
         tasks.append(CellTask(spec.name, resolved, key, index, len(cells), folder, force))
+    check_before_training(folder, [t.cell for t in tasks if t.key not in done])
     return Plan(folder, tasks, datasets, done)
 
 
@@ -175,8 +179,11 @@ def finish(folder: Path, summary: RunSummary, on_event: OnEvent) -> None:
     if summary.ran:
         write_last_run(folder, summary)
     ckpt_dir = folder / "checkpoints"
-    if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
-        ckpt_dir.rmdir()  # only cells in progress leave anything there
+    try:
+        if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+            ckpt_dir.rmdir()  # only cells in progress leave anything there
+    except OSError:
+        pass  # an empty folder left behind is harmless
 
 
 def write_last_run(folder: Path, summary: RunSummary) -> None:
@@ -198,12 +205,17 @@ def write_last_run(folder: Path, summary: RunSummary) -> None:
 
 
 def remove_temporaries(folder: Path) -> None:
-    """Temporary files of a run killed mid-write (``.<name>.<random>.tmp``); safe under the folder lock."""
+    """Temporary files and report staging folders of a run killed mid-write (``.<name>.<random>.tmp``); safe under the folder lock."""
+    import shutil
+
     for sub in (folder, folder / "runs", folder / "checkpoints"):
         if sub.is_dir():
             for tmp in sub.glob(".*.tmp"):
                 try:
-                    tmp.unlink()
+                    if tmp.is_dir() and not tmp.is_symlink():
+                        shutil.rmtree(tmp)
+                    else:
+                        tmp.unlink()
                 except OSError:
                     pass
 
@@ -226,6 +238,8 @@ def results_lock(folder: Path) -> Iterator[None]:
         lock.acquire()
     except Timeout:
         raise MnistbenchError(f"another mnistbench run is writing to {folder}: wait for it to end, or use --results-dir") from None
+    except OSError as e:  # e.g. .lock is a folder, or no room for it
+        raise MnistbenchError(f"cannot lock {folder / '.lock'}: {e.strerror or e}") from None
     try:
         yield
     finally:

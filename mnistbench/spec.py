@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .data import DATASETS
-from .errors import MnistbenchError
+from .errors import MnistbenchError, brief
 from .modelref import display_name, parse_model_ref
 from .results import cell_key
+from .safeyaml import MAX_SPEC_BYTES, load_bounded
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["none", "step", "cosine", "onecycle"]
@@ -31,7 +31,7 @@ Schedule = Literal["none", "step", "cosine", "onecycle"]
 class CellConfig(BaseModel):
     """Everything that defines one training run: one model, one seed, one configuration."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     model: str
     seed: int = Field(0, ge=0, lt=2**32)
@@ -185,9 +185,46 @@ def _one_line(error: dict) -> str:
         return f"unknown key (known settings: {', '.join(SETTINGS)})"
     if error["type"] == "missing":
         return "missing (every cell needs one)"
+    msg = msg if len(msg) <= 300 else msg[:299] + "…"
     if "input" in error and error["type"] not in ("value_error",):
-        msg = f"{msg}, got {error['input']!r}"
+        msg = f"{msg}, got {brief(error['input'])}"
     return msg
+
+
+MAX_CELLS = 10_000  # cells one spec may expand to; checked before any is built
+
+
+def _key_text(key: Any) -> str:
+    """A key as an error message names it: short strings as they are, anything else quoted briefly."""
+    return key if isinstance(key, str) and len(key) <= 100 else brief(key)
+
+
+def _has_repeats(values: list) -> bool:
+    """Whether a matrix axis lists one value twice (``1`` and ``True`` differ); no repr, so any integer is fine."""
+    seen: set = set()
+    for v in values:
+        try:
+            ident = (type(v).__name__, v)
+            hash(ident)
+        except TypeError:  # a list or mapping: compared by its repr (bounded by the loader's 10,000 values)
+            try:
+                ident = ("repr", repr(v))
+            except ValueError:  # holds an integer too long to print: treated as unique
+                ident = ("id", id(v))
+        if ident in seen:
+            return True
+        seen.add(ident)
+    return False
+
+
+def check_cell_count(matrix: dict[str, list], variants: list, where: str) -> None:
+    """Refuse a matrix whose cartesian product exceeds ``MAX_CELLS``, before expanding it."""
+    count = len(variants)
+    for key, values in matrix.items():
+        count *= len(values)
+        if count > MAX_CELLS:
+            sizes = " x ".join(str(len(v)) for v in matrix.values())
+            raise MnistbenchError(f"{where}: matrix: {sizes} x {len(variants)} variants is more than {MAX_CELLS} cells (the limit for a spec)")
 
 
 def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
@@ -201,7 +238,7 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
     matrix = raw.pop("matrix", None)
     variants = raw.pop("variants", [{}])
     if not isinstance(spec_name, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", spec_name) or spec_name in (".", ".."):
-        raise MnistbenchError(f"{where}: name: must be 1-100 letters, digits, '.', '_' or '-' (not '.' or '..'), got {str(spec_name)[:100]!r}")
+        raise MnistbenchError(f"{where}: name: must be 1-100 letters, digits, '.', '_' or '-' (not '.' or '..'), got {brief(spec_name)}")
     if not isinstance(description, str):
         raise MnistbenchError(f"{where}: description: must be a string")
     if matrix is None:
@@ -210,26 +247,27 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
         raise MnistbenchError(f"{where}: matrix: must be a mapping of setting -> list of values")
     for key, values in matrix.items():
         if key not in SETTINGS:
-            raise MnistbenchError(f"{where}: matrix.{key}: unknown key (known settings: {', '.join(SETTINGS)})")
+            raise MnistbenchError(f"{where}: matrix.{_key_text(key)}: unknown key (known settings: {', '.join(SETTINGS)})")
         if key in raw:
             raise MnistbenchError(f"{where}: {key}: set both at the top level and in the matrix")
         if not isinstance(values, list):
             matrix[key] = [values]
         elif not values:
             raise MnistbenchError(f"{where}: matrix.{key}: empty list, the matrix would hold no cells")
-        elif len(set(map(repr, values))) != len(values):
+        elif _has_repeats(values):
             raise MnistbenchError(f"{where}: matrix.{key}: repeated value")
     for key in raw:
         if key not in SETTINGS:
-            raise MnistbenchError(f"{where}: {key}: unknown key (known settings: name, description, matrix, variants, {', '.join(SETTINGS)})")
+            raise MnistbenchError(f"{where}: {_key_text(key)}: unknown key (known settings: name, description, matrix, variants, {', '.join(SETTINGS)})")
     if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):
         raise MnistbenchError(f"{where}: variants: must be a non-empty list of mappings of settings")
     for i, variant in enumerate(variants):
         for key in variant:
             if key not in SETTINGS:
-                raise MnistbenchError(f"{where}: variants[{i}].{key}: unknown key (known settings: {', '.join(SETTINGS)})")
+                raise MnistbenchError(f"{where}: variants[{i}].{_key_text(key)}: unknown key (known settings: {', '.join(SETTINGS)})")
             if key in matrix:
                 raise MnistbenchError(f"{where}: variants[{i}].{key}: also a matrix axis")
+    check_cell_count(matrix, variants, where)
     spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, variants=variants, source=source)
     try:
         cells = spec.cells()
@@ -240,35 +278,26 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
     return spec
 
 
-class _SpecLoader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-3`` as a string; a spec author means the number."""
-
-
-_SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec file; a missing file or a YAML syntax error is a one-line error too."""
-    path = Path(path)
+def read_spec_text(path: Path) -> str:
+    """The text of a spec file, reading at most ``MAX_SPEC_BYTES`` (+1, to tell that it is too large)."""
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            blob = f.read(MAX_SPEC_BYTES + 1)
+        if len(blob) > MAX_SPEC_BYTES:
+            raise MnistbenchError(f"{path}: larger than {MAX_SPEC_BYTES} bytes (the limit for a spec)")
+        return blob.decode("utf-8")
     except FileNotFoundError:
         raise MnistbenchError(f"spec file not found: {path}") from None
     except IsADirectoryError:
         raise MnistbenchError(f"spec path is a folder, not a file: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise MnistbenchError(f"cannot read spec {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        line = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        raise MnistbenchError(f"{path}: YAML syntax error at{line} {problem}") from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a spec file within the bounds of ``safeyaml``; every problem is a one-line error."""
+    path = Path(path)
+    raw = load_bounded(read_spec_text(path), str(path))
     if raw is None:
         raise MnistbenchError(f"{path}: empty spec")
     return parse_spec(raw, path.stem, str(path))
