@@ -10,8 +10,11 @@ ENV PATH=/opt/venv/bin:$PATH
 # Dependencies before the source, so editing the code does not download PyTorch again.
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
         torch==2.9.1 torchvision==0.24.1
-COPY docker/requirements.txt /tmp/requirements.txt
+COPY docker/requirements.txt docker/requirements-ray.txt /tmp/
 RUN pip install --no-cache-dir --requirement /tmp/requirements.txt
+# --build-arg EXTRAS=ray: Ray for `--engine ray`, the KubeRay and Slurm examples (docs/scale-out.md).
+ARG EXTRAS=""
+RUN if [ "$EXTRAS" = ray ]; then pip install --no-cache-dir --requirement /tmp/requirements-ray.txt; fi
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY mnistbench/ mnistbench/
@@ -25,6 +28,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib
+# KubeRay starts Ray through a login shell (bash -l), whose /etc/profile may reset PATH.
+# hadolint ignore=SC2016
+RUN echo 'export PATH=/opt/venv/bin:$PATH' > /etc/profile.d/mnistbench-venv.sh
 # The CLI writes ./results/<spec>/; scripts/bench.sh mounts the host's results/ here.
 WORKDIR /mnistbench
 USER 10001

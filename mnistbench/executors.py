@@ -136,7 +136,12 @@ class RayExecutor:
         """``auto`` is CUDA when the cluster has GPUs: a task reserves one, and sees only that one."""
         if name == "cpu":
             return "cpu"
-        gpus = self.connect().cluster_resources().get("GPU", 0)
+        ray = self.connect()
+        gpus = ray.cluster_resources().get("GPU", 0)
+        deadline = time.monotonic() + (60 if name == "cuda" and self.address else 0)
+        while not gpus and time.monotonic() < deadline:  # GPU nodes of a cluster just started may still be joining
+            time.sleep(2)
+            gpus = ray.cluster_resources().get("GPU", 0)
         if name == "cuda" and not gpus:
             raise MnistbenchError("device 'cuda' asked for, but the Ray cluster has no GPU (use device: cpu or auto)")
         return "cuda" if gpus else "cpu"

@@ -133,7 +133,7 @@ def test_dockerignore_keeps_local_state_out_and_lets_the_copied_files_in():
     for path in [".git/HEAD", ".venv/bin/python", "results/cpu/runs/a.json", "data/mnist/x.gz", ".benchmarks/x.json",
                  "mnistbench/__pycache__/cli.cpython-311.pyc", ".pytest_cache/v"]:
         assert _ignored(path, patterns), f"{path} would be sent to the Docker engine"
-    for path in ["pyproject.toml", "README.md", "docker/requirements.txt", "mnistbench/cli.py"]:
+    for path in ["pyproject.toml", "README.md", "docker/requirements.txt", "docker/requirements-ray.txt", "mnistbench/cli.py"]:
         assert not _ignored(path, patterns), f"the images COPY {path}, but .dockerignore leaves it out"
 
 

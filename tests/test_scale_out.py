@@ -196,11 +196,12 @@ def test_bad_resources_are_one_line_spec_errors(tmp_path, text, words):
 
 
 def _fault_hook(fault_dir: str):
-    """Runs once in every Ray worker process: wraps mnistbench.cell's checkpoint saving and training, once it is imported.
+    """Runs once in every Ray worker process: wraps mnistbench functions with faults, once their module is imported.
 
     ``die-<cell>-after-epoch-<n>``: the worker exits (as if killed) right after saving that epoch's checkpoint, once.
     ``raise-<cell>``: training that cell raises; every attempt is logged in ``attempts-<cell>``.
-    Workers that never import mnistbench.cell (actors, probes) do not pay for importing torch.
+    ``no-shared-folder``: tasks do not see the driver's results folder (as on a node without a shared file system).
+    Workers that never import mnistbench (actors, probes) do not pay for importing torch.
     """
     def hook():
         import importlib.util
@@ -208,34 +209,45 @@ def _fault_hook(fault_dir: str):
         import sys
         from pathlib import Path
 
-        def patch(cell):
+        faults = Path(fault_dir)
+
+        def patch_cell(cell):
             save, run = cell.save_checkpoint, cell.run_cell
 
             def save_then_die(path, key, state):
                 save(path, key, state)
                 try:
-                    (Path(fault_dir) / f"die-{path.stem}-after-epoch-{len(state.epochs)}").unlink()
+                    (faults / f"die-{path.stem}-after-epoch-{len(state.epochs)}").unlink()
                 except FileNotFoundError:
                     return
                 os._exit(1)
 
             def run_or_raise(config, *args, **kwargs):
                 cell_id = f"{config.model}_seed-{config.seed}"
-                if (Path(fault_dir) / f"raise-{cell_id}").exists():
-                    with open(Path(fault_dir) / f"attempts-{cell_id}", "a") as f:
+                if (faults / f"raise-{cell_id}").exists():
+                    with open(faults / f"attempts-{cell_id}", "a") as f:
                         f.write("attempt\n")
                     raise RuntimeError("injected failure")
                 return run(config, *args, **kwargs)
 
             cell.save_checkpoint, cell.run_cell = save_then_die, run_or_raise
 
+        def patch_executors(executors):
+            sees = executors.SharedProbe.sees
+            executors.SharedProbe.sees = lambda probe: not (faults / "no-shared-folder").exists() and sees(probe)
+
+        patches = {"mnistbench.cell": patch_cell, "mnistbench.executors": patch_executors}
+
         class PatchOnImport:
             def find_spec(self, name, path=None, target=None):
-                if name != "mnistbench.cell":
+                if name not in patches:
                     return None
                 sys.meta_path.remove(self)
-                spec = importlib.util.find_spec(name)
-                load = spec.loader.exec_module
+                try:
+                    spec = importlib.util.find_spec(name)
+                finally:
+                    sys.meta_path.insert(0, self)
+                load, patch = spec.loader.exec_module, patches.pop(name)
 
                 def exec_module(module):
                     load(module)
@@ -291,22 +303,38 @@ def test_ray_runs_the_cells_with_the_sequential_metrics_files_and_tables(ray_ses
 
 @pytest.fixture(scope="module")
 def faulty_run(ray_session, setup, tmp_path_factory):
-    """One Ray run with faults armed: lenet5_seed-1's worker dies after epoch 1, mlp-matched_seed-0 raises; half a GPU per cell."""
+    """One Ray run with faults armed and no shared folder: lenet5_seed-1's worker dies after epoch 1,
+    mlp-matched_seed-0 raises, and every task gets half a GPU."""
     _, faults = ray_session
     _, data, _, _ = setup
     root = tmp_path_factory.mktemp("faulty")
     spec = load_spec(write_spec(root / "scale.yaml", SPEC + "resources: {cpus: 1, gpus: 0.5}\n"))
-    (faults / "die-lenet5_seed-1-after-epoch-1").touch()
-    (faults / "raise-mlp-matched_seed-0").touch()
+    armed = [faults / "die-lenet5_seed-1-after-epoch-1", faults / "raise-mlp-matched_seed-0", faults / "no-shared-folder"]
+    for marker in armed:
+        marker.touch()
     events = []
     try:
         summary = run_spec(spec, root, data, on_event=events.append, executor=RayExecutor(max_retries=2))
     finally:
-        (faults / "raise-mlp-matched_seed-0").unlink()
+        for marker in armed[1:]:
+            marker.unlink()
     return summary, events, root / "scale", faults
 
 
+def test_without_a_shared_folder_the_driver_writes_the_records(faulty_run):
+    from mnistbench.executors import scratch_folder
+
+    summary, _, out, _ = faulty_run
+    assert sorted(p.stem for p in (out / "runs").glob("*.json")) == CELLS
+    assert all(record(out, c)["extra"]["ray"]["shared_folder"] is False for c in CELLS)
+    scratch = scratch_folder(out.resolve())
+    assert not list(scratch.rglob("*.json")) and not list(scratch.rglob("*.pt"))  # the workers left nothing behind
+    assert sorted(r.cell for r in summary.ran) == CELLS
+
+
 def test_a_worker_killed_after_epoch_1_is_retried_and_resumes_to_the_same_metrics(faulty_run, setup):
+    # One node: the retry finds the checkpoint of epoch 1 in the node's scratch folder (on a shared
+    # file system, in the results folder; on another node without one, the cell would restart).
     summary, events, out, faults = faulty_run
     reference = setup[3]
     assert not (faults / "die-lenet5_seed-1-after-epoch-1").exists()  # the fault fired
