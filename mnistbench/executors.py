@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pickle
 import secrets
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from .data import Dataset, Split
 from .errors import Interrupted, MnistbenchError
 from .files import write_atomic
 from .results import RunRecord
+from .sink import EventSink
 from .spec import CellConfig, Resources
 
 RAY_EXTRA = "pip install 'mnistbench[ray]'"
@@ -79,6 +81,12 @@ def ray_options(config: CellConfig, resources: Resources, max_retries: int = DEF
     if cuda and not gpus:
         raise MnistbenchError("resources.gpus: 0 would leave the cuda cells without a GPU (Ray hides every GPU from a task given none)")
     return {"num_cpus": cpus, "num_gpus": gpus, "max_retries": max_retries, "retry_exceptions": False}
+
+
+def remote_function(ray, function: Callable, gpu: bool):
+    """``function`` as a Ray task; one given a GPU runs in a fresh worker process, since CUDA reads
+    ``CUDA_VISIBLE_DEVICES`` once per process (Ray's own default, lost when GPUs are set per task)."""
+    return ray.remote(max_calls=1)(function) if gpu else ray.remote(function)
 
 
 def import_ray(local: bool):
@@ -155,12 +163,13 @@ class RayExecutor:
         data = {name: ray.put(_portable(ds)) for name, ds in work.datasets.items()}
         sink = ray.remote(num_cpus=0)(EventSink).remote()
         ray.get(sink.drain.remote())  # alive before any task sends to it, so no event waits in a worker that may die
-        remote = ray.remote(ray_task)
+        remote = {gpu: remote_function(ray, ray_task, gpu) for gpu in (False, True)}
         pending = {
-            remote.options(**options[t.index]).remote(_absolute(t), data[t.cell.config.dataset], sink, probe): t
+            remote[options[t.index]["num_gpus"] > 0].options(**options[t.index]).remote(
+                _absolute(t), data[t.cell.config.dataset], sink, probe): t
             for t in work.tasks
         }
-        tally = Tally(len(pending))
+        tally = Tally({t.index: t for t in work.tasks})
         try:
             while pending:
                 if should_stop():
@@ -247,49 +256,33 @@ class SharedProbe:
         Path(self.path).unlink(missing_ok=True)
 
 
-class EventSink:
-    """A Ray actor holding the tasks' progress events until the driver drains them; it notices a cell started twice."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.starts: dict[int, int] = {}
-
-    def put(self, event: Event) -> None:
-        if event.kind == "cell":
-            self.starts[event.index] = self.starts.get(event.index, 0) + 1
-            if self.starts[event.index] > 1:  # its worker or node was lost, and Ray runs it again
-                self.events.append(Event("retry", event.cell, event.index, event.total, epoch=self.starts[event.index]))
-        self.events.append(event)
-
-    def drain(self) -> list[Event]:
-        out, self.events = self.events, []
-        return out
-
-
 @dataclass
 class Tally:
     """Cells done, running, failed and restarted, told to the front end as they change."""
 
-    total: int
-    received: dict = field(default_factory=dict)  # cell index -> events received from its tasks
+    tasks: dict  # cell index -> CellTask
+    received: dict = field(default_factory=dict)  # cell index -> events received from its current attempt
     started: set = field(default_factory=set)
     done: int = 0
     failed: int = 0
     retried: int = 0
 
-    def forward(self, events: list[Event], on_event: OnEvent) -> None:
-        for e in events:
-            if e.kind == "retry":
+    def forward(self, drained: list, on_event: OnEvent) -> None:
+        """Events from the sink to the front end; a retry as a warning and a status line."""
+        for what, index, payload in drained:
+            if what == "retry":
+                task = self.tasks[index]
                 self.retried += 1
-                self.received[e.index] = 0  # count the new attempt's events only
-                on_event(Event("warning", e.cell, e.index, e.total,
-                               message=f"{e.cell.id}: its Ray worker or node was lost; running it again (attempt {e.epoch})"))
+                self.received[index] = 0  # count the new attempt's events only
+                on_event(Event("warning", task.cell, index, task.total,
+                               message=f"{task.cell.id}: its Ray worker or node was lost; running it again (attempt {payload})"))
                 self.tell(on_event)
                 continue
-            self.received[e.index] = self.received.get(e.index, 0) + 1
-            self.started.add(e.index)
-            if e.kind != "done":  # told by the driver once it holds the record
-                on_event(e)
+            event = pickle.loads(payload)  # noqa: S301 - sent by this run's own tasks
+            self.received[index] = self.received.get(index, 0) + 1
+            self.started.add(index)
+            if event.kind != "done":  # told by the driver once it holds the record
+                on_event(event)
 
     def finished(self, task: CellTask, record: RunRecord, on_event: OnEvent) -> None:
         self.done += 1
@@ -300,7 +293,7 @@ class Tally:
 
     def tell(self, on_event: OnEvent) -> None:
         running = max(len(self.started) - self.done, 0)
-        on_event(Event("status", message=f"{self.done}/{self.total} done, {running} running, {self.failed} failed, {self.retried} retried"))
+        on_event(Event("status", message=f"{self.done}/{len(self.tasks)} done, {running} running, {self.failed} failed, {self.retried} retried"))
 
 
 # ----------------------------------------------------------------------------- inside a Ray worker
@@ -318,14 +311,14 @@ def ray_task(task: CellTask, dataset: Dataset, sink, probe: SharedProbe) -> tupl
     shared = probe.sees()
     scratch = None if shared else scratch_folder(task.folder)
     ctx = ray.get_runtime_context()
-    placement = {"node_id": ctx.get_node_id(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    placement = {"node_id": ctx.get_node_id(), "worker_pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                  "shared_folder": shared, "resources": ctx.get_assigned_resources()}
     task = dataclasses.replace(task, folder=scratch or task.folder, extra={**task.extra, "executor": "ray", "ray": placement})
     sent = 0
 
     def send(event: Event) -> None:
         nonlocal sent
-        sink.put.remote(event)
+        sink.put.remote(event.kind, event.index, pickle.dumps(event))
         sent += 1
 
     record = execute(task, dataset, send)

@@ -76,12 +76,13 @@ def test_three_shards_run_concurrently_into_one_folder_and_merge_into_the_sequen
     # Every 3rd cell in spec order: shard 1 has cells 1 and 4, shards 2 and 3 one each.
     assert "2 cells run" in outputs[0][0] and "1 cells run" in outputs[1][0] and "1 cells run" in outputs[2][0]
     out = tmp_path / "scale"
-    merged = subprocess.run([sys.executable, "-m", "mnistbench.cli", "report", str(out)], capture_output=True, text=True, env=env)
-    assert merged.returncode == 0, merged.stderr
+    from typer.testing import CliRunner
+
+    assert CliRunner().invoke(app, ["report", "--check", str(out)]).exit_code == 0  # the last shard's report is whole
+    merged = CliRunner().invoke(app, ["report", str(out)])
+    assert merged.exit_code == 0, merged.output
     assert epochs_of(out) == epochs_of(reference)
     assert accuracy_columns(out) == accuracy_columns(reference)
-    check = subprocess.run([sys.executable, "-m", "mnistbench.cli", "report", "--check", str(out)], capture_output=True, text=True, env=env)
-    assert check.returncode == 0, check.stderr
     assert sorted(p.name for p in out.glob("last_run*.json")) == [f"last_run.shard-{i}-of-3.json" for i in (1, 2, 3)]
     assert not list(out.rglob("*.tmp"))
 
@@ -303,18 +304,16 @@ def test_ray_runs_the_cells_with_the_sequential_metrics_files_and_tables(ray_ses
 
 @pytest.fixture(scope="module")
 def faulty_run(ray_session, setup, tmp_path_factory):
-    """One Ray run with faults armed and no shared folder: lenet5_seed-1's worker dies after epoch 1,
-    mlp-matched_seed-0 raises, and every task gets half a GPU."""
+    """One Ray run with faults armed and no shared folder: lenet5_seed-1's worker dies after epoch 1, mlp-matched_seed-0 raises."""
     _, faults = ray_session
-    _, data, _, _ = setup
+    _, data, spec_path, _ = setup
     root = tmp_path_factory.mktemp("faulty")
-    spec = load_spec(write_spec(root / "scale.yaml", SPEC + "resources: {cpus: 1, gpus: 0.5}\n"))
     armed = [faults / "die-lenet5_seed-1-after-epoch-1", faults / "raise-mlp-matched_seed-0", faults / "no-shared-folder"]
     for marker in armed:
         marker.touch()
     events = []
     try:
-        summary = run_spec(spec, root, data, on_event=events.append, executor=RayExecutor(max_retries=2))
+        summary = run_spec(load_spec(spec_path), root, data, on_event=events.append, executor=RayExecutor(max_retries=2))
     finally:
         for marker in armed[1:]:
             marker.unlink()
@@ -359,15 +358,21 @@ def test_a_cell_that_raises_is_recorded_failed_once_and_the_others_finish(faulty
     assert "mlp-matched" in (out / "summary.md").read_text()
 
 
-def test_gpu_shares_map_to_cuda_visible_devices(ray_session, faulty_run):
+def test_gpu_shares_map_to_cuda_visible_devices(ray_session, setup, tmp_path):
+    from mnistbench.executors import remote_function
+
     ray, _ = ray_session
-    _, _, out, _ = faulty_run
+    _, data, _, reference = setup
 
-    # The cells of the faulty run asked for half a GPU each, on 2 logical GPUs: each task saw exactly one device.
-    seen = [record(out, c)["extra"]["ray"] for c in CELLS]
-    assert all(s["cuda_visible_devices"] in ("0", "1") and s["resources"] == {"CPU": 1.0, "GPU": 0.5} for s in seen)
+    # A cell asking for half a GPU on a node of 2 (logical) GPUs sees exactly one of them.
+    spec = load_spec(write_spec(tmp_path / "scale.yaml", SPEC + "resources: {cpus: 1, gpus: 0.5}\n"))
+    run_spec(spec, tmp_path, data, executor=RayExecutor(), selection=Selection(cells=("mlp-matched_seed-1",)))
+    placed = record(tmp_path / "scale", "mlp-matched_seed-1")["extra"]["ray"]
+    assert placed["cuda_visible_devices"] in ("0", "1") and placed["resources"] == {"CPU": 1.0, "GPU": 0.5}
+    assert epochs_of(tmp_path / "scale")["mlp-matched_seed-1"] == epochs_of(reference)["mlp-matched_seed-1"]
 
-    # Held at the same time: halves pack two to a GPU, whole GPUs one each, a CPU cell sees none.
+    # Tasks built as the executor builds them, held at the same time: halves pack two to a GPU,
+    # whole GPUs one each, a CPU task sees none; each GPU task has a process of its own.
     @ray.remote(num_cpus=0)
     class Barrier:
         def __init__(self):
@@ -379,21 +384,22 @@ def test_gpu_shares_map_to_cuda_visible_devices(ray_session, faulty_run):
         def count(self):
             return self.n
 
-    @ray.remote
     def visible(barrier, parties):
         barrier.arrive.remote()
         deadline = time.monotonic() + 60
         while ray.get(barrier.count.remote()) < parties and time.monotonic() < deadline:
             time.sleep(0.02)
-        return os.environ.get("CUDA_VISIBLE_DEVICES")
+        return os.environ.get("CUDA_VISIBLE_DEVICES"), os.getpid()
 
     def concurrently(config: CellConfig, resources: Resources, parties: int) -> list:
         options = {k: v for k, v in ray_options(config, resources).items() if k in ("num_cpus", "num_gpus")}
-        barrier = Barrier.remote()
-        return sorted(ray.get([visible.options(**options).remote(barrier, parties) for _ in range(parties)], timeout=120),
-                      key=str)
+        task, barrier = remote_function(ray, visible, options["num_gpus"] > 0), Barrier.remote()
+        return ray.get([task.options(**options).remote(barrier, parties) for _ in range(parties)], timeout=120)
 
     cuda, cpu = CellConfig(model="lenet5", device="cuda"), CellConfig(model="lenet5", device="cpu", threads=1)
-    assert concurrently(cuda, Resources(cpus=0.25, gpus=0.5), 4) == ["0", "0", "1", "1"]
-    assert concurrently(cuda, Resources(cpus=0.5), 2) == ["0", "1"]
-    assert concurrently(cpu, Resources(), 1) in ([None], [""])
+    halves = concurrently(cuda, Resources(cpus=0.25, gpus=0.5), 4)
+    assert sorted(d for d, _ in halves) == ["0", "0", "1", "1"]
+    wholes = concurrently(cuda, Resources(cpus=0.5), 2)
+    assert sorted(d for d, _ in wholes) == ["0", "1"]
+    assert len({pid for _, pid in halves + wholes}) == 6  # no GPU task reused a worker process
+    assert concurrently(cpu, Resources(), 1)[0][0] in (None, "")
