@@ -2,8 +2,8 @@
 
 The Ray tests share ONE local Ray session (2 CPUs, 2 logical GPUs, loopback only, no
 dashboard, usage stats off) and skip when Ray is not installed (`pip install -e '.[ray]'`).
-Faults are injected inside the Ray workers by a worker setup hook that wraps
-``mnistbench.cell`` functions; a test arms a fault by creating a marker file.
+Faults are injected inside the Ray workers by a worker setup hook (``ray_faults.py``); a test
+arms a fault by creating a marker file.
 """
 
 from __future__ import annotations
@@ -196,80 +196,18 @@ def test_bad_resources_are_one_line_spec_errors(tmp_path, text, words):
 # --------------------------------------------------------------------------- Ray
 
 
-def _fault_hook(fault_dir: str):
-    """Runs once in every Ray worker process: wraps mnistbench functions with faults, once their module is imported.
-
-    ``die-<cell>-after-epoch-<n>``: the worker exits (as if killed) right after saving that epoch's checkpoint, once.
-    ``raise-<cell>``: training that cell raises; every attempt is logged in ``attempts-<cell>``.
-    ``no-shared-folder``: tasks do not see the driver's results folder (as on a node without a shared file system).
-    Workers that never import mnistbench (actors, probes) do not pay for importing torch.
-    """
-    def hook():
-        import importlib.util
-        import os
-        import sys
-        from pathlib import Path
-
-        faults = Path(fault_dir)
-
-        def patch_cell(cell):
-            save, run = cell.save_checkpoint, cell.run_cell
-
-            def save_then_die(path, key, state):
-                save(path, key, state)
-                try:
-                    (faults / f"die-{path.stem}-after-epoch-{len(state.epochs)}").unlink()
-                except FileNotFoundError:
-                    return
-                os._exit(1)
-
-            def run_or_raise(config, *args, **kwargs):
-                cell_id = f"{config.model}_seed-{config.seed}"
-                if (faults / f"raise-{cell_id}").exists():
-                    with open(faults / f"attempts-{cell_id}", "a") as f:
-                        f.write("attempt\n")
-                    raise RuntimeError("injected failure")
-                return run(config, *args, **kwargs)
-
-            cell.save_checkpoint, cell.run_cell = save_then_die, run_or_raise
-
-        def patch_executors(executors):
-            sees = executors.SharedProbe.sees
-            executors.SharedProbe.sees = lambda probe: not (faults / "no-shared-folder").exists() and sees(probe)
-
-        patches = {"mnistbench.cell": patch_cell, "mnistbench.executors": patch_executors}
-
-        class PatchOnImport:
-            def find_spec(self, name, path=None, target=None):
-                if name not in patches:
-                    return None
-                sys.meta_path.remove(self)
-                try:
-                    spec = importlib.util.find_spec(name)
-                finally:
-                    sys.meta_path.insert(0, self)
-                load, patch = spec.loader.exec_module, patches.pop(name)
-
-                def exec_module(module):
-                    load(module)
-                    patch(module)
-
-                spec.loader.exec_module = exec_module
-                return spec
-
-        sys.meta_path.insert(0, PatchOnImport())
-    return hook
-
-
 @pytest.fixture(scope="module")
 def ray_session(tmp_path_factory):
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every Ray process listens on 127.0.0.1 only
     ray = pytest.importorskip("ray")
+    import ray_faults
+
+    ray.cloudpickle.register_pickle_by_value(ray_faults)  # the workers get its code, not an import of tests/
     faults = tmp_path_factory.mktemp("faults")
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
              object_store_memory=80 * 1024 * 1024, log_to_driver=False,
-             runtime_env={"worker_process_setup_hook": _fault_hook(str(faults))})
+             runtime_env={"worker_process_setup_hook": ray_faults.hook(str(faults))})
     yield ray, faults
     ray.shutdown()
 
