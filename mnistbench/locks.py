@@ -50,7 +50,13 @@ def cell_locks(folder: Path, cells: list[str]) -> Iterator[None]:
 @contextmanager
 def report_lock(folder: Path, wait_s: float = REPORT_WAIT_S) -> Iterator[None]:
     """One report rebuild at a time per folder; others wait their turn (and then rebuild from every run file)."""
-    (folder / LOCKS).mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():  # nothing to rebuild: the caller says so, and nothing is created here
+        yield
+        return
+    try:
+        (folder / LOCKS).mkdir(exist_ok=True)
+    except OSError as e:
+        raise MnistbenchError(f"cannot write in {folder}: {e.strerror}") from None
     lock = FileLock(str(folder / LOCKS / "report.lock"), timeout=wait_s)
     try:
         lock.acquire()

@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
