@@ -7,8 +7,8 @@ workers that never import mnistbench (actors, probes) do not pay for torch:
 - ``die-<cell>-after-epoch-<n>``: the worker exits (as if killed) right after saving that
   epoch's checkpoint; the marker is removed, so it happens once;
 - ``raise-<cell>``: training that cell raises; each attempt is logged in ``attempts-<cell>``;
-- ``no-shared-folder``: tasks do not see the driver's results folder (a node without a shared
-  file system).
+- ``no-shared-folder-<cell>``: that cell's task does not see the driver's results folder (as on
+  a node without a shared file system).
 """
 
 from __future__ import annotations
@@ -42,8 +42,15 @@ def patch_cell(cell, faults: Path) -> None:
 
 
 def patch_executors(executors, faults: Path) -> None:
-    sees = executors.SharedProbe.sees
-    executors.SharedProbe.sees = lambda probe: not (faults / "no-shared-folder").exists() and sees(probe)
+    sees, run = executors.SharedProbe.sees, executors.ray_task
+    hidden = {"now": False}
+
+    def ray_task(task, *args):
+        hidden["now"] = (faults / f"no-shared-folder-{task.cell.id}").exists()
+        return run(task, *args)
+
+    executors.SharedProbe.sees = lambda probe: not hidden["now"] and sees(probe)
+    executors.ray_task = ray_task  # what a worker runs: Ray finds the task function by its module and name
 
 
 class PatchOnImport:

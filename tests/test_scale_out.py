@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
 SPEC = TINY_SPEC.replace("name: tiny", "name: scale")
 CELLS = ["lenet5_seed-0", "lenet5_seed-1", "mlp-matched_seed-0", "mlp-matched_seed-1"]
+UNSHARED = ["lenet5_seed-0", "mlp-matched_seed-1"]  # cells whose task sees no shared folder in the faulty run
 
 
 def epochs_of(folder: Path) -> dict[str, list[tuple]]:
@@ -242,11 +243,13 @@ def test_ray_runs_the_cells_with_the_sequential_metrics_files_and_tables(ray_ses
 
 @pytest.fixture(scope="module")
 def faulty_run(ray_session, setup, tmp_path_factory):
-    """One Ray run with faults armed and no shared folder: lenet5_seed-1's worker dies after epoch 1, mlp-matched_seed-0 raises."""
+    """One Ray run with faults armed: lenet5_seed-1's worker dies after epoch 1, mlp-matched_seed-0 raises,
+    and the tasks of lenet5_seed-0 and mlp-matched_seed-1 do not see the results folder."""
     _, faults = ray_session
     _, data, spec_path, _ = setup
     root = tmp_path_factory.mktemp("faulty")
-    armed = [faults / "die-lenet5_seed-1-after-epoch-1", faults / "raise-mlp-matched_seed-0", faults / "no-shared-folder"]
+    armed = [faults / "die-lenet5_seed-1-after-epoch-1", faults / "raise-mlp-matched_seed-0",
+             *(faults / f"no-shared-folder-{c}" for c in UNSHARED)]
     for marker in armed:
         marker.touch()
     events = []
@@ -258,25 +261,27 @@ def faulty_run(ray_session, setup, tmp_path_factory):
     return summary, events, root / "scale", faults
 
 
-def test_without_a_shared_folder_the_driver_writes_the_records(faulty_run):
+def test_without_a_shared_folder_the_driver_writes_the_records(faulty_run, setup):
     from mnistbench.executors import scratch_folder
 
     summary, _, out, _ = faulty_run
+    reference = setup[3]
     assert sorted(p.stem for p in (out / "runs").glob("*.json")) == CELLS
-    assert all(record(out, c)["extra"]["ray"]["shared_folder"] is False for c in CELLS)
+    assert {c: record(out, c)["extra"]["ray"]["shared_folder"] for c in CELLS} == {c: c not in UNSHARED for c in CELLS}
+    assert {c: epochs_of(out)[c] for c in UNSHARED} == {c: epochs_of(reference)[c] for c in UNSHARED}
     scratch = scratch_folder(out.resolve())
-    assert not list(scratch.rglob("*.json")) and not list(scratch.rglob("*.pt"))  # the workers left nothing behind
+    assert scratch.is_dir() and not list(scratch.rglob("*.json")) and not list(scratch.rglob("*.pt"))  # nothing left behind
     assert sorted(r.cell for r in summary.ran) == CELLS
 
 
 def test_a_worker_killed_after_epoch_1_is_retried_and_resumes_to_the_same_metrics(faulty_run, setup):
-    # One node: the retry finds the checkpoint of epoch 1 in the node's scratch folder (on a shared
-    # file system, in the results folder; on another node without one, the cell would restart).
+    # The task saw the results folder (a shared file system): the retry, on any node, finds the checkpoint of epoch 1 there.
     summary, events, out, faults = faulty_run
     reference = setup[3]
     assert not (faults / "die-lenet5_seed-1-after-epoch-1").exists()  # the fault fired
     killed = record(out, "lenet5_seed-1")
     assert killed["status"] == "finished" and killed["extra"]["resumed_from_epoch"] == 1
+    assert killed["extra"]["ray"]["shared_folder"] is True
     assert epochs_of(out)["lenet5_seed-1"] == epochs_of(reference)["lenet5_seed-1"]
     assert any(e.kind == "warning" and "lenet5_seed-1: its Ray worker or node was lost; running it again (attempt 2)" in e.message
                for e in events)
