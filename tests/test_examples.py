@@ -8,6 +8,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -86,15 +87,20 @@ def test_the_ray_cluster_script_starts_head_and_workers_and_drives_the_run(tmp_p
     env = {"PATH": f"{fake}:/usr/bin:/bin", "VENV": str(tmp_path / "venv"), "RAY_START_WAIT": "0",
            "SLURM_JOB_NODELIST": "node[1-3]", "SLURM_CPUS_PER_TASK": "16", "SLURM_GPUS_PER_TASK": "4"}
     subprocess.run(["bash", str(SLURM / "ray-cluster.sbatch")], env=env, check=True, cwd=tmp_path, timeout=60)
+    deadline = time.monotonic() + 20  # the script starts Ray's nodes in the background, as srun steps
+    while log.read_text().count("ray start") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     lines = log.read_text().splitlines()
     starts = [l for l in lines if l.startswith("ray start")]
-    assert len(starts) == 3 and "--head" in starts[0] and "--node-ip-address=10.1.2.3 --port=6379" in starts[0]
-    assert all("--address=10.1.2.3:6379" in s and "--num-gpus=4" in s for s in starts[1:])
+    heads = [l for l in starts if "--head" in l]
+    assert len(starts) == 3 and len(heads) == 1 and "--node-ip-address=10.1.2.3 --port=6379" in heads[0]
+    assert all("--address=10.1.2.3:6379" in l and "--num-gpus=4" in l for l in starts if l not in heads)
     run = next(l for l in lines if l.startswith("mnistbench run"))
     args = shlex.split(run)[1:]
     assert args[args.index("--engine") + 1] == "ray" and args[args.index("--address") + 1] == "10.1.2.3:6379"
     dry_run(args)
-    assert lines[-1] == "ray stop"
+    foreground = [l for l in lines if not l.startswith("ray start")]
+    assert foreground[-2:] == [run, "ray stop"]  # the cluster is stopped once the driver ends
 
 
 # --------------------------------------------------------------------------- Kubernetes
