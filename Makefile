@@ -20,7 +20,7 @@ BUILD_FLAGS ?=
 RUN_FLAGS ?=
 export DOCKER ENGINE CONSTRAINTS BUILD_FLAGS RUN_FLAGS
 
-.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro report readme clean image-cpu image-gpu test-containers
+.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro bench-scale-cpu report readme clean image-cpu image-gpu test-containers
 
 help:
 	@echo "make install      create $(VENV) and install mnistbench with dev extras"
@@ -29,6 +29,7 @@ help:
 	@echo "make bench-gpu    run $(SPEC_GPU) on a CUDA GPU"
 	@echo "make bench-smoke  a seconds-long end-to-end check"
 	@echo "make bench-micro  pytest-benchmark micro-benchmarks, compared with the last saved run"
+	@echo "make bench-scale-cpu  bench/scale-cpu.yaml sequentially and on Ray, compared (docs/scale-out.md)"
 	@echo "make lint         hadolint on the Dockerfiles"
 	@echo "make readme       regenerate the README's results block from results/cpu"
 	@echo "make image-cpu    build the CPU image (make image-gpu: the CUDA image) with docker or podman"
@@ -85,6 +86,11 @@ bench-micro: install
 	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-autosave --benchmark-compare -q \
 		--benchmark-warmup=on --benchmark-warmup-iterations=10 --benchmark-min-rounds=5 --benchmark-max-time=0.25 \
 		--benchmark-columns=min,median,mean,stddev,ops,rounds
+
+# Sequential vs --engine ray, tables compared and wall times written to results/scale-cpu/comparison.md
+# (docs/scale-out.md); about 5 minutes on 2 idle cores. Nothing else should run meanwhile.
+bench-scale-cpu: install
+	$(BIN)/python scripts/scale_compare.py bench/scale-cpu.yaml results/scale-cpu
 
 report: install
 	$(BIN)/mnistbench report $(or $(DIR),results/cpu)

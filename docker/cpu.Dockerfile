@@ -35,6 +35,11 @@ RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_conf \
 COPY pyproject.toml /src/
 RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_conf \
     mnistbench-pip --project-deps /src/pyproject.toml
+# --build-arg EXTRAS=ray: Ray for `--engine ray` and the KubeRay and Slurm examples (docs/scale-out.md).
+ARG EXTRAS=
+COPY docker/requirements-ray.txt /tmp/requirements-ray.txt
+RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_conf \
+    if [ "$EXTRAS" = ray ]; then mnistbench-pip --requirement /tmp/requirements-ray.txt; fi
 COPY mnistbench/ /src/mnistbench/
 # No downloads: the dependencies are in, and setuptools (a torch dependency) builds the package.
 # An empty README.md stands in for the long description, so README edits do not change the image.
@@ -47,6 +52,9 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib
+# KubeRay starts Ray through a login shell (bash -l), whose /etc/profile may reset PATH.
+# hadolint ignore=SC2016
+RUN echo 'export PATH=/opt/venv/bin:$PATH' > /etc/profile.d/mnistbench-venv.sh
 # The CLI writes ./results/<spec>/; scripts/bench.sh mounts the host's results/ here.
 WORKDIR /mnistbench
 USER 10001

@@ -29,7 +29,7 @@ from .spec import Cell
 class Event:
     """What the runner tells its front end (progress bar or plain lines)."""
 
-    kind: str  # "start", "skip", "cell", "epoch", "done", "warning", "report"
+    kind: str  # "start", "skip", "cell", "epoch", "done", "warning", "report"; "status" (counts, from a parallel executor)
     cell: Optional[Cell] = None
     index: int = 0
     total: int = 0

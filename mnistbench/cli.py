@@ -128,36 +128,49 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
 @app.command()
 def run(
     spec_path: Path = typer.Argument(..., metavar="SPEC", help="A benchmark spec (YAML)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded cells and exit."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded cells (those selected) and exit."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Root folder; results go to <root>/<spec name>/."),
     data_dir: Optional[List[str]] = RunDataDirs,
     force: bool = typer.Option(False, "--force", help="Re-run cells that already finished with the same configuration."),
     no_download: bool = typer.Option(False, "--no-download", help="Never try to download missing data files."),
+    engine: str = typer.Option("sequential", "--engine", metavar="sequential|ray",
+                               help="Where cells run: one after another here, or one Ray task per cell (pip install 'mnistbench[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", metavar="ADDR",
+                                          help="With --engine ray: an existing cluster ('auto', host:port, ray://...); else a local one."),
+    max_retries: str = typer.Option("3", "--max-retries", metavar="N", help="With --engine ray: re-runs of a cell whose worker or node is lost."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="Run only shard I of N (every N-th cell), e.g. from a Slurm array."),
+    cell: Optional[List[str]] = typer.Option(None, "--cell", metavar="ID", help="Run only this cell (repeatable); ids as --dry-run lists them."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary (or, with --dry-run, the cells) as one "
                                  "JSON document on stdout; progress goes to stderr."),
 ) -> None:
     """Train and evaluate every cell of a spec, then write run files, tables and plots."""
+    from .selection import Selection
     from .spec import load_spec
 
     try:
         spec = load_spec(spec_path)
         dirs = parse_data_dirs(data_dir or [])
+        selection = Selection.parse(shard, cell or [])
+        retries = parse_engine(engine, address, max_retries)
         if dry_run:
-            _print_cells(spec, as_json)
+            _print_cells(spec, selection, as_json)
             return
         from contextlib import nullcontext, redirect_stdout
 
         from .progress import progress_for
         from .runner import run_spec
 
+        executor = _executor(engine, address, retries)
         # With --json, stdout carries the document only: progress and any other message go to stderr.
         quiet = redirect_stdout(sys.stderr) if as_json else nullcontext()
         with quiet, progress_for(sys.stderr if as_json else None) as progress:
-            summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download)
+            summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download,
+                               executor=executor, selection=selection)
     except MnistbenchError as e:
         fail(str(e))
     except Interrupted as e:
-        hint = resume_command(spec_path, results_dir, data_dir or [], no_download)
+        hint = resume_command(spec_path, results_dir, data_dir or [], no_download,
+                              engine=engine, address=address, max_retries=max_retries, shard=shard, cells=cell or [])
         typer.echo(f"mnistbench: stopped by {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
         raise typer.Exit(e.exit_code)
     failed = summary.cells("failed")
@@ -177,6 +190,25 @@ def run(
         raise typer.Exit(EXIT_CELLS_FAILED)
 
 
+def parse_engine(engine: str, address: Optional[str], max_retries: str) -> int:
+    """Check --engine, --address and --max-retries together; the number of retries."""
+    if engine not in ("sequential", "ray"):
+        raise MnistbenchError(f"--engine {engine}: expected sequential or ray")
+    if engine != "ray" and address is not None:
+        raise MnistbenchError("--address is for --engine ray")
+    if not max_retries.isdigit() or int(max_retries) > 100:
+        raise MnistbenchError(f"--max-retries {max_retries}: expected a whole number from 0 to 100")
+    return int(max_retries)
+
+
+def _executor(engine: str, address: Optional[str], max_retries: int):
+    if engine == "sequential":
+        return None
+    from .executors import RayExecutor
+
+    return RayExecutor(address, max_retries)
+
+
 def parse_data_dirs(values: list[str]) -> dict[Optional[str], str]:
     """``--data-dir`` values as {dataset: folder}; a bare folder is stored under None."""
     out: dict[Optional[str], str] = {}
@@ -190,17 +222,30 @@ def parse_data_dirs(values: list[str]) -> dict[Optional[str], str]:
     return out
 
 
-def resume_command(spec_path: Path, results_dir: Path, data_dirs: list[str], no_download: bool) -> str:
+def resume_command(
+    spec_path: Path, results_dir: Path, data_dirs: list[str], no_download: bool, engine: str = "sequential",
+    address: Optional[str] = None, max_retries: str = "3", shard: Optional[str] = None, cells: list[str] = (),
+) -> str:
     """The command that continues this run: every option it was given except --force."""
     args = ["mnistbench", "run", str(spec_path), "--results-dir", str(results_dir)]
     for value in data_dirs:
         args += ["--data-dir", value]
     if no_download:
         args.append("--no-download")
+    if engine != "sequential":
+        args += ["--engine", engine]
+    if address is not None:
+        args += ["--address", address]
+    if max_retries != "3":
+        args += ["--max-retries", max_retries]
+    if shard is not None:
+        args += ["--shard", shard]
+    for cell in cells:
+        args += ["--cell", cell]
     return shlex.join(args)
 
 
-def _print_cells(spec, as_json: bool = False) -> None:
+def _print_cells(spec, selection, as_json: bool = False) -> None:
     if as_json:
         from .describe import describe_cells
 
@@ -208,9 +253,11 @@ def _print_cells(spec, as_json: bool = False) -> None:
         return
     from tabulate import tabulate
 
-    cells = spec.cells()
+    every = spec.cells()
+    cells = [every[k] for k in selection.pick(every)]
     keys = spec.axes()
-    typer.echo(f"spec '{spec.name}': {len(cells)} cells" + (f" ({spec.description})" if spec.description else ""))
+    chosen = f" ({len(cells)} selected)" if len(cells) != len(every) else ""
+    typer.echo(f"spec '{spec.name}': {len(every)} cells{chosen}" + (f" ({spec.description})" if spec.description else ""))
     typer.echo(tabulate([[c.id] + [getattr(c.config, k) for k in keys] for c in cells], headers=["cell"] + keys, tablefmt="github"))
     fixed = {k: v for k, v in cells[0].config.model_dump().items() if k not in keys}
     typer.echo("fixed settings: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
@@ -234,7 +281,11 @@ def report(
                 raise typer.Exit(EXIT_STALE)
             typer.echo(f"{results_dir}: tables, figures and run files agree")
             return
-        for path in write_report(results_dir):
+        from .locks import report_lock
+
+        with report_lock(results_dir):  # shards that are still running rebuild it in turn
+            written = write_report(results_dir)
+        for path in written:
             typer.echo(f"wrote {path}")
     except MnistbenchError as e:
         fail(str(e))

@@ -24,8 +24,8 @@ NAME_OVERHEAD = len("..json.") + 8 + len(".tmp")
 
 
 def check_layout(folder: Path) -> None:
-    """``runs/`` and ``checkpoints/`` are folders if they exist, report files are files."""
-    for sub in ("runs", "checkpoints"):
+    """``runs/``, ``checkpoints/`` and ``.locks/`` are folders if they exist, report files are files."""
+    for sub in ("runs", "checkpoints", ".locks"):
         path = folder / sub
         if os.path.lexists(path) and not path.is_dir():
             raise MnistbenchError(f"{path} exists but is not a folder: move it away")

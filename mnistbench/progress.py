@@ -35,13 +35,15 @@ class PlainProgress:
             line = f"[{e.index}/{e.total}] {e.cell.id} epoch {e.epoch}/{e.epochs}: {e.message}"
         elif e.kind == "done":
             line = f"[{e.index}/{e.total}] {e.cell.id}: {e.message}"
+        elif e.kind == "status":
+            line = f"cells: {e.message}"
         else:
             line = f"tables written to {e.message}"
         print(line, file=self.stream, flush=True)
 
 
 class RichProgress:
-    """Two bars: cells of the matrix, epochs of the current cell."""
+    """Bars for the cells of the matrix and for the epochs of each cell running (several under Ray)."""
 
     def __init__(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -51,7 +53,7 @@ class RichProgress:
             TextColumn("{task.fields[info]}"),
         )
         self.cells = None
-        self.epochs = None
+        self.epochs: dict[int, object] = {}  # cell index -> its epochs bar
 
     def __enter__(self):
         self.progress.__enter__()
@@ -70,14 +72,19 @@ class RichProgress:
         elif e.kind == "warning":
             p.console.print(f"mnistbench: warning: {e.message}", markup=False)
         elif e.kind == "cell":
-            if self.epochs is not None:
-                p.remove_task(self.epochs)
-            self.epochs = p.add_task(f"  {e.cell.id}", total=e.epochs, completed=e.epoch, info="")
+            if e.index in self.epochs:  # the same cell started again (a lost Ray worker)
+                p.remove_task(self.epochs.pop(e.index))
+            self.epochs[e.index] = p.add_task(f"  {e.cell.id}", total=e.epochs, completed=e.epoch, info="")
         elif e.kind == "epoch":
-            p.update(self.epochs, completed=e.epoch, info=e.message)
+            if e.index in self.epochs:
+                p.update(self.epochs[e.index], completed=e.epoch, info=e.message)
         elif e.kind == "done":
             p.console.print(f"{e.cell.id}: {e.message}")
             p.advance(self.cells)
+            if e.index in self.epochs:
+                p.remove_task(self.epochs.pop(e.index))
+        elif e.kind == "status":
+            p.update(self.cells, info=e.message)
         elif e.kind == "report":
             p.console.print(f"tables written to {e.message}")
 

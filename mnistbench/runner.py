@@ -1,9 +1,11 @@
-"""Run a spec: plan (devices, data, keys, what is finished) -> run each remaining cell -> report.
+"""Run a spec: plan (devices, data, keys, cells selected) -> execute the cells not yet done -> report.
 
 One results folder per spec: ``<results>/<spec>/runs/<cell>.json`` (one per cell),
 ``checkpoints/`` (while a cell is in progress), ``summary.*``, plots and ``manifest.json``.
 A cell counts as done when a run file with its key holds a finished or diverged run,
-whatever that file is called; a failed cell is tried again.
+whatever that file is called; a failed cell is tried again. An executor decides where the
+cells run (``executors.py``: in this process, or on Ray); a selection (``--shard I/N``,
+``--cell ID``) lets several runs share one folder, each holding the locks of its own cells.
 """
 
 from __future__ import annotations
@@ -12,19 +14,19 @@ import json
 import os
 import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import Mapping, Optional
 
-from filelock import FileLock, Timeout
-
-from .cell import CellTask, Event, OnEvent, check_models, execute
+from .cell import CellTask, Event, OnEvent, check_models
 from .data import Dataset, check_holdout, load_dataset
 from .errors import Interrupted, MnistbenchError
+from .executors import Executor, Sequential, Work
 from .files import write_atomic
-from .preflight import check_before_training
+from .locks import cell_locks, remove_cell_temporaries, remove_report_temporaries, report_lock
+from .preflight import check_before_training, check_layout, check_name_lengths
 from .results import RunRecord, load_record, run_files
+from .selection import Selection
 from .spec import Spec
 
 DONE = ("finished", "diverged")
@@ -32,12 +34,12 @@ DONE = ("finished", "diverged")
 
 @dataclass
 class Plan:
-    """Everything checked before the first epoch: the tasks, their data, the folder and what it already holds."""
+    """Everything checked before the first epoch: the selected tasks, their data, the folder."""
 
     folder: Path
     tasks: list[CellTask]
     datasets: dict[str, Dataset]
-    done: dict[str, RunRecord]  # key -> a finished or diverged record already in the folder
+    selection: Selection = Selection()
 
 
 @dataclass
@@ -45,6 +47,7 @@ class RunSummary:
     results_dir: Path
     ran: list[RunRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    skipped_tasks: list[tuple[CellTask, RunRecord]] = field(default_factory=list, repr=False)
     wall_seconds: float = 0.0
 
     def cells(self, status: str) -> list[str]:
@@ -62,58 +65,81 @@ def run_spec(
     force: bool = False,
     on_event: OnEvent = lambda e: None,
     allow_download: bool = True,
+    executor: Optional[Executor] = None,
+    selection: Selection = Selection(),
 ) -> RunSummary:
-    """Run every cell of ``spec`` not already done with the same key, then rebuild the report."""
+    """Run every selected cell of ``spec`` not already done with the same key, then rebuild the report."""
     started = time.perf_counter()
-    plan = plan_run(spec, Path(results_root), data_dir, allow_download, force)
-    summary = RunSummary(plan.folder)
-    with results_lock(plan.folder), StopFlag() as stop:
-        remove_temporaries(plan.folder)
-        on_event(Event("start", total=len(plan.tasks), message=str(plan.folder)))
-        try:
-            for task in plan.tasks:
-                if task.key in plan.done:
-                    summary.skipped.append(task.cell.id)
-                    on_event(Event("skip", task.cell, task.index, task.total, message=plan.done[task.key].cell))
-                    continue
-                if stop():
-                    raise Interrupted(stop())
-                summary.ran.append(execute(task, plan.datasets[task.cell.config.dataset], on_event, stop))
-        except BaseException as stopped:
-            # Whatever stopped the loop, the tables describe the run files present; the first error is the one reported.
-            summary.wall_seconds = time.perf_counter() - started
+    with executor or Sequential() as engine:
+        plan = plan_run(spec, Path(results_root), data_dir, allow_download, force, engine.device_type, selection)
+        summary = RunSummary(plan.folder)
+        ids = [t.cell.id for t in plan.tasks]
+        with cell_locks(plan.folder, ids), StopFlag() as stop:
+            remove_cell_temporaries(plan.folder, ids)
+            todo = remaining(plan, force, summary)
+            on_event(Event("start", total=len(plan.tasks), message=str(plan.folder)))
+            for task, record in summary.skipped_tasks:
+                on_event(Event("skip", task.cell, task.index, task.total, message=record.cell))
+            work = Work(todo, plan.datasets, plan.folder, spec.resources)
             try:
-                finish(plan.folder, summary, on_event)
-            except MnistbenchError as e:
-                if not isinstance(stopped, MnistbenchError):  # a full disk is said once, by the error itself
-                    on_event(Event("warning", message=f"tables not rebuilt: {e}"))
-            raise
-        summary.wall_seconds = time.perf_counter() - started
-        finish(plan.folder, summary, on_event)
+                for record in engine.run(work, on_event, stop):
+                    summary.ran.append(record)
+            except BaseException as stopped:
+                # Whatever stopped the cells, the tables describe the run files present; the first error is the one reported.
+                try:
+                    finish(plan, summary, started, on_event)
+                except MnistbenchError as e:
+                    if not isinstance(stopped, MnistbenchError):  # a full disk is said once, by the error itself
+                        on_event(Event("warning", message=f"tables not rebuilt: {e}"))
+                raise
+            finish(plan, summary, started, on_event)
     return summary
 
 
-def plan_run(spec: Spec, root: Path, data_dir, allow_download: bool, force: bool) -> Plan:
-    """Resolve devices, models and data and read the folder, so that bad input fails before any training."""
-    from .engine import resolve_device
-
+def plan_run(
+    spec: Spec, root: Path, data_dir, allow_download: bool, force: bool = False, device_type=None, selection: Selection = Selection()
+) -> Plan:
+    """Select cells, check models, load data, resolve devices and keys, check the folder: bad input fails before any training."""
     cells = spec.cells()
-    devices = {name: resolve_device(name).type for name in dict.fromkeys(c.config.device for c in cells)}
-    model_sha256s = check_models([c.config for c in cells])
+    chosen = selection.pick(cells)
+    model_sha256s = check_models([cells[k].config for k in chosen])
     dirs = data_dirs_for(data_dir, [c.config.dataset for c in cells])
-    datasets = {name: load_dataset(name, dirs.get(name), allow_download) for name in dict.fromkeys(c.config.dataset for c in cells)}
-    for cell in cells:
-        check_holdout(datasets[cell.config.dataset], cell.config.validation)
+    used = list(dict.fromkeys(cells[k].config.dataset for k in chosen))
+    datasets = {name: load_dataset(name, dirs.get(name), allow_download) for name in used}
+    for k in chosen:
+        check_holdout(datasets[cells[k].config.dataset], cells[k].config.validation)
+    device_type = device_type or Sequential().device_type
+    devices = {name: device_type(name) for name in dict.fromkeys(cells[k].config.device for k in chosen)}
     folder = results_folder(root, spec.name)
-    present = finished_runs(folder)  # read even with --force: a bad run file would stop the report after training
-    done = {} if force else present
     tasks = []
-    for index, cell in enumerate(cells, start=1):
-        resolved = cell.__class__(cell.id, cell.config.resolved(devices[cell.config.device], model_sha256s[cell.config.model]))
+    for k in chosen:
+        cell = cells[k]
+        config = cell.config.resolved(devices[cell.config.device], model_sha256s[cell.config.model])
+        resolved = cell.__class__(cell.id, config)
         key = resolved.config.key([f.sha256 for f in datasets[cell.config.dataset].files])
-        tasks.append(CellTask(spec.name, resolved, key, index, len(cells), folder, force))
-    check_before_training(folder, [t.cell for t in tasks if t.key not in done])
-    return Plan(folder, tasks, datasets, done)
+        tasks.append(CellTask(spec.name, resolved, key, k + 1, len(cells), folder, force))
+    check_layout(folder)
+    check_name_lengths(folder, [t.cell.id for t in tasks])  # before any lock file is named after a cell
+    return Plan(folder, tasks, datasets, selection)
+
+
+def remaining(plan: Plan, force: bool, summary: RunSummary) -> list[CellTask]:
+    """The tasks not yet done, read from the folder under the cells' locks; the others go to ``summary.skipped``.
+
+    Every run file is read, also with --force (a bad one would otherwise stop the report after training),
+    and the folder is checked for what the remaining cells will write, before anything is said or trained.
+    """
+    present = finished_runs(plan.folder)
+    done = {} if force else present
+    todo = []
+    for task in plan.tasks:
+        if task.key in done:
+            summary.skipped.append(task.cell.id)
+            summary.skipped_tasks.append((task, done[task.key]))
+        else:
+            todo.append(task)
+    check_before_training(plan.folder, [t.cell for t in todo])
+    return todo
 
 
 def data_dirs_for(data_dir, datasets: list[str]) -> dict[str, str | os.PathLike]:
@@ -169,25 +195,30 @@ def finished_runs(folder: Path) -> dict[str, RunRecord]:
     return done
 
 
-def finish(folder: Path, summary: RunSummary, on_event: OnEvent) -> None:
-    """Rebuild the report from the run files present (whatever stopped the loop) and tidy the folder."""
+def finish(plan: Plan, summary: RunSummary, started: float, on_event: OnEvent) -> None:
+    """Rebuild the report from the run files present (whatever stopped the cells) and tidy the folder, one run at a time."""
     from .report import write_report
 
-    if (folder / "runs").is_dir() and run_files(folder):
-        write_report(folder)
-        on_event(Event("report", message=str(folder)))
-    if summary.ran:
-        write_last_run(folder, summary)
+    folder = plan.folder
+    summary.wall_seconds = time.perf_counter() - started
+    with report_lock(folder):
+        remove_report_temporaries(folder)
+        if (folder / "runs").is_dir() and run_files(folder):
+            write_report(folder)
+            on_event(Event("report", message=str(folder)))
+        if summary.ran:
+            write_last_run(folder, summary, plan.selection.label)
     ckpt_dir = folder / "checkpoints"
+    # Only cells in progress leave anything there; a shard leaves the folder to the cells of other shards.
     try:
-        if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
-            ckpt_dir.rmdir()  # only cells in progress leave anything there
+        if plan.selection == Selection() and ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+            ckpt_dir.rmdir()
     except OSError:
         pass  # an empty folder left behind is harmless
 
 
-def write_last_run(folder: Path, summary: RunSummary) -> None:
-    """``last_run.json``: this invocation's wall time against the time it measured."""
+def write_last_run(folder: Path, summary: RunSummary, label: str = "") -> None:
+    """``last_run.json`` (``last_run.<shard>.json`` for a shard): this invocation's wall time against the time it measured."""
     from .groups import harness_overhead
 
     overhead = harness_overhead(summary.ran)
@@ -201,23 +232,7 @@ def write_last_run(folder: Path, summary: RunSummary) -> None:
         "note": "wall: from planning the run to the end of the report; measured: summed training and evaluation "
         "time of the cells it ran; harness overhead: the cells' wall time outside measured work (README)",
     }
-    write_atomic(folder / "last_run.json", json.dumps(payload, indent=2) + "\n")
-
-
-def remove_temporaries(folder: Path) -> None:
-    """Temporary files and report staging folders of a run killed mid-write (``.<name>.<random>.tmp``); safe under the folder lock."""
-    import shutil
-
-    for sub in (folder, folder / "runs", folder / "checkpoints"):
-        if sub.is_dir():
-            for tmp in sub.glob(".*.tmp"):
-                try:
-                    if tmp.is_dir() and not tmp.is_symlink():
-                        shutil.rmtree(tmp)
-                    else:
-                        tmp.unlink()
-                except OSError:
-                    pass
+    write_atomic(folder / (f"last_run.{label}.json" if label else "last_run.json"), json.dumps(payload, indent=2) + "\n")
 
 
 def check_writable(folder: Path) -> None:
@@ -228,22 +243,6 @@ def check_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise MnistbenchError(f"results folder {folder} is not writable: {e.strerror}") from None
-
-
-@contextmanager
-def results_lock(folder: Path) -> Iterator[None]:
-    """One run per results folder at a time; a second gets a clear error instead of interleaved files."""
-    lock = FileLock(str(folder / ".lock"), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise MnistbenchError(f"another mnistbench run is writing to {folder}: wait for it to end, or use --results-dir") from None
-    except OSError as e:  # e.g. .lock is a folder, or no room for it
-        raise MnistbenchError(f"cannot lock {folder / '.lock'}: {e.strerror or e}") from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 class StopFlag:

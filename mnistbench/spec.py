@@ -112,6 +112,27 @@ RESOLVED = ("model_sha256",)  # set by the run, not in specs
 SETTINGS = tuple(k for k in CellConfig.model_fields if k not in RESOLVED)
 
 
+class Resources(BaseModel):
+    """What a distributed engine reserves for each cell (``--engine ray``); the sequential runner ignores it.
+
+    Unset values take per-device defaults (``executors.ray_options``): a CPU cell gets its
+    ``threads`` (else 1) CPUs and no GPU, a CUDA cell 1 CPU and 1 GPU. ``gpus`` below 1
+    (0.5, 0.25) packs several cells on one GPU.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    cpus: Optional[float] = Field(None, gt=0, le=1024)
+    gpus: Optional[float] = Field(None, ge=0, le=1024)
+
+    @field_validator("gpus")
+    @classmethod
+    def _share_or_whole(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and v > 1 and v != int(v):
+            raise ValueError("a share of one GPU (0.5, 0.25) or a whole number of GPUs")
+        return v
+
+
 @dataclass(frozen=True)
 class Cell:
     id: str
@@ -126,6 +147,7 @@ class Spec(BaseModel):
     settings: dict[str, Any]
     matrix: dict[str, list[Any]]
     variants: list[dict[str, Any]] = [{}]
+    resources: Resources = Resources()
     source: str = ""  # the spec file: referenced models' files are relative to its folder
 
     def axes(self) -> list[str]:
@@ -237,6 +259,7 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
     description = raw.pop("description", "")
     matrix = raw.pop("matrix", None)
     variants = raw.pop("variants", [{}])
+    resources = parse_resources(raw.pop("resources", None), where)
     if not isinstance(spec_name, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", spec_name) or spec_name in (".", ".."):
         raise MnistbenchError(f"{where}: name: must be 1-100 letters, digits, '.', '_' or '-' (not '.' or '..'), got {brief(spec_name)}")
     if not isinstance(description, str):
@@ -268,7 +291,8 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
             if key in matrix:
                 raise MnistbenchError(f"{where}: variants[{i}].{key}: also a matrix axis")
     check_cell_count(matrix, variants, where)
-    spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, variants=variants, source=source)
+    spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, variants=variants,
+                resources=resources, source=source)
     try:
         cells = spec.cells()
     except ValidationError as e:
@@ -276,6 +300,21 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
         raise MnistbenchError(f"{where}: {_loc(err, set(matrix))}: {_one_line(err)}") from None
     check_unique(cells, where)
     return spec
+
+
+def parse_resources(raw: Any, where: str) -> Resources:
+    """``resources:`` of a spec (``cpus``, ``gpus`` per cell), with one-line errors."""
+    if raw is None:
+        return Resources()
+    if not isinstance(raw, dict):
+        raise MnistbenchError(f"{where}: resources: must be a mapping, e.g. {{cpus: 1, gpus: 0.25}}")
+    try:
+        return Resources.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key (known: cpus, gpus)" if err["type"] == "extra_forbidden" else _one_line(err)
+        raise MnistbenchError(f"{where}: resources.{key}: {msg}") from None
 
 
 def read_spec_text(path: Path) -> str:

@@ -253,7 +253,9 @@ def clean_two(data, tmp_path_factory) -> Path:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+    # Lock files (empty, in .locks/) are not results: a run may leave them behind.
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock" and p.parent.name != ".locks"}
 
 
 def copy_of(folder: Path, tmp_path: Path) -> Path:
@@ -363,11 +365,11 @@ def test_a_corrupt_run_file_stops_a_forced_run_before_training(clean, tmp_path, 
     assert "stray.json: not a valid run file" in str(error) and "move it out of" in str(error)
 
 
-@pytest.mark.parametrize("what", ["runs", "checkpoints", "summary.csv", "learning_curves.png", "manifest.json", ".lock"])
+@pytest.mark.parametrize("what", ["runs", "checkpoints", "summary.csv", "learning_curves.png", "manifest.json", ".locks"])
 def test_a_results_folder_with_something_in_the_way_is_refused_before_training(tmp_path, data, what):
     folder = tmp_path / "hostile"
     folder.mkdir()
-    if what in ("runs", "checkpoints"):
+    if what in ("runs", "checkpoints", ".locks"):
         (folder / what).write_text("a file where a folder belongs")
     else:
         (folder / what).mkdir()

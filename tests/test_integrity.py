@@ -33,7 +33,7 @@ from mnistbench.groups import build_report
 from mnistbench.models import MODELS, register_model
 from mnistbench.report import check_report, write_report
 from mnistbench.results import cell_key, load_record, load_records
-from mnistbench.runner import plan_run, run_spec
+from mnistbench.runner import finished_runs, plan_run, run_spec
 from mnistbench.spec import Cell, CellConfig, check_unique, load_spec, parse_spec
 
 SPEC = """\
@@ -152,7 +152,7 @@ def test_device_auto_is_keyed_by_the_device_it_resolves_to(data, tmp_path, monke
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the same folder on a GPU machine
     plan = plan_run(parse_spec(_yaml(auto), "integrity"), tmp_path, data, allow_download=False, force=False)
     assert [t.cell.config.device for t in plan.tasks] == ["cuda", "cuda"]
-    assert not any(t.key in plan.done for t in plan.tasks)
+    assert not any(t.key in finished_runs(plan.folder) for t in plan.tasks)
 
 
 # 4 -------------------------------------------------------------------------------------------
@@ -352,7 +352,7 @@ def test_the_committed_cpu_results_are_recognised_as_done_on_the_same_data(real_
     spec = load_spec(root / "bench" / "cpu.yaml")
     shutil.copytree(root / "results" / "cpu" / "runs", tmp_path / "cpu" / "runs")
     plan = plan_run(spec, tmp_path, real_data, allow_download=False, force=False)
-    assert all(t.key in plan.done for t in plan.tasks) and len(plan.tasks) == 9
+    assert all(t.key in finished_runs(plan.folder) for t in plan.tasks) and len(plan.tasks) == 9
 
 
 # Property: whatever happens to a folder, its tables end as those of one clean run ------------

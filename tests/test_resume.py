@@ -14,7 +14,8 @@ import pytest
 
 from conftest import make_dataset, write_spec
 from mnistbench.errors import Interrupted, MnistbenchError
-from mnistbench.runner import results_lock, run_spec
+from mnistbench.locks import cell_locks
+from mnistbench.runner import run_spec
 from mnistbench.spec import load_spec
 
 SPEC = """\
@@ -80,12 +81,13 @@ def test_a_cell_interrupted_mid_run_resumes_to_exactly_the_uninterrupted_metrics
     assert not list((out / "checkpoints").glob("*.pt"))
 
 
-def test_a_second_run_on_the_same_folder_gets_a_clear_error(setup, tmp_path):
+def test_a_second_run_of_a_cell_in_the_same_folder_gets_a_clear_error(setup, tmp_path):
     _, data, spec_path, _ = setup
     (tmp_path / "resumable").mkdir()
-    with results_lock(tmp_path / "resumable"):
-        with pytest.raises(MnistbenchError, match="another mnistbench run is writing to"):
+    with cell_locks(tmp_path / "resumable", ["mlp-matched_seed-0"]):  # as another run holding that one cell
+        with pytest.raises(MnistbenchError, match=r"another mnistbench run is writing to .* \(cell mlp-matched_seed-0\)"):
             run_spec(load_spec(spec_path), tmp_path, data)
+    assert not (tmp_path / "resumable" / "runs").exists()  # refused before any cell ran
 
 
 def _start(spec_path, results, data):
