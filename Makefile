@@ -20,11 +20,11 @@ BUILD_FLAGS ?=
 RUN_FLAGS ?=
 export DOCKER ENGINE CONSTRAINTS BUILD_FLAGS RUN_FLAGS
 
-.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro bench-scale-cpu report readme clean image-cpu image-gpu test-containers
+.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro bench-scale-cpu report readme clean image-cpu image-gpu test-containers test-slow
 
 help:
 	@echo "make install      create $(VENV) and install mnistbench with dev extras"
-	@echo "make test         run the test suite (installs first)"
+	@echo "make test         run the test suite (installs first; the slow tests: make test-slow)"
 	@echo "make bench-cpu    run $(SPEC_CPU) on the CPU (SPEC=bench/x.yaml for another spec)"
 	@echo "make bench-gpu    run $(SPEC_GPU) on a CUDA GPU"
 	@echo "make bench-smoke  a seconds-long end-to-end check"
@@ -50,8 +50,13 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	@touch $@
 
 # hadolint runs inside the suite (tests/test_docker.py); `make lint` runs it alone. --durations: the slowest tests.
+# Tests marked slow (signals in subprocesses, a Ray session, concurrent shards) run in `make test-slow`;
+# .ci/run runs both.
 test: install
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -m "not slow" --durations=15
+
+test-slow: install
+	$(BIN)/pytest -q -m slow --durations=15
 
 lint: install
 	$(BIN)/hadolint --failure-threshold warning docker/cpu.Dockerfile docker/cuda.Dockerfile

@@ -701,6 +701,7 @@ def run_with_signal_in_report(signal_name: str, spec: Path, root: Path, data: Pa
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name, code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_during_the_final_report_finishes_the_set_then_exits_128_plus_signal(clean, data, tmp_path, signal_name, code):
     root = copy_of(clean, tmp_path)
@@ -712,6 +713,7 @@ def test_a_signal_during_the_final_report_finishes_the_set_then_exits_128_plus_s
     assert snapshot(root / "hostile")["summary.md"] == snapshot(clean)["summary.md"]
 
 
+@pytest.mark.slow
 def test_sigkill_between_the_reports_renames_leaves_it_marked_stale_and_the_next_run_tidies_up(clean, data, tmp_path):
     root = copy_of(clean, tmp_path)
     folder = root / "hostile"

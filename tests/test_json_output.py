@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import TINY_SPEC, make_dataset, write_spec
 from records_factory import make_record
 
@@ -51,6 +52,7 @@ def test_dry_run_json_lists_every_cell_with_its_configuration(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_run_json_puts_the_summary_on_stdout_and_the_progress_on_stderr(tmp_path):
     data = make_dataset(tmp_path / "data")
     spec = write_spec(tmp_path / "tiny.yaml", TINY_SPEC.replace("seed: [0, 1]", "seed: [0]"))

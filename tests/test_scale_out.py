@@ -27,6 +27,9 @@ from mnistbench.runner import run_spec
 from mnistbench.selection import Selection
 from mnistbench.spec import CellConfig, Resources, load_spec
 
+# A Ray session and concurrent shard processes: `make test-slow` (run by .ci/run), not `make test`.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
 SPEC = TINY_SPEC.replace("name: tiny", "name: scale")
