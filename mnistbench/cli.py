@@ -173,6 +173,11 @@ def run(
                               engine=engine, address=address, max_retries=max_retries, shard=shard, cells=cell or [])
         typer.echo(f"mnistbench: stopped by {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
         raise typer.Exit(e.exit_code)
+    _print_run_summary(summary, as_json)
+
+
+def _print_run_summary(summary, as_json: bool) -> None:
+    """The run's last words: counts and times (or one JSON document); exit 3 when cells failed."""
     failed = summary.cells("failed")
     if as_json:
         from .describe import describe_run
