@@ -143,6 +143,14 @@ def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None
     return record
 
 
+def cell_environment(outcome: Optional[CellOutcome]) -> dict:
+    """The environment record, with the thread count and determinism settings the cell ran with."""
+    env = environment(outcome.threads if outcome else None)
+    if outcome is not None and outcome.determinism is not None:
+        env["determinism"] = outcome.determinism
+    return env
+
+
 def build_record(
     task: CellTask, dataset: Dataset, outcome: Optional[CellOutcome], done: list[EpochMetrics], failure: str,
     resumed_from: int, started: str, wall_start: float,
@@ -172,7 +180,7 @@ def build_record(
         data={"dataset": config.dataset, "identity": data_identity(sha256s), "official": dataset.official,
               "files": [f.to_dict() for f in dataset.files]},
         epochs=epochs,
-        environment=environment(outcome.threads if outcome else None),
+        environment=cell_environment(outcome),
         started=started,
         finished=_now(),
         device=outcome.device if outcome else config.device,

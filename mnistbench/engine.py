@@ -34,6 +34,7 @@ class CellOutcome:
     time_to_target_s: Optional[float] = None  # training seconds until test accuracy first reached target_accuracy
     epochs_to_target: Optional[float] = None  # fractional when probed between batches
     peak_memory_bytes: Optional[int] = None
+    determinism: Optional[dict] = None  # environment.determinism() while the cell ran
 
 
 @dataclass
@@ -203,8 +204,12 @@ def run_cell(
     records the cell as diverged from its metrics).
     """
     device = resolve_device(config.device)
+    from .environment import determinism
+
     with cell_settings(config):
-        return _run(config, dataset, device, on_epoch, resume, should_stop)
+        outcome = _run(config, dataset, device, on_epoch, resume, should_stop)
+        outcome.determinism = determinism()  # as the cell ran, before its settings are restored
+        return outcome
 
 
 @contextlib.contextmanager

@@ -326,9 +326,10 @@ def test_run_files_of_version_0_1_with_bare_nan_still_load(tmp_path):
 def test_deterministic_cells_switch_deterministic_algorithms_on_for_the_cell_only(data):
     seen = []
     config = CellConfig(model="mlp-matched", device="cpu", epochs=1, batch_size=64, threads=1, deterministic=True)
-    run_cell(config, load_dataset("mnist", data, allow_download=False),
-             on_epoch=lambda m, s: seen.append(torch.are_deterministic_algorithms_enabled()))
+    out = run_cell(config, load_dataset("mnist", data, allow_download=False),
+                   on_epoch=lambda m, s: seen.append(torch.are_deterministic_algorithms_enabled()))
     assert seen == [True] and not torch.are_deterministic_algorithms_enabled()
+    assert out.determinism["deterministic_algorithms"] is True  # what the run record stores, as the cell ran
 
 
 def test_each_run_records_what_exact_repetition_depends_on(clean):
