@@ -64,8 +64,9 @@ def test_shell_completion_completes_commands_and_choices():
     assert commands.returncode == 0 and commands.stdout.split() == ["env", "export"]
     formats = python_m(env={"_MNISTBENCH_COMPLETE": "complete_bash", "COMP_WORDS": "mnistbench export r --to ", "COMP_CWORD": "4"})
     assert formats.stdout.split() == ["tensorboard", "mlflow"]
-    # typer reads the shell to show from $SHELL (make runs recipes with /bin/sh), so name it.
-    shown = python_m("--show-completion", "bash", env={"SHELL": "/bin/bash"})
+    # `--show-completion` detects the shell from the parent process (make runs recipes with /bin/sh), so the
+    # bash script is asked for the way bash's own hook asks for it.
+    shown = python_m(env={"_MNISTBENCH_COMPLETE": "source_bash"})
     assert "complete -o default -F _mnistbench_completion mnistbench" in shown.stdout, shown.stderr
 
 
