@@ -10,16 +10,17 @@ from pathlib import Path
 def describe_models(detail: bool = False, refs: list[str] | None = None, base_dir: str | Path = "") -> dict:
     """Every known model (registry, entry points) and each of ``refs``: name, parameters, forward FLOPs per sample,
     description; with ``detail``, also its layers (weights, biases, parameters each). A bad reference is one line."""
-    from .modelref import checked_model, known_names
-    from .models import count_params, forward_flops, layer_params
+    from .modelref import checked_model, describe, known_names
+    from .models import layer_params
 
     models = []
     for name in known_names() + list(refs or []):
         source, m = checked_model(name, base_dir)
+        counted = describe(source, m)  # the same counts a run record stores
         entry = {
-            "name": source.ref.name,
-            "parameters": count_params(m),
-            "forward_flops": forward_flops(m),
+            "name": counted["name"],
+            "parameters": counted["parameters"],
+            "forward_flops": counted["forward_flops"],
             "description": model_description(source),
         }
         if detail:

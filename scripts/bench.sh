@@ -29,8 +29,6 @@ cd "$root" # results/ is relative to the working folder, natively and in the ima
 . scripts/engine.sh
 workdir=/mnistbench # the images' WORKDIR
 data_in_image=/data/mnist
-# What decides a run's environment, as mnistbench/environment.py's DIRTY_PATHS.
-dirty_paths=(mnistbench pyproject.toml constraints.txt docker)
 
 install_venv() { if [ -n "${INSTALL:-}" ]; then $INSTALL; fi; }
 
@@ -38,14 +36,10 @@ native() {
   exec "$venv/bin/mnistbench" run "${spec_abs#"$root"/}" ${extra[@]+"${extra[@]}"}
 }
 
-# The checkout's commit, marked +dirty like mnistbench/environment.py does; the container has no .git.
+# The checkout's commit (+dirty as the run record marks it), for the container, which has no .git: asked of
+# mnistbench/environment.py itself, which needs only the standard library, so there is one definition.
 git_commit() {
-  local commit
-  commit=$(git rev-parse --short=12 HEAD 2>/dev/null) || { echo unknown; return; }
-  if [ -n "$(git status --porcelain --untracked-files=no -- "${dirty_paths[@]}" 2>/dev/null)" ]; then
-    commit+=+dirty
-  fi
-  echo "$commit"
+  "${PYTHON:-python3}" -c 'import sys; sys.path.insert(0, sys.argv[1]); from mnistbench.environment import git_commit; print(git_commit() or "unknown")' "$root" 2>/dev/null || echo unknown
 }
 
 in_container() { # in_container FLAVOUR [run flags...]
