@@ -203,11 +203,14 @@ def test_the_image_workdir_is_where_bench_sh_mounts_results(flavour):
     assert re.search(r"^workdir=(\S+)", script, re.M).group(1) == workdirs[-1]
 
 
-def test_the_dirty_marker_covers_the_same_paths_natively_and_for_containers():
-    from mnistbench.environment import DIRTY_PATHS
+def test_the_container_gets_the_commit_the_native_record_has_from_the_one_helper():
+    from mnistbench.environment import DIRTY_PATHS, git_commit
 
     script = (ROOT / "scripts" / "bench.sh").read_text()
-    assert re.search(r"^dirty_paths=\((.*)\)$", script, re.M).group(1).split() == list(DIRTY_PATHS)
+    function = re.search(r"^git_commit\(\) \{.*?^\}", script, re.M | re.S).group(0)
+    assert "from mnistbench.environment import git_commit" in function  # no second definition in bash
+    shell = subprocess.run(["bash", "-c", f"root={ROOT}; {function}; git_commit"], capture_output=True, text=True)
+    assert shell.stdout.strip() == (git_commit() or "unknown")
     assert {"docker", "constraints.txt", "mnistbench", "pyproject.toml"} <= set(DIRTY_PATHS)
 
 
