@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from .files import atomic_path
-from .groups import MIN_SEEDS_FOR_CI, Group, Report, curve, describe_devices, seeds_words, spread
+from .groups import MIN_SEEDS_FOR_CI, Group, Report, Spread, curve, describe_devices, seeds_words, spread
 from .results import RunRecord
 
 DPI = 150

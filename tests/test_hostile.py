@@ -234,22 +234,23 @@ def data(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("hostile") / "data", n_train=256, n_test=128)
 
 
+def _run_once(spec_text: str, data: Path, root: Path) -> Path:
+    """``spec_text`` run once, uninterrupted, through the CLI; its results folder."""
+    result = cli("run", write_spec(root / "hostile.yaml", spec_text), "--results-dir", root / "results", "--data-dir", data)
+    assert result.exit_code == 0, result.output
+    return root / "results" / "hostile"
+
+
 @pytest.fixture(scope="module")
 def clean(data, tmp_path_factory) -> Path:
     """A finished results folder of SPEC (one cell), the "earlier results" the cases below must leave alone."""
-    root = tmp_path_factory.mktemp("clean")
-    result = cli("run", write_spec(root / "hostile.yaml", SPEC), "--results-dir", root / "results", "--data-dir", data)
-    assert result.exit_code == 0, result.output
-    return root / "results" / "hostile"
+    return _run_once(SPEC, data, tmp_path_factory.mktemp("clean"))
 
 
 @pytest.fixture(scope="module")
 def clean_two(data, tmp_path_factory) -> Path:
     """The reference for re-runs: TWO_SEEDS run once, uninterrupted."""
-    root = tmp_path_factory.mktemp("clean-two")
-    result = cli("run", write_spec(root / "hostile.yaml", TWO_SEEDS), "--results-dir", root / "results", "--data-dir", data)
-    assert result.exit_code == 0, result.output
-    return root / "results" / "hostile"
+    return _run_once(TWO_SEEDS, data, tmp_path_factory.mktemp("clean-two"))
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
