@@ -186,6 +186,7 @@ def build_record(
         device=outcome.device if outcome else config.device,
         time_to_target_s=outcome.time_to_target_s if outcome else None,
         epochs_to_target=outcome.epochs_to_target if outcome else None,
+        wall_to_target_s=outcome.wall_to_target_s if outcome else None,
         peak_memory_bytes=outcome.peak_memory_bytes if outcome else None,
         note=note,
         extra=extra,

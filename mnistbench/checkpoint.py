@@ -72,9 +72,13 @@ def set_aside(path: Path, why: str) -> str:
     return f"checkpoint {path.name} is unusable ({why}); {where}, and the cell restarts"
 
 
+# Fields added after checkpoints were first written, or only present with some settings.
+OPTIONAL = ("time_to_target_s", "epochs_to_target", "distort_generator", "wall_to_target_s", "ema")
+
+
 def _state(payload: dict, epochs: int) -> ResumeState:
     names = [f.name for f in fields(ResumeState)]
-    missing = [n for n in names if n not in payload and n not in ("time_to_target_s", "epochs_to_target", "distort_generator")]
+    missing = [n for n in names if n not in payload and n not in OPTIONAL]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}")
     try:
@@ -91,7 +95,10 @@ def _state(payload: dict, epochs: int) -> ResumeState:
         raise ValueError("distortion generator state malformed")
     if payload["scheduler"] is not None and not isinstance(payload["scheduler"], dict):
         raise ValueError("scheduler state malformed")
-    for name in ("time_to_target_s", "epochs_to_target"):  # copied into the run file, which must stay strict JSON
+    ema = payload.get("ema")
+    if ema is not None and not (isinstance(ema, dict) and all(isinstance(v, torch.Tensor) for v in ema.values())):
+        raise ValueError("ema: not a state dict of tensors")
+    for name in ("time_to_target_s", "epochs_to_target", "wall_to_target_s"):  # copied into the run file, which must stay strict JSON
         value = payload.get(name)
         if value is not None and not (isinstance(value, float) and math.isfinite(value)):
             raise ValueError(f"{name}: not a finite number")

@@ -348,6 +348,38 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print one JSON docum
     typer.echo(json.dumps(record, indent=2) if as_json else format_environment(record))
 
 
+@app.command("profile-step")
+def profile_step(
+    model: str = typer.Option("lenet5", "--model", help="A registered model (`mnistbench models` lists them)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Training batch size."),
+    steps: int = typer.Option(300, "--steps", help="Timed steps per configuration."),
+    warmup: int = typer.Option(30, "--warmup", help="Untimed steps before them."),
+    data_dir: Optional[Path] = DataDir,
+    device: str = typer.Option("auto", "--device", metavar="cpu|cuda|auto", help="Where to train (auto: CUDA when present)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FOLDER", help="Also write profile.json and summary.md there."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Time each phase of a training step (batch, forward, zero_grad, backward, optimizer step) across Adam
+    implementations, zero_grad modes and data paths."""
+    from contextlib import nullcontext, redirect_stdout
+
+    from .stepprofile import ProfileConfig, check_out, profile_steps, table, to_json, write_profile
+
+    try:
+        config = ProfileConfig(model, batch_size, steps, warmup, device, data_dir)
+        if out is not None:
+            check_out(out)
+        # With --json, stdout carries the document only: the downloader's messages go to stderr.
+        with redirect_stdout(sys.stderr) if as_json else nullcontext():
+            profile = profile_steps(config)
+        written = write_profile(profile, out) if out is not None else []
+    except MnistbenchError as e:
+        fail(str(e))
+    typer.echo(to_json(profile).rstrip("\n") if as_json else table(profile))
+    for path in written:
+        typer.echo(f"wrote {path}", err=as_json)
+
+
 FailOn = typer.Option(
     None, "--fail-on", metavar="CHECK",
     help="Exit 1 if a configuration in both folders fails it (repeatable): 'accuracy<-0.2' (B − A of mean final "

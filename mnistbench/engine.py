@@ -9,6 +9,7 @@ exactly on the same machine and software (README, "When runs repeat").
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import time
@@ -33,6 +34,7 @@ class CellOutcome:
     threads: int
     time_to_target_s: Optional[float] = None  # training seconds until test accuracy first reached target_accuracy
     epochs_to_target: Optional[float] = None  # fractional when probed between batches
+    wall_to_target_s: Optional[float] = None  # wall clock from the first step through that evaluation (MLPerf's clock)
     peak_memory_bytes: Optional[int] = None
     determinism: Optional[dict] = None  # environment.determinism() while the cell ran
 
@@ -49,6 +51,8 @@ class ResumeState:
     time_to_target_s: Optional[float] = None
     epochs_to_target: Optional[float] = None
     distort_generator: Optional[torch.Tensor] = None  # state of the distortions' generator, with distort: true
+    wall_to_target_s: Optional[float] = None
+    ema: Optional[dict[str, torch.Tensor]] = None  # state of the weight average, with ema set
 
 
 class ResumeError(Exception):
@@ -76,24 +80,51 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# PyTorch's implementations of an optimizer's update: one loop per parameter, batched over parameters, or one fused kernel.
+OPTIMIZER_IMPL = {"default": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+
+
 def build_optimizer(config: CellConfig, params) -> torch.optim.Optimizer:
+    impl = OPTIMIZER_IMPL[config.optimizer_impl]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, **impl)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **impl)
+    if config.optimizer == "adadelta":  # PyTorch's defaults (rho 0.9, eps 1e-6), as pytorch/examples uses them
+        return torch.optim.Adadelta(params, lr=config.lr, weight_decay=config.weight_decay, **impl)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **impl)
 
 
-def build_scheduler(config: CellConfig, optimizer, steps_per_epoch: int):
+def build_scheduler(config: CellConfig, optimizer, train_samples: int):
     """All schedules step once per batch, so they behave the same at every batch size."""
-    total = config.epochs * steps_per_epoch
-    if config.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size * steps_per_epoch, gamma=config.gamma)
+    steps = config.steps_per_epoch(train_samples)
+    total = sum(steps)
+    if config.schedule == "step":  # equal epochs (a batch-size ramp is refused with it)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size * steps[0], gamma=config.gamma)
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+        cycles_momentum = "momentum" in optimizer.defaults or "betas" in optimizer.defaults  # not Adadelta's
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=config.warmup,
+                                                   cycle_momentum=cycles_momentum)
     return None
+
+
+def weight_average(config: CellConfig, model: torch.nn.Module):
+    """With ``ema``, an exponential moving average of the model's weights (torch.optim.swa_utils), updated after
+    every step inside the timed loop and evaluated instead of the weights; else None."""
+    if config.ema is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+
+
+def training_loss(config: CellConfig) -> Callable:
+    """Cross-entropy, with ``label_smoothing`` when set (evaluation always reports the plain cross-entropy)."""
+    if config.label_smoothing:
+        return functools.partial(F.cross_entropy, label_smoothing=config.label_smoothing)
+    return F.cross_entropy
 
 
 def make_batches(config: CellConfig, dataset: Dataset, device: torch.device):
@@ -131,7 +162,8 @@ def autocast(config: CellConfig, device: torch.device):
 
 
 def train_epoch(
-    model, batches, optimizer, scheduler, device, should_stop=None, autocast_ctx=None, probe=None, probe_every: int = 0
+    model, batches, optimizer, scheduler, device, should_stop=None, autocast_ctx=None, probe=None, probe_every: int = 0,
+    loss_fn: Callable = F.cross_entropy, after_step: Optional[Callable[[], None]] = None,
 ) -> tuple[float, float, float]:
     """One pass over the training set: mean loss, accuracy, seconds of training.
 
@@ -139,6 +171,7 @@ def train_epoch(
     epoch is abandoned (nothing of it is kept) by raising ``Interrupted``.
     ``probe(step, seconds)`` is called every ``probe_every`` batches with the training
     seconds so far; the clock is stopped while it runs, so it costs no training time.
+    ``after_step()`` runs after every optimizer step, inside the timed loop.
     """
     model.train()
     loss_sum = torch.zeros((), device=device)
@@ -151,12 +184,14 @@ def train_epoch(
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast_ctx or contextlib.nullcontext():
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step()
         # Accumulate on the device: no host sync inside the loop.
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
@@ -245,9 +280,14 @@ def distorted_batches(config: CellConfig, train_batches, dataset: Dataset, devic
     return DistortedBatches(train_batches, AffineRanges.of(config), config.seed, background, device)
 
 
-def restore(resume: ResumeState, model, optimizer, scheduler, train_batches, distorted: Optional[DistortedBatches]) -> None:
+def restore(resume: ResumeState, t: "_Training") -> None:
     """Load a checkpoint's state into a freshly built cell; ResumeError if it does not fit."""
+    model, optimizer, scheduler, train_batches, distorted = t.model, t.optimizer, t.scheduler, t.train_batches, t.distorted
     try:
+        if (resume.ema is None) != (t.average is None):
+            raise ValueError("the checkpoint's weight average (ema) does not match the cell's")
+        if t.average is not None:
+            t.average.load_state_dict(resume.ema)
         model.load_state_dict(resume.model)
         optimizer.load_state_dict(resume.optimizer)
         check_optimizer_state(optimizer)
@@ -275,6 +315,7 @@ class _Training:
     train_batches: Any
     test_batches: Any
     distorted: Any  # distorted training batches, or None
+    average: Any = None  # the weight average (AveragedModel) with ema set, else None
 
     def state(self, outcome: CellOutcome) -> ResumeState:
         return ResumeState(
@@ -286,10 +327,28 @@ class _Training:
             time_to_target_s=outcome.time_to_target_s,
             epochs_to_target=outcome.epochs_to_target,
             distort_generator=None if self.distorted is None else self.distorted.generator.get_state(),
+            wall_to_target_s=outcome.wall_to_target_s,
+            ema=None if self.average is None else self.average.state_dict(),
         )
 
     def evaluate(self) -> tuple[float, float, float]:
-        return evaluate(self.step_model, self.test_batches, self.device, autocast(self.config, self.device))
+        """The test pass of the model as trained, or of its weight average with ``ema``."""
+        judged = self.step_model if self.average is None else self.average.module
+        return evaluate(judged, self.test_batches, self.device, autocast(self.config, self.device))
+
+    def start_epoch(self, epoch: int) -> None:
+        """Set the epoch's batch size (it changes only with a batch-size ramp, which needs tensor batches)."""
+        if self.config.batch_size_start is not None:
+            self.train_batches.batch_size = self.config.epoch_batch_size(epoch)
+
+    def train(self, should_stop, probe) -> tuple[float, float, float]:
+        config = self.config
+        average = self.average
+        return train_epoch(
+            self.step_model, self.train_batches if self.distorted is None else self.distorted, self.optimizer, self.scheduler,
+            self.device, should_stop, autocast(config, self.device), probe=probe, probe_every=config.target_eval_every or 0,
+            loss_fn=training_loss(config), after_step=None if average is None else lambda: average.update_parameters(self.model),
+        )
 
 
 def _prepare(config: CellConfig, dataset: Dataset, device: torch.device) -> _Training:
@@ -307,8 +366,9 @@ def _prepare(config: CellConfig, dataset: Dataset, device: torch.device) -> _Tra
     # The compiled module shares parameters with ``model``; checkpoints keep the plain state dict.
     step_model = torch.compile(model) if config.compile else model
     optimizer = build_optimizer(config, model.parameters())
-    scheduler = build_scheduler(config, optimizer, len(train_batches))
-    return _Training(config, device, model, step_model, optimizer, scheduler, train_batches, test_batches, distorted)
+    scheduler = build_scheduler(config, optimizer, train_batches.num_samples)
+    return _Training(config, device, model, step_model, optimizer, scheduler, train_batches, test_batches, distorted,
+                     weight_average(config, model))
 
 
 def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, resume, should_stop) -> CellOutcome:
@@ -317,11 +377,14 @@ def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, r
     t = _prepare(config, dataset, device)
     outcome = CellOutcome([], str(device), torch.get_num_threads())
     if resume is not None:
-        restore(resume, t.model, t.optimizer, t.scheduler, t.train_batches, t.distorted)
+        restore(resume, t)
         outcome.epochs = list(resume.epochs)
         outcome.time_to_target_s, outcome.epochs_to_target = resume.time_to_target_s, resume.epochs_to_target
+        outcome.wall_to_target_s = resume.wall_to_target_s
     first = config.epochs + 1 if diverged(outcome.epochs) else len(outcome.epochs) + 1  # never train on from a NaN
     for epoch in range(first, config.epochs + 1):
+        if config.stop_at_target and outcome.time_to_target_s is not None:
+            break  # MLPerf-style: the run ends at its first evaluation at or above the target
         metrics = _epoch(t, epoch, outcome, should_stop)
         if on_epoch is not None:
             on_epoch(metrics, lambda: t.state(outcome))
@@ -333,26 +396,34 @@ def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, r
 
 
 def _epoch(t: _Training, epoch: int, outcome: CellOutcome, should_stop) -> EpochMetrics:
-    """Train one epoch and evaluate; append its metrics to ``outcome`` and note when the target was first reached."""
+    """Train one epoch and evaluate; append its metrics to ``outcome`` and note when the target was first reached.
+
+    Two clocks: training seconds (stopped during probes and evaluation) for the first-crossing rule, and the wall
+    clock of the training loop with every probe and evaluation for the MLPerf rule (``wall_to_target_s``).
+    """
     config = t.config
     trained_before = sum(e.train_seconds for e in outcome.epochs)
+    walled_before = sum(e.wall_seconds or (e.train_seconds + e.eval_seconds) for e in outcome.epochs)
+    t.start_epoch(epoch)
+    wall_start = _clock(t.device)
+
+    def reached(train_seconds: float, epochs: float) -> None:
+        outcome.time_to_target_s, outcome.epochs_to_target = trained_before + train_seconds, epochs
+        outcome.wall_to_target_s = walled_before + _clock(t.device) - wall_start
 
     def probe(step: int, seconds: float) -> None:
         """Between batches: has the test accuracy reached the target yet? (untimed; only until it has)"""
         if outcome.time_to_target_s is None and t.evaluate()[1] >= config.target_accuracy:
-            outcome.time_to_target_s = trained_before + seconds
-            outcome.epochs_to_target = epoch - 1 + step / len(t.train_batches)
+            reached(seconds, epoch - 1 + step / len(t.train_batches))
 
     probing = config.target_accuracy is not None and config.target_eval_every is not None
     lr = t.optimizer.param_groups[0]["lr"]
-    train_loss, train_acc, train_s = train_epoch(
-        t.step_model, t.train_batches if t.distorted is None else t.distorted, t.optimizer, t.scheduler, t.device,
-        should_stop, autocast(config, t.device), probe=probe if probing else None, probe_every=config.target_eval_every or 0,
-    )
+    train_loss, train_acc, train_s = t.train(should_stop, probe if probing else None)
     test_loss, test_acc, eval_s = t.evaluate()
-    metrics = EpochMetrics(epoch, train_loss, train_acc, test_loss, test_acc, train_s, eval_s,
-                           t.train_batches.num_samples / train_s, t.test_batches.num_samples / eval_s, lr)
-    outcome.epochs.append(metrics)
     if config.target_accuracy is not None and outcome.time_to_target_s is None and test_acc >= config.target_accuracy:
-        outcome.time_to_target_s, outcome.epochs_to_target = trained_before + train_s, float(epoch)
+        reached(train_s, float(epoch))
+    wall_s = _clock(t.device) - wall_start
+    metrics = EpochMetrics(epoch, train_loss, train_acc, test_loss, test_acc, train_s, eval_s,
+                           t.train_batches.num_samples / train_s, t.test_batches.num_samples / eval_s, lr, wall_s)
+    outcome.epochs.append(metrics)
     return metrics

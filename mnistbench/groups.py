@@ -10,7 +10,6 @@ two sections is ever pooled; renderers only read what is computed here.
 from __future__ import annotations
 
 import itertools
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Optional
 from .errors import MnistbenchError
 from .models import paper_test_error_pct
 from .results import RunRecord, load_record, run_files
+from .rules import RULES, RuleFigure, median_reached, rule_figures
 from .stats import Comparison, Estimate, estimate, welch
 
 # Below this many seeds a 95% interval is too wide to draw; figures show min-max instead.
@@ -127,6 +127,10 @@ class Group:
         """Median, min and max training samples/s over steady epochs and seeds."""
         return _median_range(self.steady_epochs("train_samples_per_s"))
 
+    def rules(self) -> dict[str, RuleFigure]:
+        """Time to the target accuracy under the three rules (rules.py); empty without a target."""
+        return rule_figures(self.records)
+
     def hosts(self) -> list[str]:
         return sorted({str(r.environment.get("host")) for r in self.records if r.environment.get("host")})
 
@@ -141,6 +145,7 @@ class Section:
     comparisons: list[tuple[Group, Group, Comparison]]
     speedups: list[dict]
     overhead: Optional[tuple[float, float]]
+    ratios: list[dict] = field(default_factory=list)  # time-to-target ratios per rule (rule_ratios)
 
     @property
     def records(self) -> list[RunRecord]:
@@ -247,9 +252,10 @@ def make_section(context: Context, records: list[RunRecord]) -> Section:
     # A model's file hash is part of its identity, shown only where one model ran with two versions of its file.
     if any(len({r.config.get("model_sha256") for r in records if r.config["model"] == m}) > 1 for m in {r.config["model"] for r in records}):
         varying.append("model_sha256")
+    label_keys = _label_keys(records, varying)
     groups: dict[tuple, Group] = {}
     for r in records:
-        groups.setdefault(_group_key(r), Group(_label(r, varying), context, [])).records.append(r)
+        groups.setdefault(_group_key(r), Group(_label(r, label_keys), context, [])).records.append(r)
     for g in groups.values():
         g.records.sort(key=lambda r: (_sortable(r.config.get("seed")), r.cell))
     names = MODELS.names()
@@ -265,12 +271,29 @@ def make_section(context: Context, records: list[RunRecord]) -> Section:
         for a, b in itertools.combinations(ordered, 2)
         if a.finished and b.finished
     ]
-    return Section(context, ordered, rows, comparisons, speedups(ordered, rows), harness_overhead(records))
+    return Section(context, ordered, rows, comparisons, speedups(ordered, rows), harness_overhead(records), rule_ratios(ordered))
+
+
+def _label_keys(records: list[RunRecord], varying: list[str]) -> list[str]:
+    """The settings a label shows: with named recipes, the recipe and only what varies within one recipe."""
+    if "recipe" not in varying:
+        return varying
+    by_recipe: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by_recipe.setdefault(str(r.config.get("recipe")), []).append(r)
+    within = [k for k in varying if k != "recipe" and any(len({repr(r.config.get(k)) for r in rs}) > 1 for rs in by_recipe.values())]
+    return ["recipe"] + within
 
 
 def _label(r: RunRecord, varying: list[str]) -> str:
-    """The model's display name (a referenced model's, else its registered name), then the varying settings."""
-    values = [f"{k}={str(r.config.get(k))[:12] if k == 'model_sha256' else r.config.get(k)}" for k in varying]
+    """The model's display name (a referenced model's, else its registered name), then the varying settings
+    (a named recipe by its name alone)."""
+    def shown(k: str) -> str:
+        if k == "recipe":
+            return str(r.config.get(k) or "(unnamed)")
+        return f"{k}={str(r.config.get(k))[:12] if k == 'model_sha256' else r.config.get(k)}"
+
+    values = [shown(k) for k in varying]
     return ", ".join([str(r.model.get("name") or r.config["model"])] + values)
 
 
@@ -307,14 +330,6 @@ def _median_range(values: list[float]) -> tuple[float | None, float | None, floa
     return statistics.median(values), min(values), max(values)
 
 
-def median_reached(times: list[float | None]) -> float | None:
-    """Median over seeds (of seconds or epochs to target), a seed that never reached it counting as infinitely slow."""
-    if not times:
-        return None
-    m = statistics.median([math.inf if t is None else t for t in times])
-    return None if math.isinf(m) or math.isnan(m) else m
-
-
 def summary_row(g: Group) -> dict:
     """One row of plain numbers per group: the data behind both tables."""
     first = g.records[0]
@@ -349,6 +364,7 @@ def summary_row(g: Group) -> dict:
         "time_to_target_s_median": median_reached(ttt),
         "epochs_to_target_median": median_reached([r.epochs_to_target for r in targeted]),
         "target_reached": f"{sum(t is not None for t in ttt)}/{len(ttt)}" if ttt else None,
+        **_rule_columns(g),
         **_roofline_columns(g),
         "failed": len(g.with_status("failed")),
         "spec": g.context.spec,
@@ -357,6 +373,31 @@ def summary_row(g: Group) -> dict:
         "device": g.context.device,
         "hosts": len(g.hosts()) or None,
     }
+
+
+def _rule_columns(g: Group) -> dict:
+    """Per rule (fixed-budget, mlperf, first-crossing): median seconds, seeds meeting it, and the verdict."""
+    figures = g.rules()
+    out = {}
+    for rule in RULES:
+        f = figures.get(rule)
+        name = rule.replace("-", "_")
+        out |= {f"{name}_s_median": f and f.seconds, f"{name}_seeds": f and f.seeds, f"{name}_verdict": f and f.verdict}
+    return out
+
+
+def rule_ratios(groups: list[Group]) -> list[dict]:
+    """Time-to-target ratios within one run: per rule, every group that meets it against the fastest that does."""
+    out = []
+    for rule in RULES:
+        met = [(g, g.rules()[rule]) for g in groups if rule in g.rules() and g.rules()[rule].met]
+        targets = {g.records[0].config.get("target_accuracy") for g, _ in met}
+        if len(met) < 2 or len(targets) != 1:
+            continue
+        fastest, best = min(met, key=lambda m: m[1].seconds)
+        out += [{"rule": rule, "recipe": g.label, "against": fastest.label, "seconds": f.seconds,
+                 "fastest_seconds": best.seconds, "ratio": f.seconds / best.seconds} for g, f in met if g is not fastest]
+    return out
 
 
 ROOFLINE_COLUMNS = ("train_flops_per_sample", "peak_gflops", "train_gflops", "train_fraction_of_peak", "eval_gflops",

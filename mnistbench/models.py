@@ -68,6 +68,33 @@ def mlp_matched():
     return _mlp(784, 54, 30, 10)
 
 
+@register_model("examples-net", "pytorch/examples' MNIST network: conv32@3x3-conv64@3x3-pool-dropout-FC128-dropout-FC10, "
+                "ReLU, log-softmax (1,199,882 parameters)")
+def examples_net():
+    """The ``Net`` of pytorch/examples mnist/main.py, layer for layer (its forward ends in log_softmax, which the
+    training loss's own log-softmax leaves unchanged: log_softmax is idempotent)."""
+    from torch import nn
+
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", nn.Conv2d(1, 32, kernel_size=3)),  # 28 -> 26
+                ("relu1", nn.ReLU()),
+                ("conv2", nn.Conv2d(32, 64, kernel_size=3)),  # 26 -> 24
+                ("relu2", nn.ReLU()),
+                ("pool", nn.MaxPool2d(2)),  # 24 -> 12
+                ("dropout1", nn.Dropout(0.25)),
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Linear(64 * 12 * 12, 128)),  # 9216 -> 128
+                ("relu3", nn.ReLU()),
+                ("dropout2", nn.Dropout(0.5)),
+                ("fc2", nn.Linear(128, 10)),
+                ("log_softmax", nn.LogSoftmax(dim=1)),
+            ]
+        )
+    )
+
+
 def create_model(name: str):
     """Build a registered model by name (raises MnistbenchError listing the known names)."""
     return MODELS.get(name).factory()

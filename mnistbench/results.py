@@ -41,6 +41,13 @@ KEY_OMITTED_AT_DEFAULT: dict[str, Any] = {
     "distort_shear": 10.0,
     "distort_rotate": 0.0,
     "validation": 0,
+    "warmup": 0.3,
+    "optimizer_impl": "default",
+    "label_smoothing": 0.0,
+    "ema": None,
+    "batch_size_start": None,
+    "stop_at_target": False,
+    "recipe": "",
     "model_sha256": None,
 }
 
@@ -57,6 +64,8 @@ class EpochMetrics:
     train_samples_per_s: StrictFloat
     eval_samples_per_s: StrictFloat
     lr: StrictFloat
+    # Wall clock of the epoch's training loop (probes included) and its evaluation; None in files before 0.2.
+    wall_seconds: Optional[StrictFloat] = None
 
 
 @dataclass
@@ -75,6 +84,8 @@ class RunRecord:
     device: StrictStr = "cpu"
     time_to_target_s: Optional[StrictFloat] = None
     epochs_to_target: Optional[StrictFloat] = None
+    # MLPerf-style: wall clock from the first step through the first evaluation at or above the target (never stopped).
+    wall_to_target_s: Optional[StrictFloat] = None
     peak_memory_bytes: Optional[StrictInt] = None
     note: StrictStr = ""
     extra: dict[str, Any] = field(default_factory=dict)  # measurements added by later features (roofline, ...)

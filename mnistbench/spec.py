@@ -10,13 +10,14 @@ against the default instead of in every combination.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .data import DATASETS
 from .errors import MnistbenchError, brief
@@ -24,7 +25,7 @@ from .modelref import display_name, parse_model_ref
 from .results import cell_key
 from .safeyaml import MAX_SPEC_BYTES, load_bounded
 
-Optimizer = Literal["sgd", "adam", "adamw"]
+Optimizer = Literal["sgd", "adam", "adamw", "adadelta"]
 Schedule = Literal["none", "step", "cosine", "onecycle"]
 
 
@@ -46,14 +47,21 @@ class CellConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     schedule: Schedule = "none"
+    warmup: float = Field(0.3, gt=0, lt=1)  # fraction of the steps spent rising to the peak lr, for schedule 'onecycle'
     step_size: int = Field(1, gt=0)  # epochs between decays, for schedule 'step'
     gamma: float = Field(0.1, gt=0, le=1)  # decay factor, for schedule 'step'
+    optimizer_impl: Literal["default", "for-loop", "foreach", "fused"] = "default"  # PyTorch's implementation of the update
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # of the training loss (evaluation loss stays plain cross-entropy)
+    ema: Optional[float] = Field(None, gt=0, lt=1)  # decay of an exponential moving average of the weights, evaluated instead of them
+    batch_size_start: Optional[int] = Field(None, gt=0, le=1_000_000)  # batch-size ramp: epoch 1's batch, rising geometrically to batch_size
     threads: Optional[int] = Field(None, gt=0, le=1024)  # CPU threads; None: torch's default
     channels_last: bool = False  # NHWC memory format for the conv layers and their input
     compile: bool = False  # torch.compile the model (compilation time counts as training time)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward and loss to bfloat16
     target_accuracy: Optional[float] = Field(None, gt=0, le=1)  # for time-to-accuracy
     target_eval_every: Optional[int] = Field(None, gt=0)  # also check the target every N batches (untimed)
+    stop_at_target: bool = False  # MLPerf-style: end the cell after the first epoch whose evaluation meets the target
+    recipe: str = Field("", max_length=40, pattern=r"^[A-Za-z0-9._-]*$")  # a short name for a variant's settings, used as its label
     deterministic: bool = False  # torch.use_deterministic_algorithms for the cell (README, "When runs repeat")
     # Random affine distortions of each training batch (docs/paper.md); the ranges apply only with distort: true.
     distort: bool = False
@@ -80,6 +88,30 @@ class CellConfig(BaseModel):
         if v not in DATASETS:
             raise ValueError(DATASETS.unknown_message(v))
         return v
+
+    @model_validator(mode="after")
+    def _ramp_needs_tensor_batches(self) -> "CellConfig":
+        if self.batch_size_start is not None and self.loader != "tensor":
+            raise ValueError("batch_size_start (a batch-size ramp) needs loader: tensor")
+        if self.batch_size_start is not None and self.schedule == "step":
+            raise ValueError("batch_size_start (a batch-size ramp) does not combine with schedule: step (epochs of unequal steps)")
+        if self.stop_at_target and (self.target_accuracy is None or self.target_eval_every is not None):
+            raise ValueError("stop_at_target needs target_accuracy and evaluates at epoch ends only (no target_eval_every)")
+        if self.optimizer_impl == "fused" and self.optimizer == "adadelta":
+            raise ValueError("optimizer_impl: fused: PyTorch has no fused Adadelta (use foreach or for-loop)")
+        return self
+
+    def epoch_batch_size(self, epoch: int) -> int:
+        """The batch size of an epoch (1-based): ``batch_size``, or with a ramp from ``batch_size_start`` at epoch 1
+        to ``batch_size`` at the last epoch, geometrically in between."""
+        if self.batch_size_start is None or self.epochs == 1:
+            return self.batch_size
+        t = (epoch - 1) / (self.epochs - 1)
+        return max(1, round(self.batch_size_start * (self.batch_size / self.batch_size_start) ** t))
+
+    def steps_per_epoch(self, samples: int) -> list[int]:
+        """The number of optimizer steps of each epoch over ``samples`` training samples (the last batch may be short)."""
+        return [-(-samples // self.epoch_batch_size(e)) for e in range(1, self.epochs + 1)]
 
     @property
     def base_dir(self) -> str:
@@ -166,7 +198,10 @@ class Spec(BaseModel):
             combo = dict(zip(keys, values))
             for variant in self.variants:
                 config = CellConfig(**{**self.settings, **combo, **variant}).in_folder(self.folder())
-                cells.append(Cell(cell_id(config, keys + [k for k in axes if k in variant]), config))
+                named = [k for k in axes if k in variant]
+                if "recipe" in variant:  # a named recipe stands for its settings in the id: model_recipe-NAME_seed-N
+                    named = [k for k in named if k in ("recipe", "seed")]
+                cells.append(Cell(cell_id(config, keys + named), config))
         return cells
 
 
@@ -204,13 +239,23 @@ def _one_line(error: dict) -> str:
     msg = error["msg"]
     msg = msg.removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"unknown key (known settings: {', '.join(SETTINGS)})"
+        return unknown_key(error["loc"][-1] if error["loc"] else "")
     if error["type"] == "missing":
         return "missing (every cell needs one)"
     msg = msg if len(msg) <= 300 else msg[:299] + "…"
     if "input" in error and error["type"] not in ("value_error",):
         msg = f"{msg}, got {brief(error['input'])}"
     return msg
+
+
+SPEC_KEYS = ("name", "description", "matrix", "variants", "resources")
+
+
+def unknown_key(key: Any, extra: tuple[str, ...] = ()) -> str:
+    """'unknown key', with the closest known settings when the key looks like a typo, and where all are listed."""
+    close = difflib.get_close_matches(key, extra + SETTINGS, n=3, cutoff=0.6) if isinstance(key, str) else []
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return f"unknown key ({hint}every setting is listed in docs/specs.md)"
 
 
 MAX_CELLS = 10_000  # cells one spec may expand to; checked before any is built
@@ -270,7 +315,7 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
         raise MnistbenchError(f"{where}: matrix: must be a mapping of setting -> list of values")
     for key, values in matrix.items():
         if key not in SETTINGS:
-            raise MnistbenchError(f"{where}: matrix.{_key_text(key)}: unknown key (known settings: {', '.join(SETTINGS)})")
+            raise MnistbenchError(f"{where}: matrix.{_key_text(key)}: {unknown_key(key)}")
         if key in raw:
             raise MnistbenchError(f"{where}: {key}: set both at the top level and in the matrix")
         if not isinstance(values, list):
@@ -281,13 +326,13 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
             raise MnistbenchError(f"{where}: matrix.{key}: repeated value")
     for key in raw:
         if key not in SETTINGS:
-            raise MnistbenchError(f"{where}: {_key_text(key)}: unknown key (known settings: name, description, matrix, variants, {', '.join(SETTINGS)})")
+            raise MnistbenchError(f"{where}: {_key_text(key)}: {unknown_key(key, SPEC_KEYS)}")
     if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):
         raise MnistbenchError(f"{where}: variants: must be a non-empty list of mappings of settings")
     for i, variant in enumerate(variants):
         for key in variant:
             if key not in SETTINGS:
-                raise MnistbenchError(f"{where}: variants[{i}].{_key_text(key)}: unknown key (known settings: {', '.join(SETTINGS)})")
+                raise MnistbenchError(f"{where}: variants[{i}].{_key_text(key)}: {unknown_key(key)}")
             if key in matrix:
                 raise MnistbenchError(f"{where}: variants[{i}].{key}: also a matrix axis")
     check_cell_count(matrix, variants, where)

@@ -9,6 +9,7 @@ import math
 from tabulate import tabulate
 
 from .groups import Group, Report, Section, describe_devices
+from .rules import FIXED_BUDGET_MIN_SEEDS, RULES
 from .stats import Estimate
 
 FIGURE_TITLES = {
@@ -134,7 +135,7 @@ def _seeds_cell(r: dict) -> str:
 def _headline(s: Section) -> list[str]:
     rows = [
         [
-            r["model"], f"{r['parameters']:,}", r["epochs"], _seeds_cell(r), _mean_std(g.final_accuracy()),
+            r["model"], f"{r['parameters']:,}", _epochs_cell(g), _seeds_cell(r), _mean_std(g.final_accuracy()),
             _pct(r["best_test_acc_max"]) or "n/a",
             "n/a" if r["final_test_loss_mean"] is None else f"{r['final_test_loss_mean']:.4f}",
             _num(r["train_samples_per_s_median"]), _num(r["eval_samples_per_s_median"]), _num(r["seconds_per_epoch_median"], 2),
@@ -143,7 +144,20 @@ def _headline(s: Section) -> list[str]:
     ]
     headers = ["model", "parameters", "epochs", "seeds", "final test acc % (mean ± std)", "best test acc %",
                "final test loss", "train samples/s", "eval samples/s", "s/epoch"]
-    return [_table(rows, headers), "", f"Throughput and s/epoch: median over epochs and seeds, {_steady_note(s.groups)}.", ""]
+    stopped = [g.label for g in s.groups if g.records[0].config.get("stop_at_target")]
+    note = (f" {', '.join(stopped)}: runs stop at the first epoch that meets the target (`stop_at_target`), so their "
+            "final accuracy is that epoch's, selected by the target, not the end of a budget.") if stopped else ""
+    return [_table(rows, headers), "", f"Throughput and s/epoch: median over epochs and seeds, {_steady_note(s.groups)}.{note}", ""]
+
+
+def _epochs_cell(g: Group) -> str:
+    """The configured epochs, or with stop_at_target the epochs the runs actually trained (min-max) of the budget."""
+    config = g.records[0].config
+    if not config.get("stop_at_target"):
+        return str(config["epochs"])
+    ran = sorted(len(r.epochs) for r in g.records)
+    span = str(ran[0]) if ran[0] == ran[-1] else f"{ran[0]}–{ran[-1]}"
+    return f"{span} of {config['epochs']} (stopped at target)"
 
 
 def _across_seeds(s: Section, h: str) -> list[str]:
@@ -185,16 +199,38 @@ def _pairwise(s: Section, h: str) -> list[str]:
 
 
 def _time_to_target(s: Section, h: str) -> list[str]:
-    rows = [r for r in s.rows if r["target_accuracy"] is not None]
-    if not rows:
+    """The three rules side by side (rules.py), then the ratios between recipes of this run."""
+    groups = [g for g in s.groups if g.rules()]
+    if not groups:
         return []
-    body = [[r["model"], _pct(r["target_accuracy"]), r["target_reached"],
-             "not reached" if r["time_to_target_s_median"] is None else f"{r['time_to_target_s_median']:.2f}",
-             "not reached" if r["epochs_to_target_median"] is None else f"{r['epochs_to_target_median']:.2f}"] for r in rows]
-    return [f"{h} Time to accuracy (training time only, evaluation excluded)", "",
-            _table(body, ["model", "target acc %", "seeds reaching it", "median s to target", "median epochs to target"]), "",
-            "A seed that never reached the target counts as slower than every seed that did. Without "
-            "`target_eval_every` the accuracy is checked after each epoch, so times are whole epochs.", ""]
+
+    def secs(f) -> str:
+        return "—" if f.seconds is None else f"{f.seconds:.2f}"
+
+    body = []
+    for g in groups:
+        fb, ml, fc = (g.rules()[k] for k in RULES)
+        est = g.final_accuracy()
+        acc = "n/a" if est is None else f"{100 * est.mean:.2f} {_ci(est)}"
+        body.append([g.label, _pct(g.records[0].config["target_accuracy"]), secs(fb), fb.seeds, acc, fb.verdict, secs(ml), ml.seeds,
+                     secs(fc), fc.seeds])
+    lines = [f"{h} Time to accuracy under three rules", "",
+             _table(body, ["recipe", "target %", "fixed-budget s", "seeds ending ≥ target", "final acc % [95% CI]", "fixed-budget verdict",
+                           "mlperf s", "seeds reaching", "first-crossing s (optimistic)", "seeds reaching"]), "",
+             "**fixed-budget** (the headline): median total training time of the fixed recipe; met only when the final "
+             f"test accuracy of every seed, and of at least {FIXED_BUDGET_MIN_SEEDS} seeds, is at or above the target. "
+             "**mlperf**: median wall clock from the first step through the first evaluation at or above the target "
+             "(evaluations after every epoch and every `target_eval_every` steps; the clock never stops for them). "
+             "**first-crossing**: training time until the first probe at or above the target; selected on test-set noise, "
+             "so optimistic. A seed that never reached the target counts as slower than every seed that did. "
+             "Seconds are medians over seeds; compare them only within one run (docs/performance.md).", ""]
+    if s.ratios:
+        rows = [[r["rule"], r["recipe"], r["against"], f"{r['seconds']:.2f}", f"{r['fastest_seconds']:.2f}", f"{r['ratio']:.1f}×"]
+                for r in s.ratios]
+        lines += [f"{h} Time-to-target ratios (this run)", "",
+                  _table(rows, ["rule", "recipe", "against the fastest", "s", "fastest s", "time ratio"]), "",
+                  "Per rule, each recipe that meets the rule against the fastest one that does: how many times longer it took.", ""]
+    return lines
 
 
 def _roofline(s: Section, h: str) -> list[str]:
@@ -284,5 +320,36 @@ def readme_results(report: Report, folder: str) -> str:
         table,
         "",
         "Differences of mean final test accuracy (Welch): " + "; ".join(words) + ".",
+        "",
+    ])
+
+
+def readme_rules(report: Report, folder: str) -> str:
+    """The README's time-to-accuracy block: the three rules side by side per recipe, and the ratios of this run."""
+    if len(report.sections) != 1:
+        raise ValueError(f"{folder}: the README summarises one section, this folder has {len(report.sections)}")
+    s = report.sections[0]
+    env = s.environment
+
+    def secs(f) -> str:
+        return "—" if f.seconds is None else f"{f.seconds:.2f}"
+
+    rows = []
+    for r, g in zip(s.rows, s.groups):
+        fb, ml, fc = (g.rules()[k] for k in RULES)
+        verdict = f"{fb.seeds} seeds ≥ target" if fb.met else fb.verdict
+        rows.append([f"`{g.label}`", f"{r['parameters']:,}", secs(fb), verdict, _mean_std(g.final_accuracy()),
+                     f"{secs(ml)} ({ml.seeds})", f"{secs(fc)} ({fc.seeds})"])
+    target = _pct(s.groups[0].records[0].config.get("target_accuracy"))
+    table = _table(rows, ["recipe", "parameters", "fixed-budget s", "fixed-budget verdict", "final test acc %",
+                          "mlperf s (seeds)", "first-crossing s (seeds), optimistic"])
+    words = [f"`{r['recipe']}` took {r['ratio']:.1f}× as long as `{r['against']}` ({r['rule']})" for r in s.ratios]
+    return "\n".join([
+        f"Time to {target}% test accuracy, measured on {describe_devices(s.records)}, torch {env.get('torch')}, commit "
+        f"{env.get('git_commit')}; full tables, run files and environment in [`{folder}/summary.md`]({folder}/summary.md).",
+        "",
+        table,
+        "",
+        ("In this run: " + "; ".join(words) + ".") if words else "No two recipes of this run meet one rule: no ratio is given.",
         "",
     ])

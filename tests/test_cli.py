@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from conftest import TINY_SPEC, make_dataset, synthetic_digits, write_idx, write_spec
 from mnistbench.cli import app
 from mnistbench.report import write_report
+from cli_helpers import assert_one_line_error
 
 runner = CliRunner()
 
@@ -120,7 +121,7 @@ SPEC_CASES = {  # case: (text in TINY_SPEC, replacement, words the error must sa
     "wrong type": ("epochs: 2", "epochs: two", "epochs: Input should be a valid integer"),
     "unknown model": ("[lenet5, mlp-matched]", "[lenet5, vgg]", "unknown model 'vgg' (known: lenet5, custom-mlp, mlp-matched"),
     "unknown dataset": ("dataset: mnist", "dataset: cifar", "unknown dataset 'cifar'"),
-    "unknown optimizer": ("optimizer: adam", "optimizer: rmsprop", "optimizer: Input should be 'sgd', 'adam' or 'adamw'"),
+    "unknown optimizer": ("optimizer: adam", "optimizer: rmsprop", "optimizer: Input should be 'sgd', 'adam', 'adamw' or 'adadelta'"),
     "unknown schedule": ("schedule: onecycle", "schedule: exp", "schedule: Input should be 'none', 'step', 'cosine' or 'onecycle'"),
     "epochs out of range": ("epochs: 2", "epochs: 0", "epochs: Input should be greater than 0"),
     "batch size out of range": ("batch_size: 32", "batch_size: 0", "batch_size: Input should be greater than 0"),
@@ -137,14 +138,6 @@ DATA_CASES = {
     "labels outside 0-9": (rewrite("t10k-labels-idx1-ubyte", np.full(128, 10, np.uint8)), "label 10 outside 0-9"),
     "data folder missing": (lambda data: [p.unlink() for p in data.iterdir()], "not found in"),
 }
-
-
-def assert_one_line_error(result, words: str):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
-    lines = [l for l in result.output.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("mnistbench: error: "), result.output
-    assert words in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("case", list(SPEC_CASES) + list(DATA_CASES) + ["spec missing", "spec is a folder", "spec not utf-8", "results not writable"])

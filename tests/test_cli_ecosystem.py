@@ -104,7 +104,8 @@ def test_models_json_lists_the_registry_with_exact_parameter_counts():
     result = cli("models", "--json")
     assert result.exit_code == 0
     models = json.loads(result.stdout)["models"]
-    assert [(m["name"], m["parameters"]) for m in models] == [("lenet5", 44_426), ("custom-mlp", 469_160), ("mlp-matched", 44_350)]
+    assert [(m["name"], m["parameters"]) for m in models] == [("lenet5", 44_426), ("custom-mlp", 469_160), ("mlp-matched", 44_350),
+                                                                ("examples-net", 1_199_882)]
     assert all(isinstance(m["forward_flops"], int) and m["forward_flops"] > 0 and m["description"] for m in models)
     assert "layers" not in models[0]
     detailed = json.loads(cli("models", "--json", "--detail").stdout)["models"]

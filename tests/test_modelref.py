@@ -13,6 +13,7 @@ from mnistbench.cli import app
 from mnistbench.errors import MnistbenchError
 from mnistbench.modelref import checked_model, load_unchanged, parse_model_ref
 from mnistbench.spec import parse_spec
+from cli_helpers import assert_one_line_error
 
 runner = CliRunner()
 
@@ -52,13 +53,6 @@ matrix:
 
 def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, words: str):
-    assert result.exit_code == 2, result.output
-    lines = [l for l in result.output.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("mnistbench: error: "), result.output
-    assert words in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

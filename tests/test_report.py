@@ -10,7 +10,8 @@ import pytest
 from records_factory import comparison, final_accuracy, make_record, write_records
 
 from mnistbench.errors import MnistbenchError
-from mnistbench.groups import median_reached, report_from_records
+from mnistbench.groups import report_from_records
+from mnistbench.rules import median_reached
 from mnistbench.report import write_report
 from mnistbench.results import KEY_OMITTED_AT_DEFAULT, load_records
 

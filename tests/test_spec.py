@@ -62,7 +62,7 @@ def test_an_unknown_model_lists_the_known_ones():
         ({"model": "lenet5", "batch_size": -8}, "batch_size", "greater than 0"),
         ({"model": "lenet5", "lr": 0}, "lr", "greater than 0"),
         ({"model": "lenet5", "matrix": {"seed": [0, -1]}}, "matrix.seed", "greater than or equal to 0"),
-        ({"model": "lenet5", "optimizer": "rmsprop"}, "optimizer", "'sgd', 'adam' or 'adamw'"),
+        ({"model": "lenet5", "optimizer": "rmsprop"}, "optimizer", "'sgd', 'adam', 'adamw' or 'adadelta'"),
         ({"model": "lenet5", "schedule": "linear"}, "schedule", "'none', 'step', 'cosine' or 'onecycle'"),
         ({"model": "lenet5", "dataset": "cifar10"}, "dataset", "unknown dataset 'cifar10' (known: mnist, fashion-mnist)"),
         ({"model": "lenet5", "device": "tpu"}, "device", "'cpu', 'cuda' or 'auto'"),
@@ -102,3 +102,11 @@ def test_variants_repeat_each_matrix_cell_with_one_change_at_a_time():
     assert [c.id for c in cells] == ["lenet5_seed-0", "lenet5_seed-0_channels_last-True", "lenet5_seed-0_batch_size-256"]
     assert [(c.config.channels_last, c.config.batch_size) for c in cells] == [(False, 128), (True, 128), (False, 256)]
     assert spec_error({"model": "lenet5", "variants": [{"chanels_last": True}]}).startswith("t: variants[0].chanels_last: unknown key")
+
+
+def test_an_unknown_key_names_the_closest_settings_and_stays_short():
+    message = spec_error({"model": "lenet5", "label_smothing": 0.1})
+    assert message.startswith("t: label_smothing: unknown key (did you mean label_smoothing?")
+    assert "docs/specs.md" in message and len(message) < 200
+    assert "did you mean" not in spec_error({"model": "lenet5", "zzzzzz": 1})
+    assert "did you mean variants?" in spec_error({"model": "lenet5", "variant": [{}]})
