@@ -212,7 +212,8 @@ def _time_to_target(s: Section, h: str) -> list[str]:
         fb, ml, fc = (g.rules()[k] for k in RULES)
         est = g.final_accuracy()
         acc = "n/a" if est is None else f"{100 * est.mean:.2f} {_ci(est)}"
-        body.append([g.label, _pct(g.records[0].config["target_accuracy"]), secs(fb), fb.seeds, acc, fb.verdict, secs(ml), ml.seeds,
+        ml_seeds = "not recorded (older run files)" if ml.verdict.startswith("not recorded") else ml.seeds
+        body.append([g.label, _pct(g.records[0].config["target_accuracy"]), secs(fb), fb.seeds, acc, fb.verdict, secs(ml), ml_seeds,
                      secs(fc), fc.seeds])
     lines = [f"{h} Time to accuracy under three rules", "",
              _table(body, ["recipe", "target %", "fixed-budget s", "seeds ending ≥ target", "final acc % [95% CI]", "fixed-budget verdict",
@@ -225,7 +226,7 @@ def _time_to_target(s: Section, h: str) -> list[str]:
              "so optimistic. A seed that never reached the target counts as slower than every seed that did. "
              "Seconds are medians over seeds; compare them only within one run (docs/performance.md).", ""]
     if s.ratios:
-        rows = [[r["rule"], r["recipe"], r["against"], f"{r['seconds']:.2f}", f"{r['fastest_seconds']:.2f}", f"{r['ratio']:.1f}×"]
+        rows = [[r["rule"], r["recipe"], r["against"], f"{r['seconds']:.2f}", f"{r['fastest_seconds']:.2f}", f"{r['ratio']:.2f}×"]
                 for r in s.ratios]
         lines += [f"{h} Time-to-target ratios (this run)", "",
                   _table(rows, ["rule", "recipe", "against the fastest", "s", "fastest s", "time ratio"]), "",
@@ -343,7 +344,7 @@ def readme_rules(report: Report, folder: str) -> str:
     target = _pct(s.groups[0].records[0].config.get("target_accuracy"))
     table = _table(rows, ["recipe", "parameters", "fixed-budget s", "fixed-budget verdict", "final test acc %",
                           "mlperf s (seeds)", "first-crossing s (seeds), optimistic"])
-    words = [f"`{r['recipe']}` took {r['ratio']:.1f}× as long as `{r['against']}` ({r['rule']})" for r in s.ratios]
+    words = [f"`{r['recipe']}` took {r['ratio']:.2f}× as long as `{r['against']}` ({r['rule']})" for r in s.ratios]
     return "\n".join([
         f"Time to {target}% test accuracy, measured on {describe_devices(s.records)}, torch {env.get('torch')}, commit "
         f"{env.get('git_commit')}; full tables, run files and environment in [`{folder}/summary.md`]({folder}/summary.md).",

@@ -65,6 +65,7 @@ def test_mlperf_says_not_recorded_for_run_files_written_before_the_wall_clock():
     old = [timed(r, 1.0, None) for r in seeds(3, [0.995])]
     figure = mlperf(old, 0.99)
     assert figure.seconds is None and figure.verdict.startswith("not recorded")
+    assert "not recorded (older run files)" in markdown(report_from_records(old))
     assert rule_figures([make_record("lenet5", 0)]) == {}  # no target: no rules
 
 
@@ -80,7 +81,7 @@ def test_the_report_shows_three_rules_and_the_ratio_of_each_recipe_to_the_fastes
     assert by_rule["fixed-budget"]["ratio"] == pytest.approx(8 * 60.0 / fast_total, rel=0.05)
     text = markdown(report_from_records(fast + slow))
     assert "Time to accuracy under three rules" in text and "first-crossing s (optimistic)" in text
-    assert "Time-to-target ratios (this run)" in text and f"{by_rule['mlperf']['ratio']:.1f}×" in text
+    assert "Time-to-target ratios (this run)" in text and f"{by_rule['mlperf']['ratio']:.2f}×" in text
     row = next(r for r in section.rows if r["model"] == "lenet5, fast")
     assert row["fixed_budget_verdict"] == "met" and row["mlperf_s_median"] == 1.1 and row["first_crossing_s_median"] == 0.8
 
