@@ -150,7 +150,8 @@ def make_batches(config: CellConfig, dataset: Dataset, device: torch.device):
     )
 
 
-def _clock(device: torch.device) -> float:
+def clock(device: torch.device) -> float:
+    """The time in seconds, read after the device has finished its queued work (CUDA is asynchronous)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
@@ -177,7 +178,7 @@ def train_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seconds = 0.0
-    start = _clock(device)
+    start = clock(device)
     for step, (x, y) in enumerate(batches, start=1):
         if should_stop is not None and should_stop():
             raise Interrupted(should_stop())
@@ -196,11 +197,11 @@ def train_epoch(
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         if probe is not None and probe_every and step % probe_every == 0:
-            seconds += _clock(device) - start
+            seconds += clock(device) - start
             probe(step, seconds)
             model.train()
-            start = _clock(device)
-    seconds += _clock(device) - start
+            start = clock(device)
+    seconds += clock(device) - start
     n = batches.num_samples
     return loss_sum.item() / n, correct.item() / n, seconds
 
@@ -211,14 +212,14 @@ def evaluate(model, batches, device, autocast_ctx=None) -> tuple[float, float, f
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    start = _clock(device)
+    start = clock(device)
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast_ctx or contextlib.nullcontext():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
-    seconds = _clock(device) - start
+    seconds = clock(device) - start
     n = batches.num_samples
     return loss_sum.item() / n, correct.item() / n, seconds
 
@@ -405,11 +406,11 @@ def _epoch(t: _Training, epoch: int, outcome: CellOutcome, should_stop) -> Epoch
     trained_before = sum(e.train_seconds for e in outcome.epochs)
     walled_before = sum(e.wall_seconds or (e.train_seconds + e.eval_seconds) for e in outcome.epochs)
     t.start_epoch(epoch)
-    wall_start = _clock(t.device)
+    wall_start = clock(t.device)
 
     def reached(train_seconds: float, epochs: float) -> None:
         outcome.time_to_target_s, outcome.epochs_to_target = trained_before + train_seconds, epochs
-        outcome.wall_to_target_s = walled_before + _clock(t.device) - wall_start
+        outcome.wall_to_target_s = walled_before + clock(t.device) - wall_start
 
     def probe(step: int, seconds: float) -> None:
         """Between batches: has the test accuracy reached the target yet? (untimed; only until it has)"""
@@ -422,7 +423,7 @@ def _epoch(t: _Training, epoch: int, outcome: CellOutcome, should_stop) -> Epoch
     test_loss, test_acc, eval_s = t.evaluate()
     if config.target_accuracy is not None and outcome.time_to_target_s is None and test_acc >= config.target_accuracy:
         reached(train_s, float(epoch))
-    wall_s = _clock(t.device) - wall_start
+    wall_s = clock(t.device) - wall_start
     metrics = EpochMetrics(epoch, train_loss, train_acc, test_loss, test_acc, train_s, eval_s,
                            t.train_batches.num_samples / train_s, t.test_batches.num_samples / eval_s, lr, wall_s)
     outcome.epochs.append(metrics)

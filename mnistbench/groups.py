@@ -9,6 +9,7 @@ two sections is ever pooled; renderers only read what is computed here.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import statistics
 from dataclasses import dataclass, field
@@ -127,8 +128,10 @@ class Group:
         """Median, min and max training samples/s over steady epochs and seeds."""
         return _median_range(self.steady_epochs("train_samples_per_s"))
 
+    @functools.cached_property
     def rules(self) -> dict[str, RuleFigure]:
-        """Time to the target accuracy under the three rules (rules.py); empty without a target."""
+        """Time to the target accuracy under the three rules (rules.py); empty without a target. Read once the
+        group's records are complete."""
         return rule_figures(self.records)
 
     def hosts(self) -> list[str]:
@@ -377,7 +380,7 @@ def summary_row(g: Group) -> dict:
 
 def _rule_columns(g: Group) -> dict:
     """Per rule (fixed-budget, mlperf, first-crossing): median seconds, seeds meeting it, and the verdict."""
-    figures = g.rules()
+    figures = g.rules
     out = {}
     for rule in RULES:
         f = figures.get(rule)
@@ -390,7 +393,7 @@ def rule_ratios(groups: list[Group]) -> list[dict]:
     """Time-to-target ratios within one run: per rule, every group that meets it against the fastest that does."""
     out = []
     for rule in RULES:
-        met = [(g, g.rules()[rule]) for g in groups if rule in g.rules() and g.rules()[rule].met]
+        met = [(g, g.rules[rule]) for g in groups if rule in g.rules and g.rules[rule].met]
         targets = {g.records[0].config.get("target_accuracy") for g, _ in met}
         if len(met) < 2 or len(targets) != 1:
             continue

@@ -74,19 +74,19 @@ def mlperf(records: list[RunRecord], target: float) -> RuleFigure:
     counted = [r for r in records if r.status != "failed"]
     if any(r.wall_to_target_s is None and r.time_to_target_s is not None for r in counted):
         return RuleFigure("mlperf", None, "n/a", "not recorded: run files older than this rule hold no wall clock")
-    times = [r.wall_to_target_s for r in counted]
-    reached = sum(t is not None for t in times)
-    seconds = median_reached(times)
-    verdict = "met" if counted and reached == len(records) else f"not met: {len(records) - reached} of {len(records)} seeds never reached {_pct(target)}"
-    return RuleFigure("mlperf", seconds, f"{reached}/{len(records)}", verdict)
+    return _first_reached("mlperf", [r.wall_to_target_s for r in counted], len(records), target)
 
 
 def first_crossing(records: list[RunRecord], target: float) -> RuleFigure:
     """Median training time to the first probe at or above the target: optimistic (selected on the test set)."""
-    times = [r.time_to_target_s for r in records if r.status != "failed"]
+    return _first_reached("first-crossing", [r.time_to_target_s for r in records if r.status != "failed"], len(records), target)
+
+
+def _first_reached(rule: str, times: list[Optional[float]], n: int, target: float) -> RuleFigure:
+    """A rule timed to the first evaluation at the target: met when all ``n`` seeds (failed ones included) got there."""
     reached = sum(t is not None for t in times)
-    verdict = "met" if times and reached == len(records) else f"not met: {len(records) - reached} of {len(records)} seeds never reached {_pct(target)}"
-    return RuleFigure("first-crossing", median_reached(times), f"{reached}/{len(records)}", verdict)
+    verdict = "met" if times and reached == n else f"not met: {n - reached} of {n} seeds never reached {_pct(target)}"
+    return RuleFigure(rule, median_reached(times), f"{reached}/{n}", verdict)
 
 
 def rule_figures(records: list[RunRecord]) -> dict[str, RuleFigure]:

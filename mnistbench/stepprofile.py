@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -123,14 +122,6 @@ class StepProfile:
 # --------------------------------------------------------------------------- measuring
 
 
-def _clock(device) -> float:
-    if device.type == "cuda":
-        import torch
-
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def _rng_state(device) -> tuple:
     import torch
 
@@ -174,13 +165,13 @@ def _pinned_batches(dataset, device, batch_size: int) -> Iterator[tuple]:
             yield bx[:n].to(device, non_blocking=True), by[:n].to(device, non_blocking=True)
 
 
-def batch_source(batches: str, dataset, device, batch_size: int) -> Iterator[tuple]:
-    """Endless shuffled training batches (seed 0) of one kind; the tensor path's are normalized on the device."""
-    from .data import TensorBatches, normalize, torchvision_batches
+def batch_source(batches: str, dataset, device, batch_size: int, normalized: tuple) -> Iterator[tuple]:
+    """Endless shuffled training batches (seed 0) of one kind; the tensor path indexes ``normalized``, the training
+    split normalized on the device once for every configuration."""
+    from .data import TensorBatches, torchvision_batches
 
     if batches == "tensor":
-        x, y = normalize(dataset.train, dataset.info, device)
-        return _endless(TensorBatches(x, y, batch_size, SEED))
+        return _endless(TensorBatches(*normalized, batch_size, SEED))
     if batches == "pinned":
         return _pinned_batches(dataset, device, batch_size)
     return _endless(torchvision_batches(dataset.train, dataset.info, batch_size, SEED))
@@ -202,7 +193,7 @@ class Trainer:
     rng: Any = None  # this configuration's random state (dropout), kept apart while the configurations take turns
 
     @classmethod
-    def build(cls, variant: Variant, model_name: str, dataset, device, batch_size: int) -> "Trainer":
+    def build(cls, variant: Variant, model_name: str, dataset, device, batch_size: int, normalized: tuple) -> "Trainer":
         """The model from seed 0 and its Adam, so every configuration starts from the same weights."""
         import torch
 
@@ -213,7 +204,7 @@ class Trainer:
         model = create_model(model_name).to(device)
         model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=LR, **OPTIMIZER_IMPL[variant.adam])
-        trainer = cls(variant, model, optimizer, batch_source(variant.batches, dataset, device, batch_size), device)
+        trainer = cls(variant, model, optimizer, batch_source(variant.batches, dataset, device, batch_size, normalized), device)
         trainer.rng = _rng_state(device)
         return trainer
 
@@ -222,29 +213,31 @@ class Trainer:
         import torch
         import torch.nn.functional as F
 
+        from .engine import clock
+
         device, optimizer = self.device, self.optimizer
         if self.loss_sum is None:
             self.loss_sum = torch.zeros((), device=device)
             self.correct = torch.zeros((), device=device, dtype=torch.long)
         _set_rng_state(device, self.rng)
         for _ in range(steps):
-            t0 = _clock(device)
+            t0 = clock(device)
             x, y = next(self.batches)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # a no-op for device tensors
-            t1 = _clock(device)
+            t1 = clock(device)
             logits = self.model(x)
             loss = F.cross_entropy(logits, y)
-            t2 = _clock(device)
+            t2 = clock(device)
             optimizer.zero_grad(set_to_none=self.variant.set_to_none)
-            t3 = _clock(device)
+            t3 = clock(device)
             loss.backward()
-            t4 = _clock(device)
+            t4 = clock(device)
             optimizer.step()
-            t5 = _clock(device)
+            t5 = clock(device)
             # Accumulated on the device, as engine.train_epoch does: no host sync inside the loop.
             self.loss_sum += loss.detach() * len(y)
             self.correct += (logits.detach().argmax(1) == y).sum()
-            t6 = _clock(device)
+            t6 = clock(device)
             self.samples += len(y)
             self.times.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5))
         self.rng = _rng_state(device)
@@ -286,7 +279,7 @@ def profile_steps(config: ProfileConfig, dataset=None) -> StepProfile:
     """Profile every configuration on ``config``'s data (or ``dataset``, already loaded)."""
     import torch
 
-    from .data import load_dataset
+    from .data import load_dataset, normalize
     from .engine import resolve_device
     from .environment import environment
 
@@ -295,7 +288,8 @@ def profile_steps(config: ProfileConfig, dataset=None) -> StepProfile:
         dataset = load_dataset("mnist", config.data_dir)
     # Pinning needs CUDA: never called without it.
     runnable = [v for v in VARIANTS if v.batches != "pinned" or device.type == "cuda"]
-    trainers = {v: Trainer.build(v, config.model, dataset, device, config.batch_size) for v in runnable}
+    normalized = normalize(dataset.train, dataset.info, device)
+    trainers = {v: Trainer.build(v, config.model, dataset, device, config.batch_size, normalized) for v in runnable}
     measure(list(trainers.values()), config.steps, config.warmup)
     results = [trainers[v].result() if v in trainers else VariantResult(v, skipped=NO_CUDA) for v in VARIANTS]
     return StepProfile(config, str(device), torch.__version__, len(dataset.train), results, environment())

@@ -9,7 +9,7 @@ import math
 from tabulate import tabulate
 
 from .groups import Group, Report, Section, describe_devices
-from .rules import FIXED_BUDGET_MIN_SEEDS, RULES
+from .rules import FIXED_BUDGET_MIN_SEEDS, RULES, RuleFigure
 from .stats import Estimate
 
 FIGURE_TITLES = {
@@ -198,23 +198,23 @@ def _pairwise(s: Section, h: str) -> list[str]:
             "wide; p-values are not corrected for the number of comparisons.", ""]
 
 
+def _secs(f: RuleFigure) -> str:
+    return "—" if f.seconds is None else f"{f.seconds:.2f}"
+
+
 def _time_to_target(s: Section, h: str) -> list[str]:
     """The three rules side by side (rules.py), then the ratios between recipes of this run."""
-    groups = [g for g in s.groups if g.rules()]
+    groups = [g for g in s.groups if g.rules]
     if not groups:
         return []
-
-    def secs(f) -> str:
-        return "—" if f.seconds is None else f"{f.seconds:.2f}"
-
     body = []
     for g in groups:
-        fb, ml, fc = (g.rules()[k] for k in RULES)
+        fb, ml, fc = (g.rules[k] for k in RULES)
         est = g.final_accuracy()
         acc = "n/a" if est is None else f"{100 * est.mean:.2f} {_ci(est)}"
         ml_seeds = "not recorded (older run files)" if ml.verdict.startswith("not recorded") else ml.seeds
-        body.append([g.label, _pct(g.records[0].config["target_accuracy"]), secs(fb), fb.seeds, acc, fb.verdict, secs(ml), ml_seeds,
-                     secs(fc), fc.seeds])
+        body.append([g.label, _pct(g.records[0].config["target_accuracy"]), _secs(fb), fb.seeds, acc, fb.verdict, _secs(ml), ml_seeds,
+                     _secs(fc), fc.seeds])
     lines = [f"{h} Time to accuracy under three rules", "",
              _table(body, ["recipe", "target %", "fixed-budget s", "seeds ending ≥ target", "final acc % [95% CI]", "fixed-budget verdict",
                            "mlperf s", "seeds reaching", "first-crossing s (optimistic)", "seeds reaching"]), "",
@@ -331,16 +331,12 @@ def readme_rules(report: Report, folder: str) -> str:
         raise ValueError(f"{folder}: the README summarises one section, this folder has {len(report.sections)}")
     s = report.sections[0]
     env = s.environment
-
-    def secs(f) -> str:
-        return "—" if f.seconds is None else f"{f.seconds:.2f}"
-
     rows = []
     for r, g in zip(s.rows, s.groups):
-        fb, ml, fc = (g.rules()[k] for k in RULES)
+        fb, ml, fc = (g.rules[k] for k in RULES)
         verdict = f"{fb.seeds} seeds ≥ target" if fb.met else fb.verdict
-        rows.append([f"`{g.label}`", f"{r['parameters']:,}", secs(fb), verdict, _mean_std(g.final_accuracy()),
-                     f"{secs(ml)} ({ml.seeds})", f"{secs(fc)} ({fc.seeds})"])
+        rows.append([f"`{g.label}`", f"{r['parameters']:,}", _secs(fb), verdict, _mean_std(g.final_accuracy()),
+                     f"{_secs(ml)} ({ml.seeds})", f"{_secs(fc)} ({fc.seeds})"])
     target = _pct(s.groups[0].records[0].config.get("target_accuracy"))
     table = _table(rows, ["recipe", "parameters", "fixed-budget s", "fixed-budget verdict", "final test acc %",
                           "mlperf s (seeds)", "first-crossing s (seeds), optimistic"])
