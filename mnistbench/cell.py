@@ -20,9 +20,11 @@ from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, set_a
 from .data import Dataset
 from .engine import CellOutcome, ResumeError, ResumeState, run_cell
 from .environment import environment
+from .layout import runs_dir
 from .errors import Interrupted, MnistbenchError
 from .results import EpochMetrics, RunRecord, data_identity, derive_status
 from .spec import Cell
+from .weights import save_weights, weights_bytes
 
 
 @dataclass
@@ -136,11 +138,18 @@ def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None
     except Exception as e:  # noqa: BLE001 - any failure of the cell itself is recorded, and the matrix goes on
         failure = _reason(e)
     record = build_record(task, dataset, outcome, done, failure, len(resume.epochs) if resume else 0, started, wall)
-    record.save(folder / "runs")
+    save_result(record, outcome, runs_dir(folder))
     if record.status != "failed":
         ckpt.unlink(missing_ok=True)  # a failed cell keeps its checkpoint, so a retry resumes
     on_event(Event("done", cell, task.index, task.total, message=record.status + (f" ({record.note})" if record.note else "")))
     return record
+
+
+def save_result(record: RunRecord, outcome: Optional[CellOutcome], runs: Path) -> Path:
+    """The weights (when the cell trained) and then the run file that names their hash; the run file's path."""
+    if outcome is not None and outcome.weights is not None and record.status != "failed":
+        record.extra["weights"] = save_weights(record.file_in(runs), weights_bytes(outcome.weights))
+    return record.save(runs)
 
 
 def cell_environment(outcome: Optional[CellOutcome]) -> dict:

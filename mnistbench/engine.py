@@ -37,6 +37,7 @@ class CellOutcome:
     wall_to_target_s: Optional[float] = None  # wall clock from the first step through that evaluation (MLPerf's clock)
     peak_memory_bytes: Optional[int] = None
     determinism: Optional[dict] = None  # environment.determinism() while the cell ran
+    weights: Optional[dict[str, torch.Tensor]] = None  # the evaluated model's final state dict, on the CPU
 
 
 @dataclass
@@ -332,6 +333,11 @@ class _Training:
             ema=None if self.average is None else self.average.state_dict(),
         )
 
+    def final_weights(self) -> dict[str, torch.Tensor]:
+        """The state dict of the model the test pass judged (the weight average with ``ema``), contiguous on the CPU."""
+        judged = self.model if self.average is None else self.average.module
+        return {k: v.detach().to("cpu").contiguous() for k, v in judged.state_dict().items()}
+
     def evaluate(self) -> tuple[float, float, float]:
         """The test pass of the model as trained, or of its weight average with ``ema``."""
         judged = self.step_model if self.average is None else self.average.module
@@ -393,6 +399,7 @@ def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, r
             break
     if device.type == "cuda":
         outcome.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
+    outcome.weights = t.final_weights()
     return outcome
 
 

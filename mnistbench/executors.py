@@ -24,6 +24,7 @@ from .cell import CellTask, Event, OnEvent, build_record, execute
 from .data import Dataset, Split
 from .errors import Interrupted, MnistbenchError
 from .files import write_atomic
+from .layout import runs_dir, weights_file
 from .results import RunRecord
 from .sink import EventSink
 from .spec import CellConfig, Resources
@@ -188,7 +189,7 @@ class RayExecutor:
     def _collect(self, ray, ref, task: CellTask, work: Work, sink, tally: "Tally", on_event: OnEvent) -> RunRecord:
         """The record a task returned (written here when the task saw no shared folder), or a failed one for a lost cell."""
         try:
-            record, written, sent = ray.get(ref)
+            record, written, sent, weights = ray.get(ref)
         except ray.exceptions.RayTaskError as e:  # execute() raises only what stops a sequential run too
             cause = e.cause if isinstance(e.cause, BaseException) else e
             if isinstance(cause, MnistbenchError):
@@ -198,9 +199,11 @@ class RayExecutor:
             reason = f"{type(e).__name__}: lost its Ray worker or node {self.max_retries + 1} times"
             record = build_record(task, work.datasets[task.cell.config.dataset], None, [], reason, 0, _now(), time.perf_counter())
             record.extra.update({"executor": "ray", "ray": {"lost": True}})
-            written, sent = False, 0
+            written, sent, weights = False, 0, None
         if not written:
-            record.save(work.folder / "runs")
+            if weights is not None:
+                write_atomic(weights_file(record.file_in(runs_dir(work.folder))), weights)
+            record.save(runs_dir(work.folder))
         deadline = time.monotonic() + 5.0  # the task's last events may still be on their way to the sink
         while tally.received.get(task.index, 0) < sent and time.monotonic() < deadline:
             tally.forward(ray.get(sink.drain.remote()), on_event)
@@ -298,8 +301,9 @@ class Tally:
 
 # ----------------------------------------------------------------------------- inside a Ray worker
 
-def ray_task(task: CellTask, dataset: Dataset, sink, probe: SharedProbe) -> tuple[RunRecord, bool, int]:
-    """Run one cell on a Ray worker with ``cell.execute``: (its record, whether it is in the shared folder, events sent).
+def ray_task(task: CellTask, dataset: Dataset, sink, probe: SharedProbe) -> tuple[RunRecord, bool, int, Optional[bytes]]:
+    """Run one cell on a Ray worker with ``cell.execute``: (its record, whether it is in the shared folder, events sent,
+    the weights' bytes when the driver writes the files).
 
     Without a shared folder the cell runs in a scratch folder on the node (a retry on the same
     node resumes from its checkpoint there, one on another node restarts the cell) and the
@@ -322,9 +326,15 @@ def ray_task(task: CellTask, dataset: Dataset, sink, probe: SharedProbe) -> tupl
         sent += 1
 
     record = execute(task, dataset, send)
-    if scratch is not None:
-        (scratch / "runs" / f"{task.cell.id}.json").unlink(missing_ok=True)  # the driver writes it
-    return record, shared, sent
+    weights = None
+    if scratch is not None:  # the driver writes both files
+        run_file = record.file_in(runs_dir(scratch))
+        kept = weights_file(run_file)
+        if kept.exists():
+            weights = kept.read_bytes()
+            kept.unlink()
+        run_file.unlink(missing_ok=True)
+    return record, shared, sent, weights
 
 
 def scratch_folder(folder: Path) -> Path:

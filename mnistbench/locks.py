@@ -73,7 +73,7 @@ def report_lock(folder: Path, wait_s: float = REPORT_WAIT_S) -> Iterator[None]:
 
 def remove_cell_temporaries(folder: Path, cells: list[str]) -> None:
     """Temporary run files and checkpoints of these cells left by a killed run; call it holding their locks."""
-    for sub, suffix in (("runs", ".json"), ("checkpoints", ".pt")):
+    for sub, suffix in (("runs", ".json"), ("runs", ".safetensors"), ("checkpoints", ".pt")):
         if (folder / sub).is_dir():
             mine = {re.escape(f".{cell}{suffix}") for cell in cells}
             _remove_matching(folder / sub, mine)

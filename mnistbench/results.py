@@ -112,8 +112,12 @@ class RunRecord:
             raw["non_finite"] = non_finite
         return json.dumps(raw, indent=2, allow_nan=False) + "\n"
 
+    def file_in(self, runs_dir: Path) -> Path:
+        """Where this record's run file goes in a ``runs/`` folder (its weights go beside it, layout.weights_file)."""
+        return Path(runs_dir) / f"{self.cell}.json"
+
     def save(self, runs_dir: Path) -> Path:
-        path = Path(runs_dir) / f"{self.cell}.json"
+        path = self.file_in(runs_dir)
         write_atomic(path, self.to_json())
         return path
 
