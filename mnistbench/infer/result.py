@@ -31,6 +31,7 @@ class BackendRun:
     backend: str
     status: str  # "ok", "not installed" or "failed"
     reason: str = ""
+    weights_sha256: str = ""  # the kept weights measured (the run record's extra.weights.sha256)
     parameters: int = 0
     files: dict[str, int] = field(default_factory=dict)  # format -> bytes on disk
     gate: Optional[Gate] = None

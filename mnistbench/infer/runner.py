@@ -102,7 +102,7 @@ def measure(name: str, t: Trained, ctx: BackendContext, data: TestSet, reference
     """One backend on one trained model: prepare, batch-1 latency, throughput per batch size, accuracy gate."""
     b = backend(name)
     row = BackendRun(t.record.cell, display_name(t.record.config["model"]), t.record.seed, name, "ok",
-                     parameters=sum(p.numel() for p in t.model.parameters()))
+                     weights_sha256=t.record.extra["weights"]["sha256"], parameters=sum(p.numel() for p in t.model.parameters()))
     if b.missing():
         row.status, row.reason = "not installed", f"pip install 'mnistbench[infer]' (missing: {', '.join(b.missing())})"
         return row
