@@ -466,6 +466,8 @@ def infer(
     min_seconds: Optional[float] = typer.Option(None, "--min-seconds", help="...for at least this long (default 2)."),
     timing_seeds: Optional[int] = typer.Option(None, "--timing-seeds", help="Time only the first N seeds of each model "
                                                "(accuracy: every seed)."),
+    isolate: Optional[bool] = typer.Option(None, "--isolate/--no-isolate", help="Measure each model x backend in a "
+                                           "fresh process (memory and cold start as a new process sees them)."),
     data_dir: Optional[Path] = DataDir,
     force: bool = typer.Option(False, "--force", help="Replace DIR/inference/ if it holds a result."),
 ) -> None:
@@ -476,7 +478,7 @@ def infer(
     try:
         options, folder = _infer_options(spec, results_dir, backends=backends, batch_sizes=batch_sizes, threads=threads,
                                          device=device, min_queries=min_queries, min_seconds=min_seconds,
-                                         timing_seeds=timing_seeds)
+                                         timing_seeds=timing_seeds, isolate=isolate)
         check_writable(folder, force)
         result = run_inference(folder, options, data_dir, progress=lambda line: typer.echo(line, err=True))
         written = write_inference(folder, result)

@@ -199,12 +199,18 @@ def cli(*args: str):
     return CliRunner().invoke(app, ["infer", *map(str, args)])
 
 
-def test_cli_writes_the_result_and_never_replaces_it_unasked(trained, tmp_path):
+def one_cell(trained, tmp_path: Path) -> tuple[Path, Path]:
+    """A results folder holding lenet5 seed 0 alone (run file and weights), and the data."""
     folder, data = trained
     copy = tmp_path / "copy"
     (copy / "runs").mkdir(parents=True)
     for f in (folder / "runs").glob(f"{CELL}.*"):
         (copy / "runs" / f.name).write_bytes(f.read_bytes())
+    return copy, data
+
+
+def test_cli_writes_the_result_and_never_replaces_it_unasked(trained, tmp_path):
+    copy, data = one_cell(trained, tmp_path)
     args = [copy, "--backends", "eager", "--batch-sizes", "1", "--threads", "1", "--min-queries", "20",
             "--min-seconds", "0", "--data-dir", data]
     result = cli(*args)
@@ -260,3 +266,20 @@ def test_openvino_and_torch_compile_agree_with_eager(trained, name):
     assert rows and all(r.status == "ok" for r in rows), [r.reason for r in rows]
     assert all(r.gate.max_abs_logit_diff < 1e-3 and not r.gate.flagged for r in rows)
     assert sum(r.latency is not None for r in rows) == 2  # one timed seed of each model
+
+
+def test_a_model_given_by_file_reference_is_found_from_its_recorded_file(tmp_path):
+    from mnistbench.infer.runner import base_dir
+
+    record = make_record("./nets/small.py:build", 0)
+    record.model["file"] = str(tmp_path / "specs" / "nets" / "small.py")
+    assert base_dir(record) == str(tmp_path / "specs")
+    assert base_dir(make_record("lenet5", 0)) == ""
+
+
+@pytest.mark.slow
+def test_isolate_measures_each_backend_in_a_fresh_process(trained, tmp_path):
+    copy, data = one_cell(trained, tmp_path)
+    result = run_inference(copy, InferOptions(backends=("eager", "onnxruntime"), isolate=True, **FAST), data)
+    assert [r.status for r in result.runs] == ["ok", "ok"], [r.reason for r in result.runs]
+    assert result.runs[1].gate.max_abs_logit_diff < 1e-4 and result.runs[1].latency.queries >= 30

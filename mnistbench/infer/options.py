@@ -30,6 +30,7 @@ class InferOptions(BaseModel):
     throughput_seconds: float = Field(1.0, ge=0)  # per batch size, after one warm-up batch
     calibration_samples: int = Field(1000, ge=1)  # training images that calibrate int8 (never test images)
     timing_seeds: Optional[int] = Field(None, ge=1)  # time only the first N seeds of a model (accuracy: every seed)
+    isolate: bool = False  # each model x backend in a fresh process: memory and cold start as a new process sees them
 
     @model_validator(mode="after")
     def _default_backends(self) -> "InferOptions":

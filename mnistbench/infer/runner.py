@@ -18,7 +18,7 @@ import torch
 
 from ..data import load_dataset, normalize
 from ..errors import MnistbenchError
-from ..modelref import build_model, display_name, load_unchanged
+from ..modelref import build_model, display_name, load_unchanged, parse_model_ref
 from ..results import RunRecord, load_record, run_files
 from ..weights import load_into, load_weights
 from .backends import BackendContext, backend, eager
@@ -55,11 +55,24 @@ def load_trained(folder: Path, options: InferOptions) -> list[Trained]:
     out = []
     for path, record in finished:
         name = display_name(record.config["model"])
-        source = load_unchanged(record.config["model"], record.config.get("base_dir", ""), record.config.get("model_sha256"))
+        source = load_unchanged(record.config["model"], base_dir(record), record.config.get("model_sha256"))
         model = load_into(build_model(source), load_weights(path, record), str(path)).eval()
         seen[name] = seen.get(name, 0) + 1
         out.append(Trained(path, record, model, options.timing_seeds is None or seen[name] <= options.timing_seeds))
     return out
+
+
+def base_dir(record: RunRecord) -> str:
+    """The folder a file reference (``./nets.py:build``) was resolved from: the recorded file minus the reference's
+    path; "" (the working folder) for every other model."""
+    try:
+        ref = parse_model_ref(record.config["model"])
+    except ValueError:
+        return ""
+    file, target = record.model.get("file"), Path(ref.target).parts
+    if ref.kind != "file" or not file or Path(file).parts[-len(target):] != target:
+        return ""
+    return str(Path(*Path(file).parts[:-len(target)]))
 
 
 def load_test_set(trained: list[Trained], options: InferOptions, data_dir) -> tuple[TestSet, dict, list[str]]:
@@ -133,6 +146,31 @@ def measure(name: str, t: Trained, ctx: BackendContext, data: TestSet, reference
     return row
 
 
+def measure_isolated(name: str, t: Trained, ctx: BackendContext, data: TestSet, reference: np.ndarray,
+                     options: InferOptions) -> BackendRun:
+    """``measure`` in a fresh (spawned) process: no allocator pages, caches or compiled code left by earlier backends."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(_measure_in_child, name, t, ctx, data, reference, options).result()
+    except BrokenProcessPool:
+        reason = "the measuring process died (out of memory, or a crash in the backend's library)"
+    except Exception as e:  # noqa: BLE001 - e.g. a model class that cannot be sent to a child process
+        reason = f"cannot measure in a fresh process ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
+    return BackendRun(t.record.cell, display_name(t.record.config["model"]), t.record.seed, name, "failed", reason)
+
+
+def _measure_in_child(name: str, t: Trained, ctx: BackendContext, data: TestSet, reference: np.ndarray,
+                      options: InferOptions) -> BackendRun:
+    if not backend(name).missing():
+        backend(name).preload()
+    with thread_budget(options.threads):
+        return measure(name, t, ctx, data, reference, options)
+
+
 def run_inference(folder: Path, options: InferOptions, data_dir=None,
                   progress: Callable[[str], None] = lambda line: None) -> InferenceResult:
     """Measure every finished cell of ``folder`` on every backend of ``options``."""
@@ -153,7 +191,7 @@ def run_inference(folder: Path, options: InferOptions, data_dir=None,
                 ctx = BackendContext(options.device, options.threads, Path(work), data.calibration, data.images[:EXAMPLE_IMAGES])
                 reference = predict_all(eager(copy.deepcopy(t.model), ctx), data.images)
                 for name in options.backends:
-                    rows.append(measure(name, t, ctx, data, reference, options))
+                    rows.append((measure_isolated if options.isolate else measure)(name, t, ctx, data, reference, options))
                     progress(_progress_line(rows[-1]))
         env = environment(options.threads)
     return InferenceResult(str(folder), options.model_dump(mode="json"), options.device, options.threads, method,
