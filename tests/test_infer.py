@@ -64,15 +64,14 @@ def save_cell(folder: Path, name: str, seed: int, state: dict, identity: str) ->
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A results folder of lenet5 and mlp-matched (seeds 0 and 1) with kept weights, and its synthetic data."""
+    """A results folder of lenet5 (seeds 0 and 1) and mlp-matched (seed 0) with kept weights, and its synthetic data."""
     root = tmp_path_factory.mktemp("infer")
     data = make_dataset(root / "data", n_train=512, n_test=256)
     dataset = load_dataset("mnist", data, allow_download=False)
     x, y = normalize(dataset.train, dataset.info, "cpu")
     identity = data_identity([f.sha256 for f in dataset.files])
-    for name in ("lenet5", "mlp-matched"):
-        for seed in (0, 1):
-            save_cell(root / "tiny", name, seed, fit(name, x, y, seed), identity)
+    for name, seed in (("lenet5", 0), ("lenet5", 1), ("mlp-matched", 0)):
+        save_cell(root / "tiny", name, seed, fit(name, x, y, seed), identity)
     return root / "tiny", data
 
 
@@ -85,8 +84,8 @@ def measured(trained):
 
 def test_onnxruntime_and_int8_agree_with_eager_and_int8_is_smaller(measured):
     rows = {(r.cell, r.backend): r for r in measured.runs}
-    assert len(rows) == 12 and all(r.status == "ok" for r in rows.values()), [r.reason for r in rows.values()]
-    for cell in (CELL, "mlp-matched_seed-1_threads-1"):
+    assert len(rows) == 9 and all(r.status == "ok" for r in rows.values()), [r.reason for r in rows.values()]
+    for cell in (CELL, "mlp-matched_seed-0_threads-1"):
         eager_row, ort, int8 = rows[cell, "eager"], rows[cell, "onnxruntime"], rows[cell, "int8"]
         assert eager_row.gate.accuracy > 0.9 and eager_row.gate.max_abs_logit_diff == 0.0
         assert ort.gate.accuracy == eager_row.gate.accuracy and ort.gate.max_abs_logit_diff < 1e-4  # the export check
