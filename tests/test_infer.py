@@ -4,7 +4,6 @@ memory read back from a known allocation, and a bad weights file as one line (do
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +281,11 @@ def test_isolate_measures_each_backend_in_a_fresh_process(trained, tmp_path):
     result = run_inference(copy, InferOptions(backends=("eager", "onnxruntime"), isolate=True, **FAST), data)
     assert [r.status for r in result.runs] == ["ok", "ok"], [r.reason for r in result.runs]
     assert result.runs[1].gate.max_abs_logit_diff < 1e-4 and result.runs[1].latency.queries >= 30
+
+
+def test_without_a_resettable_high_water_mark_memory_is_na_not_a_guess(monkeypatch, tmp_path):
+    monkeypatch.setattr(memory, "CLEAR_REFS", tmp_path / "no" / "clear_refs")
+    tracker = PeakMemory("cpu")
+    with tracker.over("latency"):
+        pass
+    assert tracker.baseline is None and tracker.peaks == {"latency": None} and tracker.method.startswith("n/a")
