@@ -6,6 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SPEC_CPU ?= bench/cpu.yaml
 SPEC_GPU ?= bench/gpu.yaml
+SPEC_INFER ?= bench/infer-cpu.yaml
 SPEC   ?=
 # Extra arguments for `mnistbench run`, e.g. ARGS=--force
 ARGS   ?=
@@ -20,7 +21,7 @@ BUILD_FLAGS ?=
 RUN_FLAGS ?=
 export DOCKER ENGINE CONSTRAINTS BUILD_FLAGS RUN_FLAGS
 
-.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro bench-scale-cpu report readme clean image-cpu image-gpu test-containers test-slow
+.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro bench-infer bench-scale-cpu report readme clean image-cpu image-gpu test-containers test-slow
 
 help:
 	@echo "make install      create $(VENV) and install mnistbench with dev extras"
@@ -29,6 +30,7 @@ help:
 	@echo "make bench-gpu    run $(SPEC_GPU) on a CUDA GPU"
 	@echo "make bench-smoke  a seconds-long end-to-end check"
 	@echo "make bench-micro  pytest-benchmark micro-benchmarks, compared with the last saved run"
+	@echo "make bench-infer  inference latency/throughput/memory/size over $(SPEC_INFER)'s weights (docs/inference.md)"
 	@echo "make bench-scale-cpu  bench/scale-cpu.yaml sequentially and on Ray, compared (docs/scale-out.md)"
 	@echo "make lint         hadolint on the Dockerfiles"
 	@echo "make readme       regenerate the README's results block from results/cpu"
@@ -91,6 +93,11 @@ bench-micro: install
 	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-autosave --benchmark-compare -q \
 		--benchmark-warmup=on --benchmark-warmup-iterations=10 --benchmark-min-rounds=5 --benchmark-max-time=0.25 \
 		--benchmark-columns=min,median,mean,stddev,ops,rounds
+
+# Inference over a results folder's kept weights, written to its inference/ (docs/inference.md); ARGS=--force
+# measures again. Nothing else should run meanwhile: the figures are timings.
+bench-infer: install
+	$(BIN)/mnistbench infer --spec $(SPEC_INFER) $(ARGS)
 
 # Sequential vs --engine ray, tables compared and wall times written to results/scale-cpu/comparison.md
 # (docs/scale-out.md); about 5 minutes on 2 idle cores. Nothing else should run meanwhile.

@@ -177,6 +177,8 @@ def build_record(
              "measured_seconds": measured, **task.extra}
     if outcome is not None and outcome.epochs:
         extra["roofline"] = achieved_rates(model, outcome)  # the 0.1 name: achieved rates against the compute peak
+    if outcome is not None and outcome.peak_rss_bytes is not None:
+        extra["peak_rss_bytes"] = outcome.peak_rss_bytes  # the process's peak RSS over the cell (CPU runs)
     sha256s = [f.sha256 for f in dataset.files]
     return RunRecord(
         spec=task.spec,

@@ -439,5 +439,54 @@ def export(
         typer.echo(f"view with: MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {summary.location}")
 
 
+def _infer_options(spec: Optional[Path], results_dir: Optional[Path], **given):
+    """The spec's ``inference:`` section (or the defaults) with the command line's values over it; the folder to read."""
+    from .infer import InferOptions, load_options, with_overrides
+
+    base = load_options(spec) if spec is not None else InferOptions()
+    split = {k: v.split(",") if isinstance(v, str) and k in ("backends", "batch_sizes") else v for k, v in given.items()}
+    options = with_overrides(base, **split)
+    folder = results_dir or (Path(options.results) if options.results else None)
+    if folder is None:
+        raise MnistbenchError("name a results folder (DIR) or a spec whose inference section names one (--spec)")
+    return options, folder
+
+
+@app.command()
+def infer(
+    results_dir: Optional[Path] = typer.Argument(None, metavar="[DIR]", help="A results folder whose kept weights are "
+                                                 "measured, e.g. reference/cpu (default: the spec's `results`)."),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="A spec with an `inference:` section (bench/infer-cpu.yaml)."),
+    backends: Optional[str] = typer.Option(None, "--backends", metavar="A,B",
+                                           help="CPU: eager,compile,onnxruntime,openvino,int8; CUDA: eager,compile,fp16,bf16,onnxruntime."),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", metavar="N,M", help="Throughput batch sizes, e.g. 1,64,1024,10000."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads of every backend (default 2)."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="cpu|cuda", help="Where to run (default cpu)."),
+    min_queries: Optional[int] = typer.Option(None, "--min-queries", help="Batch-1 queries timed at least (default 2000)."),
+    min_seconds: Optional[float] = typer.Option(None, "--min-seconds", help="...for at least this long (default 2)."),
+    timing_seeds: Optional[int] = typer.Option(None, "--timing-seeds", help="Time only the first N seeds of each model "
+                                               "(accuracy: every seed)."),
+    isolate: Optional[bool] = typer.Option(None, "--isolate/--no-isolate", help="Measure each model x backend in a "
+                                           "fresh process (memory and cold start as a new process sees them)."),
+    data_dir: Optional[Path] = DataDir,
+    force: bool = typer.Option(False, "--force", help="Replace DIR/inference/ if it holds a result."),
+) -> None:
+    """Measure every trained model of a results folder on each backend: accuracy gate, batch-1 latency, throughput,
+    peak memory, size; writes DIR/inference/ (inference.json, summary.md, error_vs_latency.png). docs/inference.md."""
+    from .infer import check_writable, run_inference, write_inference
+
+    try:
+        options, folder = _infer_options(spec, results_dir, backends=backends, batch_sizes=batch_sizes, threads=threads,
+                                         device=device, min_queries=min_queries, min_seconds=min_seconds,
+                                         timing_seeds=timing_seeds, isolate=isolate)
+        check_writable(folder, force)
+        result = run_inference(folder, options, data_dir, progress=lambda line: typer.echo(line, err=True))
+        written = write_inference(folder, result)
+    except MnistbenchError as e:
+        fail(str(e))
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover - `python -m mnistbench.cli`; the console script is cli:app
     sys.exit(app())

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .augment import AffineRanges, DistortedBatches
 from .data import Dataset, TensorBatches, holdout, normalize, torchvision_batches
 from .errors import Interrupted, MnistbenchError
+from .memory import peak_rss_bytes, reset_peak
 from .modelref import build_model, load_unchanged
 from .results import EpochMetrics
 from .spec import CellConfig
@@ -36,6 +37,7 @@ class CellOutcome:
     epochs_to_target: Optional[float] = None  # fractional when probed between batches
     wall_to_target_s: Optional[float] = None  # wall clock from the first step through that evaluation (MLPerf's clock)
     peak_memory_bytes: Optional[int] = None
+    peak_rss_bytes: Optional[int] = None  # the process's RSS high-water mark while the cell ran on the CPU (memory.py)
     determinism: Optional[dict] = None  # environment.determinism() while the cell ran
     weights: Optional[dict[str, torch.Tensor]] = None  # the evaluated model's final state dict, on the CPU
 
@@ -381,6 +383,7 @@ def _prepare(config: CellConfig, dataset: Dataset, device: torch.device) -> _Tra
 def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, resume, should_stop) -> CellOutcome:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    rss_reset = device.type == "cpu" and reset_peak()
     t = _prepare(config, dataset, device)
     outcome = CellOutcome([], str(device), torch.get_num_threads())
     if resume is not None:
@@ -399,6 +402,7 @@ def _run(config: CellConfig, dataset: Dataset, device: torch.device, on_epoch, r
             break
     if device.type == "cuda":
         outcome.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
+    outcome.peak_rss_bytes = peak_rss_bytes() if rss_reset else None
     outcome.weights = t.final_weights()
     return outcome
 

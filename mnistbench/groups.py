@@ -369,6 +369,7 @@ def summary_row(g: Group) -> dict:
         "target_reached": f"{sum(t is not None for t in ttt)}/{len(ttt)}" if ttt else None,
         **_rule_columns(g),
         **_roofline_columns(g),
+        **_memory_columns(g),
         "failed": len(g.with_status("failed")),
         "spec": g.context.spec,
         "dataset": g.context.dataset,
@@ -376,6 +377,14 @@ def summary_row(g: Group) -> dict:
         "device": g.context.device,
         "hosts": len(g.hosts()) or None,
     }
+
+
+def _memory_columns(g: Group) -> dict:
+    """The largest training peak over seeds (CPU: the process's RSS high-water mark; CUDA: max_memory_allocated);
+    no column for records written before it was measured, so their summaries stay as they were."""
+    peaks = [r.extra.get("peak_rss_bytes") if r.peak_memory_bytes is None else r.peak_memory_bytes for r in g.records]
+    peaks = [p for p in peaks if isinstance(p, int)]
+    return {"peak_memory_mib_max": max(peaks) / 2**20} if peaks else {}
 
 
 def _rule_columns(g: Group) -> dict:

@@ -144,6 +144,9 @@ def _headline(s: Section) -> list[str]:
     ]
     headers = ["model", "parameters", "epochs", "seeds", "final test acc % (mean ± std)", "best test acc %",
                "final test loss", "train samples/s", "eval samples/s", "s/epoch"]
+    if any("peak_memory_mib_max" in r for r in s.rows):  # CPU: peak RSS of the process; CUDA: max_memory_allocated
+        headers.append("peak memory MiB")
+        rows = [row + [_num(r.get("peak_memory_mib_max"), 1)] for row, r in zip(rows, s.rows)]
     stopped = [g.label for g in s.groups if g.records[0].config.get("stop_at_target")]
     note = (f" {', '.join(stopped)}: runs stop at the first epoch that meets the target (`stop_at_target`), so their "
             "final accuracy is that epoch's, selected by the target, not the end of a budget.") if stopped else ""

@@ -69,3 +69,17 @@ def test_weights_of_another_model_do_not_load(folder):
     run_file = results / "runs" / "mlp-matched_seed-0.json"
     with pytest.raises(MnistbenchError, match="do not fit the model"):
         load_into(create_model("lenet5"), load_weights(run_file, load_record(run_file)), str(run_file))
+
+
+def test_a_cpu_cell_records_its_peak_rss_and_the_summary_shows_it(folder):
+    from mnistbench import memory
+    from mnistbench.groups import build_report
+    from mnistbench.tables import markdown
+
+    if not memory.reset_peak():
+        pytest.skip("needs Linux's resettable VmHWM")
+    results, _ = folder
+    for run_file in sorted((results / "runs").glob("*.json")):
+        peak = load_record(run_file).extra["peak_rss_bytes"]
+        assert 50 * 2**20 < peak < 8 * 2**30  # the process's peak: torch and the data at least, far below the machine
+    assert "peak memory MiB" in markdown(build_report(results))
