@@ -57,6 +57,7 @@ def driver():
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     d = webdriver.Chrome(service=Service(chromedriver), options=options)
+    d.set_page_load_timeout(110)  # below Selenium's own 120 s, so a starved browser fails with a clear timeout
     yield d
     d.quit()
 
