@@ -18,7 +18,7 @@ import pytest
 
 from mnistbench.groups import build_report
 from mnistbench.site import write_page
-from mnistbench.site.overview import build_site
+from mnistbench.site.overview import build_site, discover
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def committed_folders() -> list[Path]:
     """The shipped results folders: reference/ once results move there, else results/ (only what git tracks)."""
     for root in ("reference", "results"):
-        found = sorted(p.parent for p in (ROOT / root).glob("*/runs") if any(p.glob("*.json")))
+        found = [f for f in discover(ROOT, (root,)) if any((f / "runs").glob("*.json"))]
         if found:
             return found
     return []
@@ -78,7 +78,7 @@ def site(tmp_path_factory) -> tuple[Path, list[Path]]:
     base = tmp_path_factory.mktemp("pages")
     copies = []
     for folder in FOLDERS:
-        copy = shutil.copytree(folder, base / folder.parent.name / folder.name,
+        copy = shutil.copytree(folder, base / folder.relative_to(ROOT),
                                ignore=shutil.ignore_patterns("*.safetensors", "checkpoints"))
         write_page(copy, build_report(copy))
         copies.append(copy)
@@ -118,10 +118,10 @@ def dead_links(driver) -> list[str]:
     return dead
 
 
-@pytest.mark.parametrize("name", [f"{f.parent.name}/{f.name}" for f in FOLDERS] or ["none"])
+@pytest.mark.parametrize("name", [f.relative_to(ROOT).as_posix() for f in FOLDERS] or ["none"])
 def test_page_draws_every_figure_without_errors_and_its_links_resolve(driver, site, artifacts, name):
-    _, copies = site
-    folder = next(c for c in copies if f"{c.parent.name}/{c.name}" == name)
+    index, copies = site
+    folder = index.parent / name
     seconds = open_page(driver, folder / "index.html")
     assert console_errors(driver) == []
     drawn = driver.execute_script("""

@@ -48,10 +48,14 @@ def extras(folder: Path) -> list[Extra]:
     """The sections whose files exist in ``folder``, in page order."""
     out = []
     for ident, title, patterns in EXTRAS:
-        files = sorted(p for pattern in patterns for p in folder.glob(pattern) if p.is_file())
+        files = _files(folder, patterns)
         if files:
             out.append(Extra(ident, title, [read_source(folder, p) for p in files]))
     return out
+
+
+def _files(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
+    return sorted(p for pattern in patterns for p in Path(folder).glob(pattern) if p.is_file())
 
 
 def read_source(folder: Path, path: Path) -> Source:
@@ -98,6 +102,4 @@ def cell(v: object) -> str:
 
 def page_input_files(folder: Path) -> list[str]:
     """The extra result files of ``folder`` its page shows, relative to it (the manifest records their hashes)."""
-    folder = Path(folder)
-    return sorted(p.relative_to(folder).as_posix() for _, _, patterns in EXTRAS for pattern in patterns
-                  for p in folder.glob(pattern) if p.is_file())
+    return sorted(p.relative_to(folder).as_posix() for _, _, patterns in EXTRAS for p in _files(Path(folder), patterns))

@@ -77,12 +77,18 @@ def entries(folders: list[Path], out: Path) -> tuple[list[Folder], list[Headline
         report = build_report(folder)
         target = folder / PAGE if (folder / PAGE).is_file() else folder / "summary.md"
         href = Path(os.path.relpath(target.resolve(), out.resolve())).as_posix()
-        name = folder.as_posix()
+        name = _shown(folder)
         records = [r for s in report.sections for r in s.records]
         folders_out.append(Folder(name, href, report.title, describe_devices(records), len(records), _status(folder)))
         for s in report.sections:
             rows += [_headline(name, href, describe_devices(s.records), g) for g in s.groups]
     return folders_out, rows
+
+
+def _shown(folder: Path) -> str:
+    """The folder as the user would type it: relative to the working folder when it lies below it."""
+    rel = os.path.relpath(folder.resolve())
+    return Path(rel if not rel.startswith("..") else folder).as_posix()
 
 
 def build_site(folders: list[Path], out: Path) -> Path:
