@@ -217,3 +217,10 @@ def test_templates_are_package_data():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "templates/*" in pyproject["tool"]["setuptools"]["package-data"]["mnistbench.site"]
     assert (ROOT / "mnistbench" / "site" / "templates" / "page.html.j2").is_file()
+
+
+def test_a_nan_or_a_closing_tag_in_the_data_cannot_break_the_page():
+    from mnistbench.site.figures import Figure
+
+    text = Figure("f", "t", "c", [{"name": "</script><b>x", "y": [1.0, float("nan"), float("inf")]}], {}).json()
+    assert "</script>" not in text and json.loads(text)["data"][0] == {"name": "</script><b>x", "y": [1.0, None, None]}

@@ -34,12 +34,19 @@ class Figure:
 
     def json(self) -> str:
         """Plotly's figure as JSON safe inside a ``<script>`` element (no ``</`` can close it early)."""
-        text = json.dumps({"data": self.data, "layout": self.layout}, sort_keys=True, allow_nan=False, default=_plain)
+        text = json.dumps(_no_nan({"data": self.data, "layout": self.layout}), sort_keys=True, allow_nan=False)
         return text.replace("</", "<\\/")
 
 
-def _plain(x: object) -> object:
-    raise TypeError(f"not JSON: {type(x).__name__}")
+def _no_nan(x: object) -> object:
+    """NaN and infinities (not JSON) as null: Plotly leaves a gap there instead of the page failing to build."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _no_nan(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_no_nan(v) for v in x]
+    return x
 
 
 def _style(i: int) -> dict:
