@@ -616,7 +616,8 @@ def test_a_full_disk_at_each_write_is_one_line_exit_2_keeps_earlier_files_and_a_
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 24 MiB tmpfs (room for two report sets with their pages), where mounting is permitted (root in a container that allows it); skipped elsewhere."""
+    """A 24 MiB tmpfs (two report sets with their pages fit), where mounting is permitted (root in a container that
+    allows it); skipped elsewhere."""
     mount = tmp_path / "disk"
     mount.mkdir()
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True, text=True)

@@ -224,3 +224,9 @@ def test_a_nan_or_a_closing_tag_in_the_data_cannot_break_the_page():
 
     text = Figure("f", "t", "c", [{"name": "</script><b>x", "y": [1.0, float("nan"), float("inf")]}], {}).json()
     assert "</script>" not in text and json.loads(text)["data"][0] == {"name": "</script><b>x", "y": [1.0, None, None]}
+
+
+def test_a_validation_split_is_a_caveat(tmp_path):
+    folder = write_records(tmp_path / "val", [make_record("lenet5", s, validation=5000) for s in range(2)])
+    page = Page(render_page(build_report(folder), folder))
+    assert any("validation" in c and "5000" in c for c in page.caveats)

@@ -49,7 +49,7 @@ class Caveat:
 
 def caveats(report: Report) -> list[Caveat]:
     """Everything the markdown flags about the data: warnings (duplicates, mixed sections), diverged or failed cells,
-    data files that are not the official ones."""
+    a validation split in place of the test set, data files that are not the official ones."""
     out = [Caveat("warning", w) for w in report.warnings]
     for s in report.sections:
         where = f" ({s.context.title})" if len(report.sections) > 1 else ""
@@ -57,6 +57,10 @@ def caveats(report: Report) -> list[Caveat]:
                               ("failed", "failed (the cell raised): left out of every figure")):
             for r in (r for r in s.records if r.status == status):
                 out.append(Caveat(status, f"{r.cell}{where} {words}" + (f" — {r.note}" if r.note else "")))
+        held_out = sorted({r.config.get("validation") or 0 for r in s.records} - {0})
+        if held_out:
+            out.append(Caveat("validation", f"runs with a validation split{where} are evaluated on the last "
+                                            f"{' or '.join(map(str, held_out))} training samples: their 'test' figures are validation figures"))
         unofficial = [f.get("file") for f in s.data["files"] if not f.get("official")]
         if unofficial:
             out.append(Caveat("data", f"data files that are not the official ones{where}: {', '.join(map(str, unofficial))}; "
