@@ -21,7 +21,7 @@ BUILD_FLAGS ?=
 RUN_FLAGS ?=
 export DOCKER ENGINE CONSTRAINTS BUILD_FLAGS RUN_FLAGS
 
-.PHONY: help install test lint bench-cpu bench-gpu bench-smoke bench-micro bench-infer bench-scale-cpu report readme clean image-cpu image-gpu test-containers test-slow
+.PHONY: help install test lint site browser bench-cpu bench-gpu bench-smoke bench-micro bench-infer bench-scale-cpu report readme clean image-cpu image-gpu test-containers test-slow
 
 help:
 	@echo "make install      create $(VENV) and install mnistbench with dev extras"
@@ -33,6 +33,7 @@ help:
 	@echo "make bench-infer  inference latency/throughput/memory/size over $(SPEC_INFER)'s weights (docs/inference.md)"
 	@echo "make bench-scale-cpu  bench/scale-cpu.yaml sequentially and on Ray, compared (docs/scale-out.md)"
 	@echo "make lint         hadolint on the Dockerfiles"
+	@echo "make site         an index page over every results folder's page (site/index.html; DIRS=... OUT=...)"
 	@echo "make readme       regenerate the README's results block from results/cpu"
 	@echo "make image-cpu    build the CPU image (make image-gpu: the CUDA image) with docker or podman"
 	@echo "make test-containers  build the images and run bench/smoke.yaml in one with a real engine (slow)"
@@ -57,7 +58,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 test: install
 	$(BIN)/pytest -q -m "not slow" --durations=15
 
-test-slow: install
+test-slow: install browser
 	$(BIN)/pytest -q -m slow --durations=15
 
 lint: install
@@ -106,6 +107,15 @@ bench-scale-cpu: install
 
 report: install
 	$(BIN)/mnistbench report $(or $(DIR),results/cpu)
+
+# Each results folder's index.html is written by `make report`; this links them all (docs/site.md).
+site: install
+	$(BIN)/mnistbench site $(DIRS) --out $(or $(OUT),site)
+
+# Headless Chromium for the browser tests (Debian's chromium + chromium-driver, as root); never fails: without it
+# those tests skip, saying so.
+browser:
+	@scripts/install-browser.sh
 
 # The README's results block, generated from results/cpu's run files (a test checks it is current).
 readme: install

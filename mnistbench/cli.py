@@ -309,6 +309,21 @@ def _print_report_warnings(results_dir: Path) -> None:
 
 
 @app.command()
+def site(
+    results_dirs: List[Path] = typer.Argument(None, help="Results folders (default: every folder with runs/ under reference/ and results/)."),
+    out: Path = typer.Option(Path("site"), "--out", help="Folder for the site's index.html."),
+) -> None:
+    """Build an index page linking every results folder's page, with a cross-folder table of the headline figures."""
+    from .site.overview import build_site, discover
+
+    try:
+        path = build_site(list(results_dirs or discover()), out)
+    except MnistbenchError as e:
+        fail(str(e))
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
 def data(
     dataset: str = typer.Option("mnist", "--dataset", help="Which dataset."),
     data_dir: Optional[Path] = DataDir,

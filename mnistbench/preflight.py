@@ -18,7 +18,7 @@ from .report import REPORT_FILES
 MiB = 2**20
 RUN_FILE_BYTES = 16 * 1024  # a run file without its epochs (config, environment, data files), generously
 EPOCH_BYTES = 1024  # one epoch's metrics in a run file
-REPORT_BYTES = 4 * MiB  # tables and six figures, staged next to the old set while it is replaced
+REPORT_BYTES = 12 * MiB  # tables, six figures and the page with its 5 MB script, staged next to the old set while it is replaced
 # Longest name written for a cell: ".<cell>.json.<8 random>.tmp", the temporary of its run file.
 NAME_OVERHEAD = len("..json.") + 8 + len(".tmp")
 

@@ -403,9 +403,9 @@ def test_too_little_free_space_for_the_run_is_refused_before_training(tmp_path, 
 
 def test_the_space_estimate_counts_run_files_two_checkpoints_and_the_report():
     one = estimate_bytes([(44_350, 2)])
-    assert one == 16 * 1024 + 2 * 1024 + 2 * (4 * 44_350 * 3 + 64 * 1024) + 4 * 2**20
+    assert one == 16 * 1024 + 2 * 1024 + 2 * (4 * 44_350 * 3 + 64 * 1024) + 12 * 2**20  # the report set, its page and the page's script
     assert estimate_bytes([(44_350, 2)] * 3) - one == 2 * (16 * 1024 + 2 * 1024)  # run files only: checkpoints come and go
-    assert estimate_bytes([]) == 4 * 2**20
+    assert estimate_bytes([]) == 12 * 2**20
 
 
 def test_every_file_a_report_writes_is_listed_for_the_layout_check(clean, tmp_path):
@@ -616,10 +616,11 @@ def test_a_full_disk_at_each_write_is_one_line_exit_2_keeps_earlier_files_and_a_
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """An 8 MiB tmpfs, where mounting is permitted (root in a container that allows it); skipped elsewhere."""
+    """A 24 MiB tmpfs (two report sets with their pages fit), where mounting is permitted (root in a container that
+    allows it); skipped elsewhere."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True, text=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}); the injected ENOSPC tests cover this")
     yield mount
