@@ -146,11 +146,11 @@ def fog(x, rng):
 
 def plasma(rng, n: int, decay: float, size: int = 256) -> np.ndarray:
     """n diamond-square height maps of ``size``² in [0, 1] (MNIST-C's plasma_fractal), their top-left 28 x 28."""
-    grid = np.zeros((n, size, size))
+    grid = np.zeros((n, size, size), dtype=np.float32)  # float32: half the memory traffic of 256² maps
     step, wibble = size, 100.0
 
     def noisy_mean(a):
-        return a / 4 + wibble * rng.uniform(-wibble, wibble, a.shape)
+        return a / 4 + np.float32(wibble * wibble) * (2 * rng.random(a.shape, dtype=np.float32) - 1)
 
     while step >= 2:
         half = step // 2
@@ -165,7 +165,7 @@ def plasma(rng, n: int, decay: float, size: int = 256) -> np.ndarray:
         wibble /= decay
     grid -= grid.min(axis=(1, 2), keepdims=True)
     grid /= grid.max(axis=(1, 2), keepdims=True)
-    return grid[:, :SIZE, :SIZE]
+    return grid[:, :SIZE, :SIZE].astype(np.float64)
 
 
 def spatter(x, rng):

@@ -150,7 +150,7 @@ def evaluate_folder(folder: Path, settings: Settings, data_dir=None, allow_downl
             kept = {"schema": SCHEMA, "run": run_file.name, "model": record.config["model"], "seed": record.seed,
                     "distort": bool(record.config.get("distort")), "weights_sha256": sha,
                     "settings": settings.to_dict(), **measure(model01, test, settings)}
-            write_atomic(path, (json.dumps(kept, indent=1, sort_keys=True) + "\n").encode())
+            write_atomic(path, (json.dumps(kept, indent=1) + "\n").encode())
             if on_run:
                 on_run(run_file.name, False, time.perf_counter() - start)
         elif on_run:

@@ -63,8 +63,8 @@ def write_figures(out_dir: Path, results: list[dict]) -> list[Path]:
     from matplotlib import rc_context
 
     by_label = groups(results)
-    shifts = [int(k) for k in results[0]["shifts"]]
-    angles = [int(a) for a in results[0]["rotations"]]
+    shifts = sorted(int(k) for k in results[0]["shifts"])
+    angles = sorted(int(a) for a in results[0]["rotations"])
     written: list[Path] = []
     with rc_context(_RC):
         written += _save(_curves("Translation (mean of 8 directions, zero fill)", "shift (pixels)", by_label, shifts,
