@@ -16,7 +16,9 @@ def _band(ax, xs, per_run: list[list[float]], colour: str, name: str) -> None:
     ests = [estimate([run[i] for run in per_run]) for i in range(len(xs))]
     ax.plot(xs, [100 * e.mean for e in ests], color=colour, marker="o", markersize=3, label=f"{name} (n={len(per_run)})")
     if len(per_run) > 1:
-        ax.fill_between(xs, [100 * e.ci_low for e in ests], [100 * e.ci_high for e in ests], color=colour, alpha=0.2, lw=0)
+        # An interval of a mean accuracy is drawn inside [0, 100] (few seeds can stretch it past either end).
+        ax.fill_between(xs, [max(0.0, 100 * e.ci_low) for e in ests], [min(100.0, 100 * e.ci_high) for e in ests],
+                        color=colour, alpha=0.2, lw=0)
 
 
 def _curves(title: str, xlabel: str, by_label, xs, read):

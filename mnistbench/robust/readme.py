@@ -32,7 +32,7 @@ def shift_sentence(results: list[dict], px: int = PX) -> str:
             continue
         c = welch(values(cnn, at), values(runs, at))
         p = "" if math.isnan(c.p_value) else f", Welch p {'<0.001' if c.p_value < 0.001 else f'{c.p_value:.3f}'}"
-        parts.append(f"{name} {_pct(runs, at)} (LeNet-5 ahead by {100 * c.difference:.1f} points{p})")
+        parts.append(f"{name} {_pct(runs, at)} (LeNet-5 − {name}: {100 * c.difference:+.1f} points{p})")
     return "; ".join(parts) + ". Intervals: 95% over seeds (mnistbench robust, docs/robustness-eval.md)."
 
 
