@@ -176,3 +176,17 @@ def test_without_foolbox_the_attacks_are_reported_not_installed(monkeypatch, tmp
     results = evaluate_folder(tmp_path / "one", SMALL, make_dataset(tmp_path / "data", n_train=16, n_test=16))
     assert results[0]["adversarial"]["status"].startswith("not installed")
     assert "not installed" in render("one", results)
+
+
+@pytest.mark.slow
+def test_clean_accuracy_from_the_saved_weights_is_the_runs_own_test_accuracy(tmp_path):
+    from conftest import write_spec
+    from mnistbench.runner import run_spec
+    from mnistbench.spec import load_spec
+
+    data = make_dataset(tmp_path / "data", n_train=256, n_test=64)
+    spec = "name: one\ndevice: cpu\nepochs: 1\nbatch_size: 64\nthreads: 1\nmatrix:\n  model: [lenet5]\n  seed: [0]\n"
+    run_spec(load_spec(write_spec(tmp_path / "one.yaml", spec)), tmp_path / "results", data)
+    (result,) = evaluate_folder(tmp_path / "results" / "one", Settings(shifts=(0,), angles=(0,), attacks=None), data)
+    assert result["clean"] == pytest.approx(result["recorded_test_accuracy"], abs=1e-9)
+    assert result["shifts"]["0"]["right"] == result["clean"] == result["rotations"]["0"]

@@ -149,6 +149,7 @@ def evaluate_folder(folder: Path, settings: Settings, data_dir=None, allow_downl
             torch.manual_seed(settings.corruption_seed)
             kept = {"schema": SCHEMA, "run": run_file.name, "model": record.config["model"], "seed": record.seed,
                     "distort": bool(record.config.get("distort")), "weights_sha256": sha,
+                    "recorded_test_accuracy": record.final.test_accuracy,  # the run's own test pass, for comparison
                     "settings": settings.to_dict(), **measure(model01, test, settings)}
             write_atomic(path, (json.dumps(kept, indent=1) + "\n").encode())
             if on_run:
