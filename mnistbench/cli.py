@@ -501,6 +501,32 @@ def infer(
         fail(str(e))
     for path in written:
         typer.echo(f"wrote {path}")
+@app.command()
+def robust(
+    results_dirs: List[Path] = typer.Argument(..., metavar="DIR...", help="Results folders whose runs kept their weights."),
+    data_dir: Optional[Path] = DataDir,
+    subset: int = typer.Option(1000, "--attack-images", min=1, help="Attack the first N test images."),
+    steps: int = typer.Option(40, "--pgd-steps", min=1, help="PGD steps (step size 2.5·ε/steps)."),
+    restarts: int = typer.Option(1, "--pgd-restarts", min=1, help="PGD random starts; robust only if all fail."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the corruptions and of the attacks' random starts."),
+    no_attacks: bool = typer.Option(False, "--no-attacks", help="Skip FGSM/PGD (the slowest part)."),
+    force: bool = typer.Option(False, "--force", help="Replace figures made from other weights or settings."),
+) -> None:
+    """Accuracy of every trained run under shifts, rotations, MNIST-C-style corruptions and FGSM/PGD (DIR/robustness/)."""
+    from .robust import AttackSettings, Settings, evaluate_folder, write_summary
+
+    attacks = None if no_attacks else AttackSettings(steps=steps, restarts=restarts, subset=subset, seed=seed)
+    settings = Settings(corruption_seed=seed, attacks=attacks)
+    try:
+        for folder in results_dirs:
+            def say(run: str, reused: bool, seconds: float, folder=folder) -> None:
+                typer.echo(f"{folder}: {run} " + ("kept (same weights and settings)" if reused else f"evaluated in {seconds:.0f} s"))
+
+            results = evaluate_folder(folder, settings, data_dir, allow_download=False, force=force, on_run=say)
+            for path in write_summary(folder, results):
+                typer.echo(f"wrote {path}")
+    except MnistbenchError as e:
+        fail(str(e))
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m mnistbench.cli`; the console script is cli:app
