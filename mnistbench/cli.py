@@ -2,7 +2,8 @@
 
 Exit codes (README, "Exit codes"): 0 success; 1 ``report --check`` found stale tables, or
 ``compare --fail-on`` found a regression; 2 bad input (spec, data, device, folder, a full
-disk, a malformed ``--fail-on``); 3 the run finished but some cells failed; 130/143 stopped
+disk, a malformed ``--fail-on``); 3 the run finished but some cells failed; 4 ``compare --fail-on``
+refused to judge throughput measured under load (and found no regression); 130/143 stopped
 by SIGINT/SIGTERM after saving what was finished.
 """
 
@@ -21,6 +22,7 @@ from .errors import Interrupted, MnistbenchError
 
 EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
 EXIT_REGRESSION = 1  # `compare --fail-on` found a regression: like a stale report, "the check found a problem"
+EXIT_NOT_JUDGED = 4  # `compare --fail-on` would not judge throughput measured under load: neither pass nor regression
 
 app = typer.Typer(
     add_completion=True,
@@ -383,7 +385,8 @@ def profile_step(
 FailOn = typer.Option(
     None, "--fail-on", metavar="CHECK",
     help="Exit 1 if a configuration in both folders fails it (repeatable): 'accuracy<-0.2' (B − A of mean final "
-    "accuracy, points), 'loss>0.01' (B − A of mean final loss), 'throughput<0.9' (B / A of median samples/s).",
+    "accuracy, points), 'loss>0.01' (B − A of mean final loss), 'throughput<0.9' (B / A of median samples/s). "
+    "Throughput measured under load is not judged: exit 4 when nothing else failed.",
 )
 
 
@@ -409,8 +412,12 @@ def compare(
     failed = [o for o in outcomes if o.failed]
     for o in failed:
         typer.echo(f"mnistbench: regression: {o.message}", err=True)
-    if failed:
-        raise typer.Exit(EXIT_REGRESSION)
+    refused = list(dict.fromkeys(o.label for o in outcomes if o.refused))
+    if refused:
+        typer.echo(f"mnistbench: error: throughput not judged for {', '.join(map(str, refused))}: measured under load or "
+                   "with a wide epoch spread (summary above); rerun on a quiet machine", err=True)
+    if failed or refused:
+        raise typer.Exit(EXIT_REGRESSION if failed else EXIT_NOT_JUDGED)
 
 
 class ExportFormat(str, Enum):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import MnistbenchError
+from .load import throughput_flags
 from .models import paper_test_error_pct
 from .results import RunRecord, load_record, run_files
 from .rules import RULES, RuleFigure, median_reached, rule_figures
@@ -127,6 +128,15 @@ class Group:
     def train_throughput(self) -> tuple[float | None, float | None, float | None]:
         """Median, min and max training samples/s over steady epochs and seeds."""
         return _median_range(self.steady_epochs("train_samples_per_s"))
+
+    def throughput_flags(self) -> list[str]:
+        """Why this configuration's throughput is not a clean measurement, per run (load.py); empty when none is seen."""
+        out = []
+        for r in self.records:
+            reasons = throughput_flags(r.extra.get("load"), [e.train_samples_per_s for e in r.epochs])
+            if reasons:
+                out.append(f"{r.cell}: {', '.join(reasons)}")
+        return out
 
     @functools.cached_property
     def rules(self) -> dict[str, RuleFigure]:
@@ -361,6 +371,7 @@ def summary_row(g: Group) -> dict:
         "train_samples_per_s_median": train_med,
         "train_samples_per_s_min": train_min,
         "train_samples_per_s_max": train_max,
+        "throughput_flag": "; ".join(g.throughput_flags()),
         "eval_samples_per_s_median": eval_med,
         "seconds_per_epoch_median": epoch_s,
         "target_accuracy": first.config.get("target_accuracy"),
