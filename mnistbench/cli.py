@@ -10,7 +10,9 @@ by SIGINT/SIGTERM after saving what was finished.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import sys
 from enum import Enum
 from pathlib import Path
@@ -18,9 +20,21 @@ from typing import List, Optional
 
 import typer
 
-from .errors import Interrupted, MnistbenchError
+from .errors import Interrupted, MnistbenchError, SpecErrors
 
 EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
+
+
+def _flags_without_type() -> None:
+    """typer's rich help labels every on/off flag ``<bool>`` (``--version <bool>``), as if it took a value: no label."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is not None:
+        TyperOption.display_type_rich = lambda self, ctx: None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+
+_flags_without_type()
 EXIT_REGRESSION = 1  # `compare --fail-on` found a regression: like a stale report, "the check found a problem"
 EXIT_NOT_JUDGED = 4  # `compare --fail-on` would not judge throughput measured under load: neither pass nor regression
 
@@ -39,8 +53,9 @@ RunDataDirs = typer.Option(
 )
 
 
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    typer.echo(f"mnistbench: error: {message}", err=True)
+def fail(message: str | MnistbenchError, code: int = EXIT_BAD_INPUT) -> None:
+    for line in message.lines if isinstance(message, MnistbenchError) else [message]:  # a spec: each problem a line
+        typer.echo(f"mnistbench: error: {line}", err=True)
     raise typer.Exit(code)
 
 
@@ -105,9 +120,9 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
     from .modelref import parse_model_ref
     from .spec import load_spec
 
-    loaded = []
-    try:
-        for path in specs:
+    loaded, problems = [], []
+    for path in specs:  # every spec is checked, and every problem of each is named, in one pass
+        try:
             spec = load_spec(path)
             configs = [c.config for c in spec.cells()]
             external = [c for c in configs if not parse_model_ref(c.model).builtin]
@@ -115,12 +130,15 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
                 from .cell import check_models  # imports torch: only for specs that bring their own models
 
                 check_models(external)
-            loaded.append((path, spec))
-            checked = f", models checked: {', '.join(dict.fromkeys(c.model for c in external))}" if external else ""
-            if not as_json:
-                typer.echo(f"{path}: ok, spec '{spec.name}', {len(configs)} cells{checked}")
-    except MnistbenchError as e:
-        fail(str(e))
+        except MnistbenchError as e:
+            problems += e.lines
+            continue
+        loaded.append((path, spec))
+        checked = f", models checked: {', '.join(dict.fromkeys(c.model for c in external))}" if external else ""
+        if not as_json:
+            typer.echo(f"{path}: ok, spec '{spec.name}', {len(configs)} cells{checked}")
+    if problems:
+        fail(SpecErrors(problems))
     if as_json:  # every spec is checked before anything is printed: a bad one leaves stdout empty
         from .describe import describe_spec
 
@@ -136,7 +154,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="Re-run cells that already finished with the same configuration."),
     no_download: bool = typer.Option(False, "--no-download", help="Never try to download missing data files."),
     engine: str = typer.Option("sequential", "--engine", metavar="sequential|ray",
-                               help="Where cells run: one after another here, or one Ray task per cell (pip install 'mnistbench[ray]')."),
+                               help="Where cells run: one after another here, or one Ray task per cell (pip install 'mnistbench\\[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", metavar="ADDR",
                                           help="With --engine ray: an existing cluster ('auto', host:port, ray://...); else a local one."),
     max_retries: str = typer.Option("3", "--max-retries", metavar="N", help="With --engine ray: re-runs of a cell whose worker or node is lost."),
@@ -169,7 +187,7 @@ def run(
             summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download,
                                executor=executor, selection=selection)
     except MnistbenchError as e:
-        fail(str(e))
+        fail(e)
     except Interrupted as e:
         hint = resume_command(spec_path, results_dir, data_dir or [], no_download,
                               engine=engine, address=address, max_retries=max_retries, shard=shard, cells=cell or [])
@@ -233,8 +251,12 @@ def resume_command(
     spec_path: Path, results_dir: Path, data_dirs: list[str], no_download: bool, engine: str = "sequential",
     address: Optional[str] = None, max_retries: str = "3", shard: Optional[str] = None, cells: list[str] = (),
 ) -> str:
-    """The command that continues this run: every option it was given except --force."""
-    args = ["mnistbench", "run", str(spec_path), "--results-dir", str(results_dir)]
+    """The command that continues this run, as it can be typed where it is printed: every option it was given except
+    --force. Under `make bench-cpu` (the Makefile sets $MNISTBENCH_INVOKED_AS) the make command with the options in ARGS."""
+    invoked = os.environ.get("MNISTBENCH_INVOKED_AS")
+    args = [] if invoked else [program(), "run", str(spec_path)]
+    if not invoked or results_dir != Path("results"):
+        args += ["--results-dir", str(results_dir)]
     for value in data_dirs:
         args += ["--data-dir", value]
     if no_download:
@@ -249,7 +271,18 @@ def resume_command(
         args += ["--shard", shard]
     for cell in cells:
         args += ["--cell", cell]
+    if invoked:  # e.g. "make bench-cpu SPEC=bench/cpu.yaml" (scripts/bench.sh adds the spec)
+        return invoked + (f" ARGS={shlex.quote(shlex.join(args))}" if args else "")
     return shlex.join(args)
+
+
+def program() -> str:
+    """``mnistbench`` when that name on PATH is this program, else the path it was started by (``.venv/bin/mnistbench``)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name != "mnistbench":
+        return "mnistbench"  # python -m, or a test runner
+    found = shutil.which("mnistbench")
+    return "mnistbench" if found and Path(found).resolve() == Path(argv0).resolve() else argv0
 
 
 def _print_cells(spec, selection, as_json: bool = False) -> None:

@@ -107,7 +107,7 @@ def test_a_changed_model_file_is_run_again_and_an_unchanged_one_skipped(project,
 BAD_MODELS = {  # file contents (None: no file), model reference, words of the one line
     "missing module": (None, "no_such_pkg.nets:Net", "importing no_such_pkg.nets raised ModuleNotFoundError"),
     "missing file": (None, "./absent.py:build", "file not found:"),
-    "missing attribute": (NETS, "./nets.py:biuld", "./nets.py has no attribute 'biuld'"),
+    "missing attribute": (NETS, "./nets.py:biuld", "./nets.py has no attribute 'biuld' (did you mean build?)"),
     "wrong output shape": (NETS.replace("* 13 * 13, 10)", "* 13 * 13, 5)"), "./nets.py:SmallCNN",
                            "model './nets.py:SmallCNN' returned shape (1, 5), expected (1, 10) logits"),
     "factory raising": (NETS + "\ndef broken():\n    raise ValueError('no weights here')\n", "./nets.py:broken",
