@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,14 +72,19 @@ def spread(values: list[float]) -> Spread:
     return Spread(len(values), statistics.fmean(values), min(values), max(values))
 
 
-def curve(records: list[RunRecord], attr: str, scale: float = 1.0) -> tuple[list[int], list[Spread]]:
-    """Per epoch, the spread over the runs that reached that epoch of ``attr`` times ``scale``."""
+def curve(records: list[RunRecord], attr: str, scale: float = 1.0, log: bool = False) -> tuple[list[int], list[Spread]]:
+    """Per epoch, the spread over the runs that reached that epoch of ``attr`` times ``scale``. With ``log``, the
+    spread of the logarithms taken back: the geometric mean and an interval that stays positive (a loss on a log axis)."""
     by_epoch: dict[int, list[float]] = {}
     for r in records:
         for e in r.epochs:
-            by_epoch.setdefault(e.epoch, []).append(scale * getattr(e, attr))
+            value = scale * getattr(e, attr)
+            by_epoch.setdefault(e.epoch, []).append(math.log(max(value, 1e-300)) if log else value)
     xs = sorted(by_epoch)
-    return xs, [spread(by_epoch[x]) for x in xs]
+    spreads = [spread(by_epoch[x]) for x in xs]
+    if log:
+        spreads = [Spread(s.n, math.exp(s.mean), math.exp(s.low), math.exp(s.high)) for s in spreads]
+    return xs, spreads
 
 
 @dataclass

@@ -75,3 +75,25 @@ def test_help_shows_the_ray_extra_and_no_bool_label_on_flags():
     assert "pip install 'mnistbench[ray]'" in run_help
     assert "<bool>" not in run_help and "<bool>" not in top_help
     assert "--version" in top_help and "--max-retries" in run_help
+
+
+# ---------------------------------------------------------------- learning-curve bands respect the scale
+
+
+def test_learning_curve_bands_stay_inside_what_the_axes_can_show(tmp_path):
+    from records_factory import make_record, write_records
+    from mnistbench.groups import build_report
+    from mnistbench.plots import _learning_curves
+
+    losses = [[3.0, 0.1, 0.01], [3.0, 0.1, 0.02], [3.2, 0.2, 0.3]]  # a symmetric interval at epoch 3 runs below 0
+    accuracy = [[0.90, 0.97, 0.99], [0.90, 0.97, 0.999], [0.85, 0.93, 0.95]]  # ... and above 100% here
+    folder = write_records(tmp_path / "wide", [make_record("lenet5", s, test_accuracy=accuracy[s], test_loss=losses[s])
+                                               for s in range(3)])
+    fig = _learning_curves("wide", "", build_report(folder).sections[0].groups)
+    ax_acc, _, ax_loss = fig.axes[:3]
+    band = lambda ax: [y for c in ax.collections for p in c.get_paths() for _, y in p.vertices]  # noqa: E731
+    assert ax_loss.get_yscale() == "log" and band(ax_loss) and min(band(ax_loss)) > 0
+    assert band(ax_acc) and max(band(ax_acc)) <= 100.0
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("clipped to accuracy ≤ 100%" in t for t in legend), legend
+    assert "geometric mean" in ax_loss.get_ylabel()
