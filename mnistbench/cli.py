@@ -21,6 +21,7 @@ from typing import List, Optional
 import typer
 
 from .errors import Interrupted, MnistbenchError, SpecErrors
+from .words import counted
 
 EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
 
@@ -136,7 +137,7 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
         loaded.append((path, spec))
         checked = f", models checked: {', '.join(dict.fromkeys(c.model for c in external))}" if external else ""
         if not as_json:
-            typer.echo(f"{path}: ok, spec '{spec.name}', {len(configs)} cells{checked}")
+            typer.echo(f"{path}: ok, spec '{spec.name}', {counted(len(configs), 'cell')}{checked}")
     if problems:
         fail(SpecErrors(problems))
     if as_json:  # every spec is checked before anything is printed: a bad one leaves stdout empty
@@ -205,14 +206,24 @@ def _print_run_summary(summary, as_json: bool) -> None:
         typer.echo(json.dumps(describe_run(summary), indent=2))
     else:
         typer.echo(
-            f"{len(summary.ran)} cells run ({len(summary.cells('finished'))} finished, {len(summary.cells('diverged'))} diverged, "
-            f"{len(failed)} failed), {len(summary.skipped)} skipped (already done); wall {summary.wall_seconds:.1f}s, "
-            f"timed training+evaluation {summary.measured_seconds:.1f}s. Results: {summary.results_dir}"
+            f"{counted(len(summary.ran), 'cell')} run ({len(summary.cells('finished'))} finished, "
+            f"{len(summary.cells('diverged'))} diverged, {len(failed)} failed), {len(summary.skipped)} skipped (already done); "
+            f"wall clock {command_seconds():.1f}s since the command started, timed training+evaluation "
+            f"{summary.measured_seconds:.1f}s. Results: {summary.results_dir}"
         )
     if failed:
-        typer.echo(f"mnistbench: error: {len(failed)} cells failed ({', '.join(failed)}); their reasons are in the run "
+        typer.echo(f"mnistbench: error: {counted(len(failed), 'cell')} failed ({', '.join(failed)}); their reasons are in the run "
                    "files and summary.md, and the next run retries them", err=True)
         raise typer.Exit(EXIT_CELLS_FAILED)
+
+
+def command_seconds() -> float:
+    """Wall-clock seconds since this process started, imports included: what `time` would print for the command."""
+    import time
+
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
 
 
 def parse_engine(engine: str, address: Optional[str], max_retries: str) -> int:
@@ -297,9 +308,12 @@ def _print_cells(spec, selection, as_json: bool = False) -> None:
     cells = [every[k] for k in selection.pick(every)]
     keys = spec.axes()
     chosen = f" ({len(cells)} selected)" if len(cells) != len(every) else ""
-    typer.echo(f"spec '{spec.name}': {len(every)} cells{chosen}" + (f" ({spec.description})" if spec.description else ""))
+    typer.echo(f"spec '{spec.name}': {counted(len(every), 'cell')}{chosen}" + (f" ({spec.description})" if spec.description else ""))
     typer.echo(tabulate([[c.id] + [getattr(c.config, k) for k in keys] for c in cells], headers=["cell"] + keys, tablefmt="github"))
-    fixed = {k: v for k, v in cells[0].config.model_dump().items() if k not in keys}
+    from .spec import applies
+
+    fixed = {k: v for k, v in cells[0].config.model_dump().items()
+             if k not in keys and any(applies(c.config, k) for c in cells)}  # momentum only for SGD, ...
     typer.echo("fixed settings: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
 
 
@@ -472,7 +486,7 @@ def export(
     except MnistbenchError as e:
         fail(str(e))
     unchanged = f", {len(summary.unchanged)} already exported" if summary.unchanged else ""
-    typer.echo(f"exported {len(summary.written)} cells to {summary.format}{unchanged}: {summary.location}")
+    typer.echo(f"exported {counted(len(summary.written), 'cell')} to {summary.format}{unchanged}: {summary.location}")
     if to is ExportFormat.tensorboard:
         typer.echo(f"view with: tensorboard --logdir {summary.out}")
     else:  # the UI comes with the full `mlflow` package; since MLflow 3 it opens a file store only when allowed

@@ -142,6 +142,20 @@ class CellConfig(BaseModel):
 DISTORT_RANGES = ("distort_translate", "distort_scale", "distort_squeeze", "distort_shear", "distort_rotate")
 RESOLVED = ("model_sha256",)  # set by the run, not in specs
 SETTINGS = tuple(k for k in CellConfig.model_fields if k not in RESOLVED)
+# Settings that change nothing unless another one calls for them (`run --dry-run` lists them only where they apply).
+_APPLIES_WHEN = {
+    "momentum": lambda c: c.optimizer == "sgd",  # Adam's betas are not this momentum
+    "warmup": lambda c: c.schedule == "onecycle",
+    "step_size": lambda c: c.schedule == "step",
+    "gamma": lambda c: c.schedule == "step",
+    **{k: (lambda c: c.distort) for k in DISTORT_RANGES},
+    **{k: (lambda c: False) for k in RESOLVED},
+}
+
+
+def applies(config: CellConfig, key: str) -> bool:
+    """Whether setting ``key`` has any effect on a cell with this configuration."""
+    return _APPLIES_WHEN.get(key, lambda c: True)(config)
 
 
 class Resources(BaseModel):

@@ -10,6 +10,7 @@ from tabulate import tabulate
 
 from .groups import Group, Report, Section, describe_devices
 from .load import THRESHOLDS
+from .words import counted
 from .rules import FIXED_BUDGET_MIN_SEEDS, RULES, RuleFigure
 from .stats import Estimate
 
@@ -111,7 +112,7 @@ def _model_sources(s: Section, h: str) -> list[str]:
 def _overview(s: Section) -> list[str]:
     records, env = s.records, s.environment
     lines = [
-        f"{len(records)} runs on {s.context.device.split(':')[0]} ({describe_devices(records)}); "
+        f"{counted(len(records), 'run')} on {s.context.device.split(':')[0]} ({describe_devices(records)}); "
         f"dataset {s.context.dataset}; torch {env.get('torch')}, mnistbench {env.get('mnistbench')} "
         f"(commit {env.get('git_commit') or 'unknown'}).",
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from io import StringIO
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -97,3 +98,49 @@ def test_learning_curve_bands_stay_inside_what_the_axes_can_show(tmp_path):
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("clipped to accuracy ≤ 100%" in t for t in legend), legend
     assert "geometric mean" in ax_loss.get_ylabel()
+
+
+# ---------------------------------------------------------------- the run's last line
+
+
+def test_the_wall_clock_in_the_last_line_counts_from_the_start_of_the_command(monkeypatch, capsys):
+    import time
+
+    import psutil
+
+    from mnistbench import cli as cli_module
+    from mnistbench.runner import RunSummary
+    from records_factory import make_record
+
+    started = psutil.Process().create_time()
+    monkeypatch.setattr(time, "time", lambda: started + 17.3)  # the command has run 17.3 s, imports included
+    summary = RunSummary(Path("results/demo"), ran=[make_record("lenet5", 0)], wall_seconds=10.6)
+    cli_module._print_run_summary(summary, as_json=False)
+    line = capsys.readouterr().out
+    assert "1 cell run (1 finished, 0 diverged, 0 failed)" in line
+    assert "wall clock 17.3s since the command started" in line and "10.6" not in line
+
+
+def test_one_is_singular_in_progress_and_dry_run(tmp_path):
+    from mnistbench.cell import Event
+    from mnistbench.progress import progress_for
+    from mnistbench.spec import Cell, CellConfig
+
+    spec = write_spec(tmp_path / "one.yaml", "model: lenet5\nepochs: 1\noptimizer: adam\n")
+    dry = cli("run", spec, "--dry-run").stdout
+    assert "spec 'one': 1 cell\n" in dry
+    cell = Cell("lenet5_seed-0", CellConfig(model="lenet5", epochs=1))
+    out = StringIO()
+    with progress_for(out) as progress:
+        progress(Event("start", total=1, message="here"))
+        progress(Event("cell", cell, 1, 1, epochs=1))
+    assert "running 1 cell -> here" in out.getvalue() and "lenet5_seed-0: 1 epoch\n" in out.getvalue()
+
+
+def test_dry_run_lists_only_the_settings_that_apply(tmp_path):
+    (tmp_path / "nets.py").write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
+    adam = cli("run", write_spec(tmp_path / "adam.yaml", "model: ./nets.py:build\noptimizer: adam\n"), "--dry-run").stdout
+    fixed = adam.split("fixed settings: ")[1]
+    assert "momentum" not in fixed and "model_sha256" not in fixed and "optimizer=adam" in fixed
+    sgd = cli("run", write_spec(tmp_path / "sgd.yaml", "model: lenet5\noptimizer: sgd\n"), "--dry-run").stdout
+    assert "momentum=0.9" in sgd.split("fixed settings: ")[1]
