@@ -87,7 +87,8 @@ test-containers: install
 bench-smoke: install
 	$(BIN)/mnistbench run bench/smoke.yaml
 
-# Saved under .benchmarks/ and compared with the last saved run (README, "Micro-benchmarks"); about 10 s on 2 idle CPU cores.
+# Saved under .benchmarks/ and compared with the last saved run (docs/performance.md, "Micro-benchmarks"). Seconds to
+# a minute: measured ranges per machine kind, and the CPU features that matter (AVX-512 vs AVX2), in docs/performance.md#timings.
 bench-micro: install
 	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-autosave --benchmark-compare -q \
 		--benchmark-warmup=on --benchmark-warmup-iterations=10 --benchmark-min-rounds=5 --benchmark-max-time=0.25 \

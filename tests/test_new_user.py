@@ -144,3 +144,65 @@ def test_dry_run_lists_only_the_settings_that_apply(tmp_path):
     assert "momentum" not in fixed and "model_sha256" not in fixed and "optimizer=adam" in fixed
     sgd = cli("run", write_spec(tmp_path / "sgd.yaml", "model: lenet5\noptimizer: sgd\n"), "--dry-run").stdout
     assert "momentum=0.9" in sgd.split("fixed settings: ")[1]
+
+
+# ---------------------------------------------------------------- the words match the code
+
+
+def text(path: str) -> str:
+    return (Path(__file__).resolve().parent.parent / path).read_text()
+
+
+def test_the_smoke_spec_says_which_models_it_runs():
+    from mnistbench.models import MODELS
+    from mnistbench.spec import load_spec
+
+    root = Path(__file__).resolve().parent.parent
+    ran = {c.config.model for c in load_spec(root / "bench" / "smoke.yaml").cells()}
+    assert set(MODELS.names()) - ran, "smoke.yaml runs every registered model: the words below would then be right"
+    assert "every model" not in text("bench/smoke.yaml").splitlines()[0]
+    assert "every model" not in text("docs/specs.md")
+
+
+def test_every_optimizer_and_every_shipped_spec_is_in_the_docs():
+    from typing import get_args
+
+    from mnistbench.spec import Optimizer
+
+    listed = " | ".join(get_args(Optimizer))
+    assert f"# {listed}\n" in text("README.md") and f"# {listed}\n" in text("docs/specs.md")
+    root = Path(__file__).resolve().parent.parent
+    missing = [p.name for p in sorted((root / "bench").glob("*.yaml")) if f"bench/{p.name}" not in text("docs/specs.md")]
+    assert missing == []
+
+
+def test_the_makefiles_pointers_name_sections_that_exist():
+    import re
+
+    for doc, section in re.findall(r'\((README|docs/[a-z-]+\.md), "([^"]+)"\)', text("Makefile")):
+        headings = re.findall(r"^#+ (.+)$", text("README.md" if doc == "README" else doc), re.M)
+        assert section in headings, f"Makefile points to {doc}, {section!r}, which has no such heading"
+    assert 'docs/performance.md, "Micro-benchmarks"' in text("Makefile")
+
+
+def test_the_readme_says_what_the_founding_document_is_where_it_first_names_it():
+    readme = text("README.md")
+    first = readme.index("founding document")
+    assert "brief" in readme[first - 100:first] and "784-500-150-10" in readme[first:first + 300]
+
+
+def test_the_docs_say_mnistbench_report_takes_the_report_lock_as_the_code_does():
+    import inspect
+
+    from mnistbench import cli as cli_module
+
+    assert "report_lock(results_dir)" in inspect.getsource(cli_module.report)
+    robustness = text("docs/robustness.md")
+    assert "`mnistbench report` takes no lock" not in robustness and "`mnistbench report` takes the folder's report lock" in robustness
+
+
+def test_timings_are_ranges_per_machine_kind_and_name_the_cpu_features():
+    performance = text("docs/performance.md")
+    assert "## Timings" in performance and "AVX-512" in performance and "AVX2" in performance
+    assert "docs/performance.md#timings" in text("README.md") and "3 to 6 minutes" not in text("README.md")
+    assert "about 10 s on 2 idle CPU cores" not in text("Makefile")
