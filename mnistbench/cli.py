@@ -24,6 +24,8 @@ from .errors import Interrupted, MnistbenchError, SpecErrors
 from .words import counted
 
 EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
+EXIT_REGRESSION = 1  # `compare --fail-on` found a regression: like a stale report, "the check found a problem"
+EXIT_NOT_JUDGED = 4  # `compare --fail-on` would not judge throughput measured under load: neither pass nor regression
 
 
 def _flags_without_type() -> None:
@@ -36,8 +38,6 @@ def _flags_without_type() -> None:
 
 
 _flags_without_type()
-EXIT_REGRESSION = 1  # `compare --fail-on` found a regression: like a stale report, "the check found a problem"
-EXIT_NOT_JUDGED = 4  # `compare --fail-on` would not judge throughput measured under load: neither pass nor regression
 
 app = typer.Typer(
     add_completion=True,
