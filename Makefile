@@ -69,11 +69,12 @@ lint: install
 # built when none has the tag of what goes into it; make image-cpu / image-gpu build it beforehand.
 BENCH_INSTALL = $(MAKE) --no-print-directory -s install
 
+# MNISTBENCH_INVOKED_AS: the resume hint after Ctrl-C names `make bench-cpu SPEC=... ARGS=...`, which works here.
 bench-cpu:
-	@INSTALL='$(BENCH_INSTALL)' scripts/bench.sh cpu $(or $(SPEC),$(SPEC_CPU)) $(ARGS)
+	@MNISTBENCH_INVOKED_AS='make bench-cpu' INSTALL='$(BENCH_INSTALL)' scripts/bench.sh cpu $(or $(SPEC),$(SPEC_CPU)) $(ARGS)
 
 bench-gpu:
-	@INSTALL='$(BENCH_INSTALL)' scripts/bench.sh gpu $(or $(SPEC),$(SPEC_GPU)) $(ARGS)
+	@MNISTBENCH_INVOKED_AS='make bench-gpu' INSTALL='$(BENCH_INSTALL)' scripts/bench.sh gpu $(or $(SPEC),$(SPEC_GPU)) $(ARGS)
 
 image-cpu:
 	@scripts/image.sh cpu
@@ -89,7 +90,8 @@ test-containers: install
 bench-smoke: install
 	$(BIN)/mnistbench run bench/smoke.yaml
 
-# Saved under .benchmarks/ and compared with the last saved run (README, "Micro-benchmarks"); about 10 s on 2 idle CPU cores.
+# Saved under .benchmarks/ and compared with the last saved run (docs/performance.md, "Micro-benchmarks"). Seconds to
+# a minute: measured ranges per machine kind, and the CPU features that matter (AVX-512 vs AVX2), in docs/performance.md#timings.
 bench-micro: install
 	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-autosave --benchmark-compare -q \
 		--benchmark-warmup=on --benchmark-warmup-iterations=10 --benchmark-min-rounds=5 --benchmark-max-time=0.25 \

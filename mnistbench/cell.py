@@ -21,6 +21,7 @@ from .data import Dataset
 from .engine import CellOutcome, ResumeError, ResumeState, run_cell
 from .environment import environment
 from .layout import runs_dir
+from .load import LoadMonitor, throughput_spread
 from .errors import Interrupted, MnistbenchError
 from .results import EpochMetrics, RunRecord, data_identity, derive_status
 from .spec import Cell
@@ -115,8 +116,10 @@ def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None
     on_event(Event("cell", cell, task.index, task.total, epoch=len(resume.epochs) if resume else 0, epochs=cell.config.epochs))
     started, wall = _now(), time.perf_counter()
     done: list[EpochMetrics] = list(resume.epochs) if resume else []
+    load = LoadMonitor()  # the machine's load during this cell's epochs (docs/statistics.md)
 
     def on_epoch(metrics: EpochMetrics, state: Callable[[], ResumeState]) -> None:
+        load.epoch()
         done.append(metrics)
         save_checkpoint(ckpt, task.key, state())
         on_event(Event("epoch", cell, task.index, task.total, epoch=metrics.epoch, epochs=cell.config.epochs,
@@ -137,7 +140,8 @@ def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None
         raise MnistbenchError(f"cell {cell.id}: {e.strerror or e}{where}") from None
     except Exception as e:  # noqa: BLE001 - any failure of the cell itself is recorded, and the matrix goes on
         failure = _reason(e)
-    record = build_record(task, dataset, outcome, done, failure, len(resume.epochs) if resume else 0, started, wall)
+    record = build_record(task, dataset, outcome, done, failure, len(resume.epochs) if resume else 0, started, wall,
+                          load.summary(outcome.threads if outcome else cell.config.threads))
     save_result(record, outcome, runs_dir(folder))
     if record.status != "failed":
         ckpt.unlink(missing_ok=True)  # a failed cell keeps its checkpoint, so a retry resumes
@@ -162,7 +166,7 @@ def cell_environment(outcome: Optional[CellOutcome]) -> dict:
 
 def build_record(
     task: CellTask, dataset: Dataset, outcome: Optional[CellOutcome], done: list[EpochMetrics], failure: str,
-    resumed_from: int, started: str, wall_start: float,
+    resumed_from: int, started: str, wall_start: float, load: Optional[dict] = None,
 ) -> RunRecord:
     """The run record of a cell; its status follows from the metrics (and the failure, if any), however it got there."""
     config = task.cell.config
@@ -175,6 +179,11 @@ def build_record(
              "resumed_from_epoch": resumed_from,
              "wall_seconds": time.perf_counter() - wall_start,
              "measured_seconds": measured, **task.extra}
+    if load is not None:
+        extra["load"] = load  # this invocation's epochs only: a resumed cell measured the others elsewhere
+    spread = throughput_spread([e.train_samples_per_s for e in epochs])
+    if spread is not None:
+        extra["throughput_spread"] = spread
     if outcome is not None and outcome.epochs:
         extra["roofline"] = achieved_rates(model, outcome)  # the 0.1 name: achieved rates against the compute peak
     if outcome is not None and outcome.peak_rss_bytes is not None:

@@ -2,14 +2,17 @@
 
 Exit codes (README, "Exit codes"): 0 success; 1 ``report --check`` found stale tables, or
 ``compare --fail-on`` found a regression; 2 bad input (spec, data, device, folder, a full
-disk, a malformed ``--fail-on``); 3 the run finished but some cells failed; 130/143 stopped
+disk, a malformed ``--fail-on``); 3 the run finished but some cells failed; 4 ``compare --fail-on``
+refused to judge throughput measured under load (and found no regression); 130/143 stopped
 by SIGINT/SIGTERM after saving what was finished.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import sys
 from enum import Enum
 from pathlib import Path
@@ -17,10 +20,24 @@ from typing import List, Optional
 
 import typer
 
-from .errors import Interrupted, MnistbenchError
+from .errors import Interrupted, MnistbenchError, SpecErrors
+from .words import counted
 
 EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
 EXIT_REGRESSION = 1  # `compare --fail-on` found a regression: like a stale report, "the check found a problem"
+EXIT_NOT_JUDGED = 4  # `compare --fail-on` would not judge throughput measured under load: neither pass nor regression
+
+
+def _flags_without_type() -> None:
+    """typer's rich help labels every on/off flag ``<bool>`` (``--version <bool>``), as if it took a value: no label."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is not None:
+        TyperOption.display_type_rich = lambda self, ctx: None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+
+_flags_without_type()
 
 app = typer.Typer(
     add_completion=True,
@@ -37,8 +54,9 @@ RunDataDirs = typer.Option(
 )
 
 
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    typer.echo(f"mnistbench: error: {message}", err=True)
+def fail(message: str | MnistbenchError, code: int = EXIT_BAD_INPUT) -> None:
+    for line in message.lines if isinstance(message, MnistbenchError) else [message]:  # a spec: each problem a line
+        typer.echo(f"mnistbench: error: {line}", err=True)
     raise typer.Exit(code)
 
 
@@ -103,9 +121,9 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
     from .modelref import parse_model_ref
     from .spec import load_spec
 
-    loaded = []
-    try:
-        for path in specs:
+    loaded, problems = [], []
+    for path in specs:  # every spec is checked, and every problem of each is named, in one pass
+        try:
             spec = load_spec(path)
             configs = [c.config for c in spec.cells()]
             external = [c for c in configs if not parse_model_ref(c.model).builtin]
@@ -113,12 +131,15 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
                 from .cell import check_models  # imports torch: only for specs that bring their own models
 
                 check_models(external)
-            loaded.append((path, spec))
-            checked = f", models checked: {', '.join(dict.fromkeys(c.model for c in external))}" if external else ""
-            if not as_json:
-                typer.echo(f"{path}: ok, spec '{spec.name}', {len(configs)} cells{checked}")
-    except MnistbenchError as e:
-        fail(str(e))
+        except MnistbenchError as e:
+            problems += e.lines
+            continue
+        loaded.append((path, spec))
+        checked = f", models checked: {', '.join(dict.fromkeys(c.model for c in external))}" if external else ""
+        if not as_json:
+            typer.echo(f"{path}: ok, spec '{spec.name}', {counted(len(configs), 'cell')}{checked}")
+    if problems:
+        fail(SpecErrors(problems))
     if as_json:  # every spec is checked before anything is printed: a bad one leaves stdout empty
         from .describe import describe_spec
 
@@ -134,7 +155,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="Re-run cells that already finished with the same configuration."),
     no_download: bool = typer.Option(False, "--no-download", help="Never try to download missing data files."),
     engine: str = typer.Option("sequential", "--engine", metavar="sequential|ray",
-                               help="Where cells run: one after another here, or one Ray task per cell (pip install 'mnistbench[ray]')."),
+                               help="Where cells run: one after another here, or one Ray task per cell (pip install 'mnistbench\\[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", metavar="ADDR",
                                           help="With --engine ray: an existing cluster ('auto', host:port, ray://...); else a local one."),
     max_retries: str = typer.Option("3", "--max-retries", metavar="N", help="With --engine ray: re-runs of a cell whose worker or node is lost."),
@@ -167,7 +188,7 @@ def run(
             summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download,
                                executor=executor, selection=selection)
     except MnistbenchError as e:
-        fail(str(e))
+        fail(e)
     except Interrupted as e:
         hint = resume_command(spec_path, results_dir, data_dir or [], no_download,
                               engine=engine, address=address, max_retries=max_retries, shard=shard, cells=cell or [])
@@ -185,14 +206,24 @@ def _print_run_summary(summary, as_json: bool) -> None:
         typer.echo(json.dumps(describe_run(summary), indent=2))
     else:
         typer.echo(
-            f"{len(summary.ran)} cells run ({len(summary.cells('finished'))} finished, {len(summary.cells('diverged'))} diverged, "
-            f"{len(failed)} failed), {len(summary.skipped)} skipped (already done); wall {summary.wall_seconds:.1f}s, "
-            f"timed training+evaluation {summary.measured_seconds:.1f}s. Results: {summary.results_dir}"
+            f"{counted(len(summary.ran), 'cell')} run ({len(summary.cells('finished'))} finished, "
+            f"{len(summary.cells('diverged'))} diverged, {len(failed)} failed), {len(summary.skipped)} skipped (already done); "
+            f"wall clock {command_seconds():.1f}s since the command started, timed training+evaluation "
+            f"{summary.measured_seconds:.1f}s. Results: {summary.results_dir}"
         )
     if failed:
-        typer.echo(f"mnistbench: error: {len(failed)} cells failed ({', '.join(failed)}); their reasons are in the run "
+        typer.echo(f"mnistbench: error: {counted(len(failed), 'cell')} failed ({', '.join(failed)}); their reasons are in the run "
                    "files and summary.md, and the next run retries them", err=True)
         raise typer.Exit(EXIT_CELLS_FAILED)
+
+
+def command_seconds() -> float:
+    """Wall-clock seconds since this process started, imports included: what `time` would print for the command."""
+    import time
+
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
 
 
 def parse_engine(engine: str, address: Optional[str], max_retries: str) -> int:
@@ -231,8 +262,12 @@ def resume_command(
     spec_path: Path, results_dir: Path, data_dirs: list[str], no_download: bool, engine: str = "sequential",
     address: Optional[str] = None, max_retries: str = "3", shard: Optional[str] = None, cells: list[str] = (),
 ) -> str:
-    """The command that continues this run: every option it was given except --force."""
-    args = ["mnistbench", "run", str(spec_path), "--results-dir", str(results_dir)]
+    """The command that continues this run, as it can be typed where it is printed: every option it was given except
+    --force. Under `make bench-cpu` (the Makefile sets $MNISTBENCH_INVOKED_AS) the make command with the options in ARGS."""
+    invoked = os.environ.get("MNISTBENCH_INVOKED_AS")
+    args = [] if invoked else [program(), "run", str(spec_path)]
+    if not invoked or results_dir != Path("results"):
+        args += ["--results-dir", str(results_dir)]
     for value in data_dirs:
         args += ["--data-dir", value]
     if no_download:
@@ -247,7 +282,18 @@ def resume_command(
         args += ["--shard", shard]
     for cell in cells:
         args += ["--cell", cell]
+    if invoked:  # e.g. "make bench-cpu SPEC=bench/cpu.yaml" (scripts/bench.sh adds the spec)
+        return invoked + (f" ARGS={shlex.quote(shlex.join(args))}" if args else "")
     return shlex.join(args)
+
+
+def program() -> str:
+    """``mnistbench`` when that name on PATH is this program, else the path it was started by (``.venv/bin/mnistbench``)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name != "mnistbench":
+        return "mnistbench"  # python -m, or a test runner
+    found = shutil.which("mnistbench")
+    return "mnistbench" if found and Path(found).resolve() == Path(argv0).resolve() else argv0
 
 
 def _print_cells(spec, selection, as_json: bool = False) -> None:
@@ -262,9 +308,12 @@ def _print_cells(spec, selection, as_json: bool = False) -> None:
     cells = [every[k] for k in selection.pick(every)]
     keys = spec.axes()
     chosen = f" ({len(cells)} selected)" if len(cells) != len(every) else ""
-    typer.echo(f"spec '{spec.name}': {len(every)} cells{chosen}" + (f" ({spec.description})" if spec.description else ""))
+    typer.echo(f"spec '{spec.name}': {counted(len(every), 'cell')}{chosen}" + (f" ({spec.description})" if spec.description else ""))
     typer.echo(tabulate([[c.id] + [getattr(c.config, k) for k in keys] for c in cells], headers=["cell"] + keys, tablefmt="github"))
-    fixed = {k: v for k, v in cells[0].config.model_dump().items() if k not in keys}
+    from .spec import applies
+
+    fixed = {k: v for k, v in cells[0].config.model_dump().items()
+             if k not in keys and any(applies(c.config, k) for c in cells)}  # momentum only for SGD, ...
     typer.echo("fixed settings: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
 
 
@@ -398,7 +447,8 @@ def profile_step(
 FailOn = typer.Option(
     None, "--fail-on", metavar="CHECK",
     help="Exit 1 if a configuration in both folders fails it (repeatable): 'accuracy<-0.2' (B − A of mean final "
-    "accuracy, points), 'loss>0.01' (B − A of mean final loss), 'throughput<0.9' (B / A of median samples/s).",
+    "accuracy, points), 'loss>0.01' (B − A of mean final loss), 'throughput<0.9' (B / A of median samples/s). "
+    "Throughput measured under load is not judged: exit 4 when nothing else failed.",
 )
 
 
@@ -424,8 +474,12 @@ def compare(
     failed = [o for o in outcomes if o.failed]
     for o in failed:
         typer.echo(f"mnistbench: regression: {o.message}", err=True)
-    if failed:
-        raise typer.Exit(EXIT_REGRESSION)
+    refused = list(dict.fromkeys(o.label for o in outcomes if o.refused))
+    if refused:
+        typer.echo(f"mnistbench: error: throughput not judged for {', '.join(map(str, refused))}: measured under load or "
+                   "with a wide epoch spread (summary above); rerun on a quiet machine", err=True)
+    if failed or refused:
+        raise typer.Exit(EXIT_REGRESSION if failed else EXIT_NOT_JUDGED)
 
 
 class ExportFormat(str, Enum):
@@ -447,7 +501,7 @@ def export(
     except MnistbenchError as e:
         fail(str(e))
     unchanged = f", {len(summary.unchanged)} already exported" if summary.unchanged else ""
-    typer.echo(f"exported {len(summary.written)} cells to {summary.format}{unchanged}: {summary.location}")
+    typer.echo(f"exported {counted(len(summary.written), 'cell')} to {summary.format}{unchanged}: {summary.location}")
     if to is ExportFormat.tensorboard:
         typer.echo(f"view with: tensorboard --logdir {summary.out}")
     else:  # the UI comes with the full `mlflow` package; since MLflow 3 it opens a file store only when allowed

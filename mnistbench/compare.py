@@ -11,6 +11,8 @@ mean(B) − mean(A) over finished seeds, with Welch's interval and p-value (``st
 throughput is the ratio of medians B / A, with the range min(B)/max(A) to max(B)/min(A) over
 steady epochs: the ratios of B's slowest epoch to A's fastest and of B's fastest to A's slowest,
 so every epoch-by-epoch ratio lies inside it. It is a range, not a confidence interval.
+Throughput measured under load or with a wide epoch spread on either side (``load.py``) is
+flagged, and a ``--fail-on`` throughput check refuses to judge it (``Outcome.refused``).
 
 Imports only ``groups``, ``stats`` and ``errors`` (and tabulate): no torch.
 """
@@ -27,6 +29,7 @@ from tabulate import tabulate
 
 from .errors import MnistbenchError
 from .groups import Group, Report, build_report
+from .load import THRESHOLDS
 from .stats import Comparison, welch
 
 # Settings that do not decide whether two groups are "the same configuration".
@@ -106,6 +109,10 @@ class Match:
     loss: Optional[Comparison]  # B − A
     throughput: Optional[Ratio]  # B / A; None without throughput on a side
 
+    def throughput_flags(self) -> list[str]:
+        """Why either side's throughput is not a clean measurement (load.py), each prefixed by its side."""
+        return [f"{tag} {why}" for tag, side in (("A", self.a), ("B", self.b)) for why in side.group.throughput_flags()]
+
 
 @dataclass
 class Unmatched:
@@ -137,6 +144,7 @@ class Outcome:
     value: Optional[float]  # in the check's unit: points, loss or ratio
     failed: bool
     message: str
+    refused: bool = False  # a throughput check not judged: a side was measured under load or spread widely
 
 
 def config_key(g: Group) -> tuple:
@@ -269,13 +277,19 @@ def check_value(check: Check, m: Match) -> tuple[Optional[float], str]:
 
 def evaluate(comparison: FolderComparison, checks: list[Check]) -> list[Outcome]:
     """Every check on every matched configuration. A check fails closed: where it cannot be made
-    (no finished run, no throughput) or when no configuration is in both folders, it fails."""
+    (no finished run, no throughput) or when no configuration is in both folders, it fails. A throughput
+    check on a configuration measured under load or with a wide spread is refused, neither passed nor failed."""
     out = []
     for check in checks:
         if not comparison.matches:
             out.append(Outcome(check, None, None, True, f"{check.text} checked nothing: no configuration is in both folders"))
         for m in comparison.matches:
             value, why = check_value(check, m)
+            flags = m.throughput_flags() if check.metric == "throughput" else []
+            if flags:
+                out.append(Outcome(check, m.label, value, False, f"{m.label}: {check.text} not judged: {'; '.join(flags)}",
+                                   refused=True))
+                continue
             if value is None:
                 out.append(Outcome(check, m.label, None, True, f"{m.label}: {check.text} cannot be checked: {why}"))
                 continue
@@ -331,7 +345,8 @@ def to_json(c: FolderComparison, outcomes: list[Outcome]) -> dict:
     matched = [{"configuration": m.label, "config": _config_json(m.a), "a": _side_json(m.a), "b": _side_json(m.b),
                 "accuracy": _comparison_json(m.accuracy), "loss": _comparison_json(m.loss),
                 "throughput": None if m.throughput is None else
-                {"ratio": m.throughput.ratio, "low": m.throughput.low, "high": m.throughput.high}}
+                {"ratio": m.throughput.ratio, "low": m.throughput.low, "high": m.throughput.high},
+                "throughput_flags": m.throughput_flags()}
                for m in c.matches]
     alone = lambda us: [{"configuration": u.label, "config": _config_json(u.side), **_side_json(u.side),  # noqa: E731
                          "closest": None if u.closest is None else {k: {"a": x, "b": y} for k, (x, y) in u.closest.items()}}
@@ -344,8 +359,9 @@ def to_json(c: FolderComparison, outcomes: list[Outcome]) -> dict:
         "only_in_a": alone(c.only_a),
         "only_in_b": alone(c.only_b),
         "checks": [{"check": o.check.text, "configuration": o.label, "value": _finite(o.value), "failed": o.failed,
-                    "message": o.message} for o in outcomes],
+                    "refused": o.refused, "message": o.message} for o in outcomes],
         "regressions": sum(o.failed for o in outcomes),
+        "refused": sum(o.refused for o in outcomes),
         "warnings": c.warnings,
     }
 
@@ -432,7 +448,18 @@ def _throughput(c: FolderComparison) -> list[str]:
                           "range"]), "",
             "Samples/s: median and range over steady epochs (each run's first epoch left out) and seeds. B / A: ratio "
             "of the medians; range: B's slowest over A's fastest to B's fastest over A's slowest epoch, which holds "
-            "every epoch-by-epoch ratio (a range, not a confidence interval).", ""]
+            "every epoch-by-epoch ratio (a range, not a confidence interval).", ""] + _flagged(c)
+
+
+def _flagged(c: FolderComparison) -> list[str]:
+    """The configurations whose throughput was measured under load or spread widely on a side: not judged."""
+    flagged = [(m.label, m.throughput_flags()) for m in c.matches]
+    flagged = [(label, flags) for label, flags in flagged if flags]
+    if not flagged:
+        return []
+    return [f"**⚠ Throughput not judged** (measured under load or with a wide spread: {THRESHOLDS}; "
+            "docs/statistics.md): rerun these on a quiet machine before reading their ratio.", ""] + \
+        [f"- {label}: {'; '.join(flags)}" for label, flags in flagged] + [""]
 
 
 def _sides_table(c: FolderComparison) -> list[str]:
@@ -465,13 +492,15 @@ def _checks(outcomes: list[Outcome]) -> list[str]:
     lines = ["## Checks (`--fail-on`)", ""]
     for text in dict.fromkeys(o.check.text for o in outcomes):
         mine = [o for o in outcomes if o.check.text == text]
-        bad = [o for o in mine if o.failed]
+        bad, refused = [o for o in mine if o.failed], [o for o in mine if o.refused]
         if mine[0].label is None:
             lines.append(f"- `{text}`: **failed**: {mine[0].message}")
             continue
-        verdict = "**failed**" if bad else "passed"
-        lines.append(f"- `{text}`: {verdict} ({len(bad)} of {len(mine)} configuration{'s' if len(mine) != 1 else ''} failing)")
-        lines += [f"  - {o.message}" for o in bad]
+        verdict = "**failed**" if bad else "not judged" if refused else "passed"
+        not_judged = f", {len(refused)} not judged" if refused else ""
+        lines.append(f"- `{text}`: {verdict} ({len(bad)} of {len(mine)} configuration{'s' if len(mine) != 1 else ''} "
+                     f"failing{not_judged})")
+        lines += [f"  - {o.message}" for o in bad + refused]
     return lines + [""]
 
 

@@ -11,6 +11,24 @@ class MnistbenchError(Exception):
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
 
+    @property
+    def lines(self) -> list[str]:
+        """The problems, one a line (the CLI prints each after ``mnistbench: error:``)."""
+        return [str(self)]
+
+
+class SpecErrors(MnistbenchError):
+    """Every problem found in one spec, so that one pass of ``validate`` names them all; ``str`` is the first."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = [" ".join(p.split()) for p in problems]
+        more = len(self.problems) - 1
+        super().__init__(self.problems[0] + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""))
+
+    @property
+    def lines(self) -> list[str]:
+        return list(self.problems)
+
 
 class Interrupted(Exception):
     """Raised inside a run when SIGINT/SIGTERM asked it to stop; carries the exit code (130/143)."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from .errors import MnistbenchError
+from .load import throughput_flags
 from .models import paper_test_error_pct
 from .results import RunRecord, load_record, run_files
 from .rules import RULES, RuleFigure, median_reached, rule_figures
@@ -70,14 +72,19 @@ def spread(values: list[float]) -> Spread:
     return Spread(len(values), statistics.fmean(values), min(values), max(values))
 
 
-def curve(records: list[RunRecord], attr: str, scale: float = 1.0) -> tuple[list[int], list[Spread]]:
-    """Per epoch, the spread over the runs that reached that epoch of ``attr`` times ``scale``."""
+def curve(records: list[RunRecord], attr: str, scale: float = 1.0, log: bool = False) -> tuple[list[int], list[Spread]]:
+    """Per epoch, the spread over the runs that reached that epoch of ``attr`` times ``scale``. With ``log``, the
+    spread of the logarithms taken back: the geometric mean and an interval that stays positive (a loss on a log axis)."""
     by_epoch: dict[int, list[float]] = {}
     for r in records:
         for e in r.epochs:
-            by_epoch.setdefault(e.epoch, []).append(scale * getattr(e, attr))
+            value = scale * getattr(e, attr)
+            by_epoch.setdefault(e.epoch, []).append(math.log(max(value, 1e-300)) if log else value)
     xs = sorted(by_epoch)
-    return xs, [spread(by_epoch[x]) for x in xs]
+    spreads = [spread(by_epoch[x]) for x in xs]
+    if log:
+        spreads = [Spread(s.n, math.exp(s.mean), math.exp(s.low), math.exp(s.high)) for s in spreads]
+    return xs, spreads
 
 
 @dataclass
@@ -127,6 +134,15 @@ class Group:
     def train_throughput(self) -> tuple[float | None, float | None, float | None]:
         """Median, min and max training samples/s over steady epochs and seeds."""
         return _median_range(self.steady_epochs("train_samples_per_s"))
+
+    def throughput_flags(self) -> list[str]:
+        """Why this configuration's throughput is not a clean measurement, per run (load.py); empty when none is seen."""
+        out = []
+        for r in self.records:
+            reasons = throughput_flags(r.extra.get("load"), [e.train_samples_per_s for e in r.epochs])
+            if reasons:
+                out.append(f"{r.cell}: {', '.join(reasons)}")
+        return out
 
     @functools.cached_property
     def rules(self) -> dict[str, RuleFigure]:
@@ -361,6 +377,7 @@ def summary_row(g: Group) -> dict:
         "train_samples_per_s_median": train_med,
         "train_samples_per_s_min": train_min,
         "train_samples_per_s_max": train_max,
+        "throughput_flag": "; ".join(g.throughput_flags()),
         "eval_samples_per_s_median": eval_med,
         "seconds_per_epoch_median": epoch_s,
         "target_accuracy": first.config.get("target_accuracy"),

@@ -16,6 +16,7 @@ stays fast); loading it imports the code and hashes the file that defines the fa
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import re
@@ -204,7 +205,9 @@ def _attribute(ref: ModelRef, module: types.ModuleType):
     for part in ref.attr.split("."):
         if not hasattr(obj, part):
             where = ref.target if obj is module else f"{ref.target}:{ref.attr.rsplit('.', 1)[0]}"
-            raise _fail(ref, f"{where} has no attribute {brief(part)}")
+            close = difflib.get_close_matches(part, [n for n in dir(obj) if not n.startswith("_")], n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise _fail(ref, f"{where} has no attribute {brief(part)}{hint}")
         obj = getattr(obj, part)
     return obj
 

@@ -97,7 +97,8 @@ def _band_words(counts: list[int], ci_words: str = "95% CI of the mean") -> str:
     return f"{ci_words} (n≥{MIN_SEEDS_FOR_CI}), min–max (n<{MIN_SEEDS_FOR_CI})"
 
 
-def _plot_curve(ax, xs, spreads, colour, test: bool, markers: bool) -> None:
+def _plot_curve(ax, xs, spreads, colour, test: bool, markers: bool, bounds=(-math.inf, math.inf)) -> bool:
+    """The mean line, and on test curves the band clipped to ``bounds`` (0-100% for accuracy); True if it clipped."""
     means = [s.mean for s in spreads]
     style = dict(
         color=colour,
@@ -109,13 +110,15 @@ def _plot_curve(ax, xs, spreads, colour, test: bool, markers: bool) -> None:
     )
     ax.plot(xs, means, **style)
     if not test:
-        return  # bands on the test curves only: the train curves are there to show the gap
+        return False  # bands on the test curves only: the train curves are there to show the gap
+    lows = [min(max(s.low, bounds[0]), s.mean) for s in spreads]
+    highs = [max(min(s.high, bounds[1]), s.mean) for s in spreads]
     if len(xs) == 1:
-        s = spreads[0]
-        if s.high > s.low:
-            ax.errorbar(xs, means, yerr=[[s.mean - s.low], [s.high - s.mean]], color=colour, capsize=3, linewidth=1)
+        if highs[0] > lows[0]:
+            ax.errorbar(xs, means, yerr=[[means[0] - lows[0]], [highs[0] - means[0]]], color=colour, capsize=3, linewidth=1)
     else:
-        ax.fill_between(xs, [s.low for s in spreads], [s.high for s in spreads], color=colour, alpha=0.18, linewidth=0)
+        ax.fill_between(xs, lows, highs, color=colour, alpha=0.18, linewidth=0)
+    return any(lo != s.low or hi != s.high for lo, hi, s in zip(lows, highs, spreads))
 
 
 def _zoom_limits(curves: list[tuple[list[Spread], list[Spread]]]) -> tuple[float, float]:
@@ -144,9 +147,8 @@ def _learning_curves(spec: str, header: str, groups: list[Group]):
     ax_acc, ax_zoom, ax_loss = fig.subplots(1, 3)
     max_epochs = max((len(r.epochs) for g in groups for r in g.finished), default=0)
     markers = max_epochs <= _MARKER_EPOCHS
-    handles = []
-    zoom_data = []
-    losses = []
+    handles, zoom_data, clipped = [], [], False
+    log_loss = _log_loss_axis(groups)
     for i, g in enumerate(groups):
         colour = _colour(i)
         label = f"{g.label} (n={len(g.finished)})"
@@ -158,16 +160,15 @@ def _learning_curves(spec: str, header: str, groups: list[Group]):
         xs, test_acc = curve(g.finished, "test_accuracy", 100)
         xt, train_acc = curve(g.finished, "train_accuracy", 100)
         for ax in (ax_acc, ax_zoom):
-            _plot_curve(ax, xs, test_acc, colour, True, markers)
+            clipped |= _plot_curve(ax, xs, test_acc, colour, True, markers, bounds=(0.0, 100.0))
             _plot_curve(ax, xt, train_acc, colour, False, markers)
         zoom_data.append((test_acc, train_acc))
-        xs, test_loss = curve(g.finished, "test_loss")
-        xt, train_loss = curve(g.finished, "train_loss")
-        _plot_curve(ax_loss, xs, test_loss, colour, True, markers)
+        xs, test_loss = curve(g.finished, "test_loss", log=log_loss)  # on a log axis: geometric mean, positive band
+        xt, train_loss = curve(g.finished, "train_loss", log=log_loss)
+        clipped |= _plot_curve(ax_loss, xs, test_loss, colour, True, markers, bounds=(0.0, math.inf))
         _plot_curve(ax_loss, xt, train_loss, colour, False, markers)
-        losses += [s.mean for s in test_loss + train_loss] + [s.low for s in test_loss]
 
-    _label_curve_axes(ax_acc, ax_zoom, ax_loss, losses, zoom_data, max_epochs)
+    _label_curve_axes(ax_acc, ax_zoom, ax_loss, log_loss, zoom_data, max_epochs)
     handles += [
         Line2D([], [], color="0.3", linestyle="-", marker="o" if markers else None, markersize=3.5, label="test (mean over seeds)"),
         Line2D([], [], color="0.3", linestyle="--", marker="s" if markers else None, markersize=3,
@@ -175,14 +176,21 @@ def _learning_curves(spec: str, header: str, groups: list[Group]):
     ]
     band = _band_words([len(g.finished) for g in groups])
     if band:
-        handles.append(Patch(color="0.3", alpha=0.18, label=f"band: {band}"))
+        handles.append(Patch(color="0.3", alpha=0.18, label=f"band: {band}" + ("; clipped to accuracy ≤ 100%, loss ≥ 0" if clipped else "")))
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False)
     fig.suptitle(f"{spec}: learning curves\n{header}")
     return fig
 
 
-def _label_curve_axes(ax_acc, ax_zoom, ax_loss, losses: list[float], zoom_data: list, max_epochs: int) -> None:
-    """Titles, labels, the loss scale (log when it spans over 20x), the zoomed range and the epoch axis."""
+def _log_loss_axis(groups: list[Group]) -> bool:
+    """A log loss axis when the mean losses span more than 20x."""
+    losses = [s.mean for g in groups if g.finished for attr in ("test_loss", "train_loss") for s in curve(g.finished, attr)[1]]
+    positive = [v for v in losses if v > 0 and math.isfinite(v)]
+    return bool(positive) and max(positive) / min(positive) > 20
+
+
+def _label_curve_axes(ax_acc, ax_zoom, ax_loss, log_loss: bool, zoom_data: list, max_epochs: int) -> None:
+    """Titles, labels, the loss scale, the zoomed range and the epoch axis."""
     from matplotlib.ticker import MaxNLocator
 
     ax_acc.set_title("Accuracy")
@@ -191,10 +199,9 @@ def _label_curve_axes(ax_acc, ax_zoom, ax_loss, losses: list[float], zoom_data: 
     for ax in (ax_acc, ax_zoom):
         ax.set_ylabel("accuracy (%)")
     ax_loss.set_ylabel("cross-entropy loss (nats/sample)")
-    positive = [v for v in losses if v > 0 and math.isfinite(v)]
-    if positive and max(positive) / min(positive) > 20:
+    if log_loss:  # the lines and bands are then geometric means and intervals of log loss (curve(log=True))
         ax_loss.set_yscale("log")
-        ax_loss.set_ylabel("cross-entropy loss (nats/sample, log scale)")
+        ax_loss.set_ylabel("cross-entropy loss (nats/sample, log scale;\ngeometric mean, interval of log loss)")
     if zoom_data:
         ax_zoom.set_ylim(*_zoom_limits(zoom_data))
     else:

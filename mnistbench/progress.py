@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from .cell import Event
+from .words import counted
 
 
 class PlainProgress:
@@ -21,7 +22,7 @@ class PlainProgress:
 
     def __call__(self, e: Event) -> None:
         if e.kind == "start":
-            line = f"running {e.total} cells -> {e.message}"
+            line = f"running {counted(e.total, 'cell')} -> {e.message}"
         elif e.kind == "skip":
             same = "" if e.message == e.cell.id else f" (as {e.message})"
             line = f"[{e.index}/{e.total}] {e.cell.id}: already done with this configuration{same}, skipped"
@@ -30,7 +31,7 @@ class PlainProgress:
             return
         elif e.kind == "cell":
             resumed = f" (resuming after epoch {e.epoch})" if e.epoch else ""
-            line = f"[{e.index}/{e.total}] {e.cell.id}: {e.epochs} epochs{resumed}"
+            line = f"[{e.index}/{e.total}] {e.cell.id}: {counted(e.epochs, 'epoch')}{resumed}"
         elif e.kind == "epoch":
             line = f"[{e.index}/{e.total}] {e.cell.id} epoch {e.epoch}/{e.epochs}: {e.message}"
         elif e.kind == "done":

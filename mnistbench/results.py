@@ -182,9 +182,17 @@ class _Roofline(TypedDict):
     eval_fraction_of_peak: Number
 
 
+class _Load(TypedDict, total=False):
+    cpu_count: Optional[StrictInt]
+    others_cpu_share: Number
+    steal_share: Number
+    load_avg_1m_max: Number
+
+
 class _Extra(TypedDict, total=False):
     cell_index: StrictInt
     roofline: _Roofline
+    load: _Load  # load.py: the machine's load while the cell ran
 
 
 # The parts of a record's free-form mappings that the tables and figures read, with the types they rely on.

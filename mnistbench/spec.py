@@ -20,7 +20,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .data import DATASETS
-from .errors import MnistbenchError, brief
+from .errors import MnistbenchError, SpecErrors, brief
 from .modelref import display_name, parse_model_ref
 from .results import cell_key
 from .safeyaml import MAX_SPEC_BYTES, load_bounded
@@ -142,6 +142,20 @@ class CellConfig(BaseModel):
 DISTORT_RANGES = ("distort_translate", "distort_scale", "distort_squeeze", "distort_shear", "distort_rotate")
 RESOLVED = ("model_sha256",)  # set by the run, not in specs
 SETTINGS = tuple(k for k in CellConfig.model_fields if k not in RESOLVED)
+# Settings that change nothing unless another one calls for them (`run --dry-run` lists them only where they apply).
+_APPLIES_WHEN = {
+    "momentum": lambda c: c.optimizer == "sgd",  # Adam's betas are not this momentum
+    "warmup": lambda c: c.schedule == "onecycle",
+    "step_size": lambda c: c.schedule == "step",
+    "gamma": lambda c: c.schedule == "step",
+    **{k: (lambda c: c.distort) for k in DISTORT_RANGES},
+    **{k: (lambda c: False) for k in RESOLVED},
+}
+
+
+def applies(config: CellConfig, key: str) -> bool:
+    """Whether setting ``key`` has any effect on a cell with this configuration."""
+    return _APPLIES_WHEN.get(key, lambda c: True)(config)
 
 
 class Resources(BaseModel):
@@ -190,14 +204,21 @@ class Spec(BaseModel):
         """The spec file's folder (absolute), which file references to models are relative to."""
         return str(Path(self.source).absolute().parent) if self.source else str(Path.cwd())
 
-    def cells(self) -> list[Cell]:
-        """The cartesian product of the matrix over the fixed settings, in matrix order."""
+    def cells(self, invalid: Optional[list[dict]] = None) -> list[Cell]:
+        """The cartesian product of the matrix over the fixed settings, in matrix order. With ``invalid``, a cell
+        that fails validation adds its errors (pydantic's) there and is left out, instead of raising."""
         keys, axes = list(self.matrix), self.axes()
         cells = []
         for values in itertools.product(*(self.matrix[k] for k in keys)):
             combo = dict(zip(keys, values))
             for variant in self.variants:
-                config = CellConfig(**{**self.settings, **combo, **variant}).in_folder(self.folder())
+                try:
+                    config = CellConfig(**{**self.settings, **combo, **variant}).in_folder(self.folder())
+                except ValidationError as e:
+                    if invalid is None:
+                        raise
+                    invalid.extend(e.errors())
+                    continue
                 named = [k for k in axes if k in variant]
                 if "recipe" in variant:  # a named recipe stands for its settings in the id: model_recipe-NAME_seed-N
                     named = [k for k in named if k in ("recipe", "seed")]
@@ -295,56 +316,85 @@ def check_cell_count(matrix: dict[str, list], variants: list, where: str) -> Non
 
 
 def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
-    """Validate a spec given as parsed YAML; every error is one line that names the offending key."""
+    """Validate a spec given as parsed YAML. Every problem is one line that names the offending key, and all of
+    them are found in one pass (``SpecErrors``), so a spec with three typos is fixed in one round."""
     where = source or name
     if not isinstance(raw, dict):
         raise MnistbenchError(f"{where}: a spec must be a mapping of settings, got {type(raw).__name__}")
-    raw = dict(raw)
+    raw, problems = dict(raw), []
     spec_name = raw.pop("name", name)
     description = raw.pop("description", "")
-    matrix = raw.pop("matrix", None)
+    matrix = _checked_matrix(raw.pop("matrix", None), raw, problems)
     variants = raw.pop("variants", [{}])
-    resources = parse_resources(raw.pop("resources", None), where)
+    try:
+        resources = parse_resources(raw.pop("resources", None), where)
+    except MnistbenchError as e:
+        problems.append(str(e).removeprefix(f"{where}: "))
+        resources = Resources()
     if not isinstance(spec_name, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", spec_name) or spec_name in (".", ".."):
-        raise MnistbenchError(f"{where}: name: must be 1-100 letters, digits, '.', '_' or '-' (not '.' or '..'), got {brief(spec_name)}")
+        problems.append(f"name: must be 1-100 letters, digits, '.', '_' or '-' (not '.' or '..'), got {brief(spec_name)}")
+        spec_name = name
     if not isinstance(description, str):
-        raise MnistbenchError(f"{where}: description: must be a string")
-    if matrix is None:
-        matrix = {}
-    if not isinstance(matrix, dict):
-        raise MnistbenchError(f"{where}: matrix: must be a mapping of setting -> list of values")
-    for key, values in matrix.items():
-        if key not in SETTINGS:
-            raise MnistbenchError(f"{where}: matrix.{_key_text(key)}: {unknown_key(key)}")
-        if key in raw:
-            raise MnistbenchError(f"{where}: {key}: set both at the top level and in the matrix")
-        if not isinstance(values, list):
-            matrix[key] = [values]
-        elif not values:
-            raise MnistbenchError(f"{where}: matrix.{key}: empty list, the matrix would hold no cells")
-        elif _has_repeats(values):
-            raise MnistbenchError(f"{where}: matrix.{key}: repeated value")
-    for key in raw:
-        if key not in SETTINGS:
-            raise MnistbenchError(f"{where}: {_key_text(key)}: {unknown_key(key, SPEC_KEYS)}")
-    if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):
-        raise MnistbenchError(f"{where}: variants: must be a non-empty list of mappings of settings")
-    for i, variant in enumerate(variants):
-        for key in variant:
-            if key not in SETTINGS:
-                raise MnistbenchError(f"{where}: variants[{i}].{_key_text(key)}: {unknown_key(key)}")
-            if key in matrix:
-                raise MnistbenchError(f"{where}: variants[{i}].{key}: also a matrix axis")
+        problems.append("description: must be a string")
+        description = ""
+    for key in [k for k in raw if k not in SETTINGS]:
+        problems.append(f"{_key_text(key)}: {unknown_key(key, SPEC_KEYS)}")
+        del raw[key]  # so the values of the other settings are still checked
+    variants = _checked_variants(variants, matrix, problems)
     check_cell_count(matrix, variants, where)
     spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, variants=variants,
                 resources=resources, source=source)
-    try:
-        cells = spec.cells()
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise MnistbenchError(f"{where}: {_loc(err, set(matrix))}: {_one_line(err)}") from None
+    invalid: list[dict] = []
+    cells = spec.cells(invalid)
+    cascade = bool(problems)  # a dropped axis or key would read as "missing": say only what is wrong
+    problems += dict.fromkeys(f"{_loc(err, set(matrix))}: {_one_line(err)}" for err in invalid
+                              if not (cascade and err["type"] == "missing"))  # each problem once, not once per cell
+    if problems:
+        raise SpecErrors([f"{where}: {p}" for p in problems[:MAX_PROBLEMS]]
+                         + ([f"{where}: … and {len(problems) - MAX_PROBLEMS} more"] if len(problems) > MAX_PROBLEMS else []))
     check_unique(cells, where)
     return spec
+
+
+MAX_PROBLEMS = 20  # problems of one spec listed at once
+
+
+def _checked_matrix(matrix: Any, settings: dict, problems: list[str]) -> dict[str, list]:
+    """The matrix with every axis a non-empty list of distinct values; the axes that are not go to ``problems``."""
+    if matrix is None:
+        return {}
+    if not isinstance(matrix, dict):
+        problems.append("matrix: must be a mapping of setting -> list of values")
+        return {}
+    out = {}
+    for key, values in matrix.items():
+        if key not in SETTINGS:
+            problems.append(f"matrix.{_key_text(key)}: {unknown_key(key)}")
+        elif key in settings:
+            problems.append(f"{key}: set both at the top level and in the matrix")
+        elif isinstance(values, list) and not values:
+            problems.append(f"matrix.{key}: empty list, the matrix would hold no cells")
+        elif isinstance(values, list) and _has_repeats(values):
+            problems.append(f"matrix.{key}: repeated value")
+        else:
+            out[key] = values if isinstance(values, list) else [values]
+    return out
+
+
+def _checked_variants(variants: Any, matrix: dict, problems: list[str]) -> list[dict]:
+    """The variants, each without the keys that are unknown or also a matrix axis (those go to ``problems``)."""
+    if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):
+        problems.append("variants: must be a non-empty list of mappings of settings")
+        return [{}]
+    out = []
+    for i, variant in enumerate(variants):
+        for key in variant:
+            if key not in SETTINGS:
+                problems.append(f"variants[{i}].{_key_text(key)}: {unknown_key(key)}")
+            elif key in matrix:
+                problems.append(f"variants[{i}].{key}: also a matrix axis")
+        out.append({k: v for k, v in variant.items() if k in SETTINGS and k not in matrix})
+    return out
 
 
 def parse_resources(raw: Any, where: str) -> Resources:

@@ -9,6 +9,8 @@ import math
 from tabulate import tabulate
 
 from .groups import Group, Report, Section, describe_devices
+from .load import THRESHOLDS
+from .words import counted
 from .rules import FIXED_BUDGET_MIN_SEEDS, RULES, RuleFigure
 from .stats import Estimate
 
@@ -81,7 +83,7 @@ def markdown(report: Report, figures: list[str] | None = None) -> str:
 
 
 def _section(s: Section, h: str, figures: list[str]) -> list[str]:
-    lines = _overview(s) + _headline(s)
+    lines = _overview(s) + _headline(s) + _load_note(s)
     if "learning_curves.png" in figures:
         lines += ["![Learning curves: test and train accuracy and loss per epoch](learning_curves.png)", ""]
     lines += _across_seeds(s, h) + _pairwise(s, h) + _time_to_target(s, h) + _roofline(s, h) + _speedups(s, h)
@@ -110,7 +112,7 @@ def _model_sources(s: Section, h: str) -> list[str]:
 def _overview(s: Section) -> list[str]:
     records, env = s.records, s.environment
     lines = [
-        f"{len(records)} runs on {s.context.device.split(':')[0]} ({describe_devices(records)}); "
+        f"{counted(len(records), 'run')} on {s.context.device.split(':')[0]} ({describe_devices(records)}); "
         f"dataset {s.context.dataset}; torch {env.get('torch')}, mnistbench {env.get('mnistbench')} "
         f"(commit {env.get('git_commit') or 'unknown'}).",
     ]
@@ -138,7 +140,8 @@ def _headline(s: Section) -> list[str]:
             r["model"], f"{r['parameters']:,}", _epochs_cell(g), _seeds_cell(r), _mean_std(g.final_accuracy()),
             _pct(r["best_test_acc_max"]) or "n/a",
             "n/a" if r["final_test_loss_mean"] is None else f"{r['final_test_loss_mean']:.4f}",
-            _num(r["train_samples_per_s_median"]), _num(r["eval_samples_per_s_median"]), _num(r["seconds_per_epoch_median"], 2),
+            _num(r["train_samples_per_s_median"]) + (" ⚠" if r["throughput_flag"] else ""), _num(r["eval_samples_per_s_median"]),
+            _num(r["seconds_per_epoch_median"], 2),
         ]
         for r, g in zip(s.rows, s.groups)
     ]
@@ -151,6 +154,17 @@ def _headline(s: Section) -> list[str]:
     note = (f" {', '.join(stopped)}: runs stop at the first epoch that meets the target (`stop_at_target`), so their "
             "final accuracy is that epoch's, selected by the target, not the end of a budget.") if stopped else ""
     return [_table(rows, headers), "", f"Throughput and s/epoch: median over epochs and seeds, {_steady_note(s.groups)}.{note}", ""]
+
+
+def _load_note(s: Section) -> list[str]:
+    """The configurations whose throughput was measured under load or spread widely over epochs (load.py), and why."""
+    flagged = [(g.label, g.throughput_flags()) for g in s.groups]
+    flagged = [(label, reasons) for label, reasons in flagged if reasons]
+    if not flagged:
+        return []
+    lines = [f"**⚠ Throughput measured under load or with a wide spread** ({THRESHOLDS}; docs/statistics.md): read "
+             "these samples/s with caution, and `mnistbench compare --fail-on 'throughput…'` does not judge them.", ""]
+    return lines + [f"- {label}: {'; '.join(reasons)}" for label, reasons in flagged] + [""]
 
 
 def _epochs_cell(g: Group) -> str:

@@ -7,6 +7,7 @@
 #   VENV=.venv             the virtualenv of the native run
 #   INSTALL=cmd            run before a native run to install the venv (the Makefile passes `make install`)
 #   MNISTBENCH_DATA_DIR    the MNIST folder mounted into the container (default: the user cache, as natively)
+#   MNISTBENCH_INVOKED_AS  the make command that ran this (the Makefile sets it), for mnistbench's resume hint
 # The image is built only when no image has the tag of what goes into it (scripts/image.sh, make image-cpu).
 set -euo pipefail
 
@@ -19,6 +20,12 @@ case $target in cpu | gpu) ;; *) echo "$usage" >&2; exit 2 ;; esac
 mode=${DOCKER:-auto}
 case $mode in auto | yes | no) ;; *) echo "mnistbench: error: DOCKER must be auto, yes or no, not '$mode'" >&2; exit 2 ;; esac
 [ -f "$spec" ] || { echo "mnistbench: error: no spec file $spec" >&2; exit 2; }
+# Set by the Makefile ("make bench-cpu"): mnistbench's resume hint then names the make command, with the spec as given.
+invoked=()
+if [ -n "${MNISTBENCH_INVOKED_AS:-}" ]; then
+  export MNISTBENCH_INVOKED_AS="$MNISTBENCH_INVOKED_AS SPEC=$(printf %q "$spec")"
+  invoked=(-e "MNISTBENCH_INVOKED_AS=$MNISTBENCH_INVOKED_AS")
+fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 spec_abs=$(cd "$(dirname "$spec")" && pwd)/$(basename "$spec")
@@ -69,7 +76,7 @@ in_container() { # in_container FLAVOUR [run flags...]
   exec "$ENGINE" run --rm --init ${tty[@]+"${tty[@]}"} "$@" ${run_flags[@]+"${run_flags[@]}"} \
     "${user[@]}" \
     -e "MNISTBENCH_IMAGE=$image" -e "MNISTBENCH_IMAGE_ID=$image_id" -e "MNISTBENCH_GIT_COMMIT=$(git_commit)" \
-    -e "MNISTBENCH_DATA_DIR=$data_in_image" \
+    -e "MNISTBENCH_DATA_DIR=$data_in_image" ${invoked[@]+"${invoked[@]}"} \
     "${mounts[@]}" \
     "$image" run "$rel" ${extra[@]+"${extra[@]}"}
 }

@@ -237,7 +237,7 @@ def test_json_is_the_only_thing_on_stdout_and_warnings_go_to_stderr(tmp_path):
     proc = python_m("compare", a, b, "--json", "--fail-on", "accuracy<-0.1")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert set(doc) == {"a", "b", "convention", "matched", "only_in_a", "only_in_b", "checks", "regressions", "warnings"}
+    assert set(doc) == {"a", "b", "convention", "matched", "only_in_a", "only_in_b", "checks", "regressions", "refused", "warnings"}
     assert doc["b"]["run_files"] == 3 and doc["matched"][0]["b"]["seeds"] == 2  # the copy is counted once
     [warning] = doc["warnings"]
     assert warning.startswith(f"B ({b}): copy.json repeats the configuration and seed of lenet5_seed-0.json")

@@ -99,7 +99,7 @@ def test_a_changed_model_file_is_run_again_and_an_unchanged_one_skipped(project,
     assert "0 cells run (0 finished, 0 diverged, 0 failed), 2 skipped" in same.output, same.output
     (tmp_path / "specs" / "nets.py").write_text(NETS.replace("width=4", "width=5"))
     changed = cli("run", spec, "--results-dir", tmp_path / "results", "--data-dir", data)
-    assert "1 cells run (1 finished, 0 diverged, 0 failed), 1 skipped" in changed.output, changed.output
+    assert "1 cell run (1 finished, 0 diverged, 0 failed), 1 skipped" in changed.output, changed.output
     record = json.loads((tmp_path / "results" / "byo" / "runs" / "small_seed-0.json").read_text())
     assert record["model"]["parameters"] == 5 * 9 + 5 + 5 * 169 * 10 + 10
 
@@ -107,7 +107,7 @@ def test_a_changed_model_file_is_run_again_and_an_unchanged_one_skipped(project,
 BAD_MODELS = {  # file contents (None: no file), model reference, words of the one line
     "missing module": (None, "no_such_pkg.nets:Net", "importing no_such_pkg.nets raised ModuleNotFoundError"),
     "missing file": (None, "./absent.py:build", "file not found:"),
-    "missing attribute": (NETS, "./nets.py:biuld", "./nets.py has no attribute 'biuld'"),
+    "missing attribute": (NETS, "./nets.py:biuld", "./nets.py has no attribute 'biuld' (did you mean build?)"),
     "wrong output shape": (NETS.replace("* 13 * 13, 10)", "* 13 * 13, 5)"), "./nets.py:SmallCNN",
                            "model './nets.py:SmallCNN' returned shape (1, 5), expected (1, 10) logits"),
     "factory raising": (NETS + "\ndef broken():\n    raise ValueError('no weights here')\n", "./nets.py:broken",

@@ -78,7 +78,7 @@ def test_three_shards_run_concurrently_into_one_folder_and_merge_into_the_sequen
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err
     # Every 3rd cell in spec order: shard 1 has cells 1 and 4, shards 2 and 3 one each.
-    assert "2 cells run" in outputs[0][0] and "1 cells run" in outputs[1][0] and "1 cells run" in outputs[2][0]
+    assert "2 cells run" in outputs[0][0] and "1 cell run" in outputs[1][0] and "1 cell run" in outputs[2][0]
     out = tmp_path / "scale"
     from typer.testing import CliRunner
 
