@@ -236,15 +236,19 @@ def report_from_records(records: list[RunRecord]) -> Report:
 
 
 def build_reports(*folders: Path) -> list[Report]:
-    """The reports of several folders, their records' data identities made comparable across them (``unify_data``)."""
+    """The reports of several folders, their records' data identities and machine kinds made comparable across them
+    (``unify_data``, ``complete_machines``)."""
     loaded = [load_runs(f) for f in folders]
-    unify_data([r for runs in loaded for _, r in runs])
-    return [report_from_runs(runs) for runs in loaded]
+    everything = [r for runs in loaded for _, r in runs]
+    unify_data(everything)
+    machines = complete_machines([r.machine for r in everything])
+    return [report_from_runs(runs, machines) for runs in loaded]
 
 
-def report_from_runs(runs: list[tuple[str, RunRecord]]) -> Report:
+def report_from_runs(runs: list[tuple[str, RunRecord]], machines: Optional[dict[Machine, Machine]] = None) -> Report:
+    """``machines``: each record's machine kind as completed (``complete_machines``); from these records when None."""
     unify_data([r for _, r in runs])
-    machines = complete_machines([r.machine for _, r in runs])
+    machines = machines or complete_machines([r.machine for _, r in runs])
     records, warnings = deduplicate(runs, machines)
     by_context: dict[Context, list[RunRecord]] = {}
     for r in records:
