@@ -355,3 +355,28 @@ def test_the_shipped_mnist_records_have_the_data_identity_of_a_run_on_the_same_f
     identity = data_identity(content_hashes(load_dataset("mnist", real_data, allow_download=False)))
     assert {r.data["identity"] for r in load_records(folder)} == {identity}
     assert all(f["file"].endswith(".gz") for r in load_records(folder) for f in r.data["files"])
+
+
+def test_temporaries_of_a_cells_second_measurement_are_removed_at_the_next_start_and_no_others(tmp_path):
+    from mnistbench.locks import remove_cell_temporaries
+
+    runs_folder = tmp_path / "runs"
+    runs_folder.mkdir()
+    mine = [runs_folder / f".{CELL}~3f9a2c1d.json.ab12cd34.tmp", runs_folder / f".{CELL}~3f9a2c1d.safetensors.ab12cd34.tmp"]
+    theirs = runs_folder / f".{CELL}_lr-0.1~3f9a2c1d.json.ab12cd34.tmp"
+    for p in [*mine, theirs]:
+        p.write_text("half")
+    remove_cell_temporaries(tmp_path, [CELL])
+    assert not any(p.exists() for p in mine) and theirs.exists()
+
+
+def test_two_machines_whose_words_agree_get_sections_told_apart_by_their_machine_id():
+    from records_factory import ENVIRONMENT, make_record
+
+    from mnistbench.groups import report_from_records
+
+    env = {**ENVIRONMENT, "cpu_capability": "AVX2", "cpu_flags": ["avx", "avx2"]}
+    records = [make_record("lenet5", 0, environment=env),
+               make_record("lenet5", 1, environment={**env, "cpu_flags": ["avx", "avx2", "fma"]})]
+    titles = [s.context.title for s in report_from_records(records).sections]
+    assert len(titles) == 2 and len(set(titles)) == 2 and all("[machine " in t for t in titles)
