@@ -16,14 +16,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional
 
-from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint, set_aside
-from .data import Dataset
+from .checkpoint import checkpoint_for, load_checkpoint, save_checkpoint, set_aside
+from .data import Dataset, content_hashes
 from .engine import CellOutcome, ResumeError, ResumeState, run_cell
 from .environment import environment
-from .layout import runs_dir
+from .layout import run_file
 from .load import LoadMonitor, throughput_spread
 from .errors import Interrupted, MnistbenchError
-from .results import EpochMetrics, RunRecord, data_identity, derive_status
+from .results import EpochMetrics, Measurement, RunRecord, data_identity, derive_status
 from .spec import Cell
 from .weights import save_weights, weights_bytes
 
@@ -56,6 +56,16 @@ class CellTask:
     folder: Path
     force: bool = False
     extra: dict = field(default_factory=dict)  # stored in the record (e.g. the executor's node)
+    threads: Optional[int] = None  # the CPU threads it runs with (the key's), resolved when the spec leaves them to torch
+    measurement: Optional[Measurement] = None  # its key on this machine; None: the key alone (tests)
+    stem: str = ""  # its files' name (``results.run_file_for``, chosen under the cell's lock); "" for the cell's id
+
+    @property
+    def suffix(self) -> str:
+        return self.measurement.suffix if self.measurement else self.key[:8]
+
+    def run_file(self, folder: Path) -> Path:
+        return run_file(folder, self.stem or self.cell.id)
 
 
 @lru_cache(maxsize=None)
@@ -107,9 +117,11 @@ def _reason(e: BaseException) -> str:
 
 
 def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None, should_stop=None) -> RunRecord:
-    """Train the cell (resuming from its checkpoint), write ``runs/<cell>.json`` atomically and return the record."""
+    """Train the cell (resuming from its checkpoint), write ``runs/<stem>.json`` atomically and return the record."""
     cell, folder = task.cell, task.folder
-    ckpt = checkpoint_path(folder, cell.id)
+    ckpt = checkpoint_for(folder, cell.id, task.key, task.suffix)
+    # Threads left to torch run with the count the key was made with, wherever the cell runs.
+    config = cell.config if cell.config.threads or not task.threads else cell.config.model_copy(update={"threads": task.threads})
     resume, message = (None, "") if task.force else load_checkpoint(ckpt, task.key, cell.config.epochs)
     if message:
         on_event(Event("warning", cell, task.index, task.total, message=message))
@@ -128,11 +140,11 @@ def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None
     outcome, failure = None, ""
     try:
         try:
-            outcome = run_cell(cell.config, dataset, on_epoch, resume, should_stop)
+            outcome = run_cell(config, dataset, on_epoch, resume, should_stop)
         except ResumeError as e:
             on_event(Event("warning", cell, task.index, task.total, message=set_aside(ckpt, str(e))))
             resume, done[:] = None, []
-            outcome = run_cell(cell.config, dataset, on_epoch, None, should_stop)
+            outcome = run_cell(config, dataset, on_epoch, None, should_stop)
     except (Interrupted, MnistbenchError, KeyboardInterrupt):
         raise  # a signal, a full disk, bad input: the run stops, the checkpoint stays
     except OSError as e:  # an OS error outside our own writes (e.g. torch.compile's cache): the run stops in one line
@@ -142,18 +154,18 @@ def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None
         failure = _reason(e)
     record = build_record(task, dataset, outcome, done, failure, len(resume.epochs) if resume else 0, started, wall,
                           load.summary(outcome.threads if outcome else cell.config.threads))
-    save_result(record, outcome, runs_dir(folder))
+    save_result(record, outcome, task.run_file(folder))
     if record.status != "failed":
         ckpt.unlink(missing_ok=True)  # a failed cell keeps its checkpoint, so a retry resumes
     on_event(Event("done", cell, task.index, task.total, message=record.status + (f" ({record.note})" if record.note else "")))
     return record
 
 
-def save_result(record: RunRecord, outcome: Optional[CellOutcome], runs: Path) -> Path:
-    """The weights (when the cell trained) and then the run file that names their hash; the run file's path."""
+def save_result(record: RunRecord, outcome: Optional[CellOutcome], path: Path) -> Path:
+    """The weights (when the cell trained) and then the run file ``path`` that names their hash; ``path``."""
     if outcome is not None and outcome.weights is not None and record.status != "failed":
-        record.extra["weights"] = save_weights(record.file_in(runs), weights_bytes(outcome.weights))
-    return record.save(runs)
+        record.extra["weights"] = save_weights(path, weights_bytes(outcome.weights))
+    return record.save(path.parent, path.stem)
 
 
 def cell_environment(outcome: Optional[CellOutcome]) -> dict:
@@ -188,7 +200,7 @@ def build_record(
         extra["roofline"] = achieved_rates(model, outcome)  # the 0.1 name: achieved rates against the compute peak
     if outcome is not None and outcome.peak_rss_bytes is not None:
         extra["peak_rss_bytes"] = outcome.peak_rss_bytes  # the process's peak RSS over the cell (CPU runs)
-    sha256s = [f.sha256 for f in dataset.files]
+    sha256s = content_hashes(dataset)
     return RunRecord(
         spec=task.spec,
         cell=task.cell.id,

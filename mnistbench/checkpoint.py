@@ -2,6 +2,8 @@
 
 A checkpoint belongs to one cell key. One that cannot be read or does not hold a
 sound state is moved aside (``<cell>.pt.bad``) with a message, and its cell restarts.
+A cell whose ``<cell>.pt`` holds another key's progress keeps its own in ``<cell>~<suffix>.pt``
+(``checkpoint_for``), so neither overwrites the other.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 
 from .engine import ResumeState
+from .errors import MnistbenchError
 from .files import write_atomic
 from .results import EpochMetrics
 
@@ -26,6 +29,35 @@ FORMAT = 2
 
 def checkpoint_path(results_dir: Path, cell: str) -> Path:
     return Path(results_dir) / "checkpoints" / f"{cell}.pt"
+
+
+def checkpoint_for(results_dir: Path, cell: str, key: str, suffix: str) -> Path:
+    """The checkpoint a cell of ``key`` resumes from and writes: the candidate that holds this key, else the first
+    that is absent or unreadable (it is set aside when read), never one that holds another key's progress."""
+    from .layout import file_stems
+
+    candidates = [checkpoint_path(results_dir, stem) for stem in file_stems(cell, suffix)]
+    owners = [_owner(path) for path in candidates]
+    for path, owner in zip(candidates, owners):
+        if owner == key:
+            return path
+    for path, owner in zip(candidates, owners):
+        if owner is None:
+            return path
+    raise MnistbenchError(f"{candidates[0]} and {candidates[-1].name} hold the progress of other configurations of "
+                          f"cell {cell}: finish or remove one of them, or use another --results-dir")
+
+
+def _owner(path: Path) -> Optional[str]:
+    """The key a checkpoint file belongs to; None when there is none or it cannot be read."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        key = payload.get("key", payload.get("config_hash")) if isinstance(payload, dict) else None
+    except Exception:  # noqa: BLE001 - unreadable: whoever claims it sets it aside
+        return None
+    return key if isinstance(key, str) else None
 
 
 def save_checkpoint(path: Path, key: str, state: ResumeState) -> None:

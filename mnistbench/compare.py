@@ -28,7 +28,7 @@ from typing import Optional
 from tabulate import tabulate
 
 from .errors import MnistbenchError
-from .groups import Group, Report, build_report
+from .groups import Group, Report, build_reports
 from .load import THRESHOLDS
 from .stats import Comparison, welch
 
@@ -229,7 +229,7 @@ def throughput_ratio(a: dict, b: dict) -> Optional[Ratio]:
 
 def compare_folders(a: Path, b: Path) -> FolderComparison:
     """Every configuration of A and B matched, compared, or listed as present in one folder only."""
-    report_a, report_b = build_report(Path(a)), build_report(Path(b))
+    report_a, report_b = build_reports(Path(a), Path(b))
     a_sides, b_sides = sides(report_a), sides(report_b)
     label = labeller(a_sides + b_sides)
     pairs, left_a, left_b, warnings = pair(a_sides, b_sides)

@@ -87,13 +87,18 @@ def dataset_info(name: str) -> DatasetInfo:
 
 @dataclass(frozen=True)
 class FileRecord:
-    """What a result records about one data file: its name, hashes and whether it is the official file."""
+    """What a result records about one data file: its name, hashes and whether it is the official file.
+
+    ``sha256`` and ``md5`` are of the file as stored; ``content_sha256`` of its decompressed IDX bytes, the data's
+    identity: the same bytes gzipped or raw are the same data (equal to ``sha256`` for a raw file).
+    """
 
     role: str
     file: str
     sha256: str
     md5: str
     official: bool | None  # None: a raw (un-gzipped) file, which the official MD5s (of the .gz) cannot vouch for
+    content_sha256: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -185,13 +190,15 @@ def locate_files(info: DatasetInfo, folder: Path, allow_download: bool = True) -
     return {role: _find(folder, base) for role, base in info.files.items()}  # type: ignore[misc]
 
 
-def file_record(info: DatasetInfo, role: str, path: Path) -> FileRecord:
+def file_record(info: DatasetInfo, role: str, path: Path, content_sha256: str = "") -> FileRecord:
+    """``content_sha256``: of the decompressed bytes, as ``read_idx_hashed`` gives it (computed here when not given)."""
     blob = path.read_bytes()
     md5 = hashlib.md5(blob).hexdigest()
     official = None
     if path.name.endswith(".gz"):
         official = _official_md5s(info).get(path.name) == md5
-    return FileRecord(role, path.name, hashlib.sha256(blob).hexdigest(), md5, official)
+    return FileRecord(role, path.name, hashlib.sha256(blob).hexdigest(), md5, official,
+                      content_sha256 or read_idx_hashed(path)[1])
 
 
 # --------------------------------------------------------------------------- IDX parsing
@@ -201,7 +208,13 @@ MAX_IDX_BYTES = 1 << 30  # the data of one IDX file (MNIST's largest holds 47 MB
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (gzip or raw) of unsigned bytes, with a clear error for every malformation.
+    """Parse one IDX file (gzip or raw) of unsigned bytes, with a clear error for every malformation (``read_idx_hashed``)."""
+    return read_idx_hashed(path)[0]
+
+
+def read_idx_hashed(path: Path) -> tuple[np.ndarray, str]:
+    """Parse one IDX file (gzip or raw) of unsigned bytes, with a clear error for every malformation; with the
+    SHA-256 of its decompressed bytes.
 
     The header is checked before the data is read: its dimensions (multiplied as Python
     integers, so they cannot overflow) must fit ``MAX_IDX_BYTES``, and no more than they
@@ -211,7 +224,7 @@ def read_idx(path: Path) -> np.ndarray:
 
     try:
         with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
-            dims = _idx_header(path, f)
+            dims, header = _idx_header(path, f)
             expected = math.prod(dims)
             if math.prod(max(d, 1) for d in dims) > MAX_IDX_BYTES:  # zero dims aside too: numpy cannot shape 0 x 2**32 x 2**32
                 raise MnistbenchError(
@@ -224,7 +237,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(body) != expected:
         what, has = ("truncated", str(len(body))) if len(body) < expected else ("has trailing bytes", "more")
         raise MnistbenchError(f"{path.name}: {what}: header says {'x'.join(map(str, dims))} = {expected} bytes, file has {has}")
-    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims), hashlib.sha256(header + body).hexdigest()
 
 
 def _read_at_most(f, limit: int, chunk: int = 1 << 20) -> bytes:
@@ -239,8 +252,8 @@ def _read_at_most(f, limit: int, chunk: int = 1 << 20) -> bytes:
     return b"".join(parts)
 
 
-def _idx_header(path: Path, f) -> tuple[int, ...]:
-    """The dimensions of an IDX file of unsigned bytes, read from its open stream."""
+def _idx_header(path: Path, f) -> tuple[tuple[int, ...], bytes]:
+    """The dimensions of an IDX file of unsigned bytes, read from its open stream, and the header's bytes."""
     magic = f.read(4)
     if len(magic) < 4:
         raise MnistbenchError(f"{path.name}: truncated IDX file ({len(magic)} bytes, no header)")
@@ -250,7 +263,7 @@ def _idx_header(path: Path, f) -> tuple[int, ...]:
     raw = f.read(4 * ndim)
     if len(raw) < 4 * ndim:
         raise MnistbenchError(f"{path.name}: truncated IDX header")
-    return struct.unpack(f">{ndim}I", raw)
+    return struct.unpack(f">{ndim}I", raw), magic + raw
 
 
 @dataclass
@@ -274,6 +287,11 @@ class Dataset:
     @property
     def official(self) -> bool:
         return all(f.official for f in self.files)
+
+
+def content_hashes(dataset: Dataset) -> list[str]:
+    """The SHA-256 of each file's decompressed bytes, in ROLES order: what keys and data identities are made of."""
+    return [f.content_sha256 or f.sha256 for f in dataset.files]
 
 
 def _split(images: np.ndarray, labels: np.ndarray, img_name: str, lbl_name: str) -> Split:
@@ -300,10 +318,11 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
     if data_dir and not folder.is_dir():
         raise MnistbenchError(f"--data-dir {folder}: no such folder (create it first to download {info.title} into it)")
     paths = locate_files(info, folder, allow_download)
-    arrays = {role: read_idx(path) for role, path in paths.items()}
+    parsed = {role: read_idx_hashed(path) for role, path in paths.items()}
+    arrays = {role: array for role, (array, _) in parsed.items()}
     train = _split(arrays["train-images"], arrays["train-labels"], paths["train-images"].name, paths["train-labels"].name)
     test = _split(arrays["test-images"], arrays["test-labels"], paths["test-images"].name, paths["test-labels"].name)
-    files = [file_record(info, role, paths[role]) for role in ROLES]
+    files = [file_record(info, role, paths[role], parsed[role][1]) for role in ROLES]
     check_not_another_dataset(info, folder, files)
     return Dataset(info, folder, train, test, files)
 

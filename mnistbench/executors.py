@@ -24,7 +24,7 @@ from .cell import CellTask, Event, OnEvent, build_record, execute
 from .data import Dataset, Split
 from .errors import Interrupted, MnistbenchError
 from .files import write_atomic
-from .layout import runs_dir, weights_file
+from .layout import weights_file
 from .results import RunRecord
 from .sink import EventSink
 from .spec import CellConfig, Resources
@@ -46,6 +46,8 @@ class Work:
 class Executor(Protocol):
     def device_type(self, name: str) -> str: ...
 
+    def threads(self, config: CellConfig, resources: Resources) -> int: ...
+
     def run(self, work: Work, on_event: OnEvent, should_stop: Callable[[], int]) -> Iterator[RunRecord]: ...
 
     def __enter__(self) -> "Executor": ...
@@ -66,6 +68,12 @@ class Sequential:
         from .engine import resolve_device
 
         return resolve_device(name).type
+
+    def threads(self, config: CellConfig, resources: Resources) -> int:  # noqa: ARG002
+        """The CPU threads a cell runs with here: its own setting, else torch's default in this process."""
+        import torch
+
+        return config.threads or torch.get_num_threads()
 
     def run(self, work: Work, on_event: OnEvent, should_stop: Callable[[], int]) -> Iterator[RunRecord]:
         for task in work.tasks:
@@ -155,6 +163,10 @@ class RayExecutor:
             raise MnistbenchError("device 'cuda' asked for, but the Ray cluster has no GPU (use device: cpu or auto)")
         return "cuda" if gpus else "cpu"
 
+    def threads(self, config: CellConfig, resources: Resources) -> int:
+        """The CPU threads a cell runs with on a worker: its own setting, else one per CPU its task reserves."""
+        return config.threads or max(1, int(resources.cpus or 1))
+
     def run(self, work: Work, on_event: OnEvent, should_stop: Callable[[], int]) -> Iterator[RunRecord]:
         if not work.tasks:
             return
@@ -200,10 +212,11 @@ class RayExecutor:
             record = build_record(task, work.datasets[task.cell.config.dataset], None, [], reason, 0, _now(), time.perf_counter())
             record.extra.update({"executor": "ray", "ray": {"lost": True}})
             written, sent, weights = False, 0, None
-        if not written:
+        if not written:  # under the name the run chose for it (task.stem): never another measurement's file
+            run_file = task.run_file(work.folder)
             if weights is not None:
-                write_atomic(weights_file(record.file_in(runs_dir(work.folder))), weights)
-            record.save(runs_dir(work.folder))
+                write_atomic(weights_file(run_file), weights)
+            record.save(run_file.parent, run_file.stem)
         deadline = time.monotonic() + 5.0  # the task's last events may still be on their way to the sink
         while tally.received.get(task.index, 0) < sent and time.monotonic() < deadline:
             tally.forward(ray.get(sink.drain.remote()), on_event)
@@ -328,7 +341,7 @@ def ray_task(task: CellTask, dataset: Dataset, sink, probe: SharedProbe) -> tupl
     record = execute(task, dataset, send)
     weights = None
     if scratch is not None:  # the driver writes both files
-        run_file = record.file_in(runs_dir(scratch))
+        run_file = task.run_file(scratch)
         kept = weights_file(run_file)
         if kept.exists():
             weights = kept.read_bytes()

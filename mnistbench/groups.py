@@ -1,14 +1,16 @@
 """Run records -> validated groups with their statistics: the one layer every table and figure reads.
 
-A *section* is one spec on one data identity (the files' hashes) and one device kind
-(the CPU model and count, or the GPU name). A *group* is one resolved configuration in
-a section, across seeds; its seeds are unique. Two run files with one cell key are one
-measurement: it is counted once and the duplicate is named in a warning. Nothing from
-two sections is ever pooled; renderers only read what is computed here.
+A *section* is one spec on one data identity (the hash of the files' decompressed content)
+and one machine kind (``results.Machine``: the CPU model, count, kernel level and flags, or
+the GPU). A *group* is one resolved configuration in a section (the thread count as used
+included), across seeds; its seeds are unique. Two run files with one cell key on one machine
+kind are one measurement: it is counted once and the duplicate is named in a warning. Nothing
+from two sections is ever pooled; renderers only read what is computed here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -20,7 +22,8 @@ from typing import Optional
 from .errors import MnistbenchError
 from .load import throughput_flags
 from .models import paper_test_error_pct
-from .results import RunRecord, load_record, run_files
+from .layout import is_cell_file
+from .results import Machine, RunRecord, complete_machines, load_record, run_files, unify_data
 from .rules import RULES, RuleFigure, median_reached, rule_figures
 from .stats import Comparison, Estimate, estimate, welch
 
@@ -36,22 +39,31 @@ class Context:
     spec: str
     dataset: str
     data_identity: str
-    device: str  # e.g. "cpu: AMD EPYC (2 CPUs)" or "cuda: NVIDIA H200"
+    device: str  # the machine kind in words, e.g. "cpu: AMD EPYC (2 CPUs, AVX512)" or "cuda: NVIDIA H200"
+    machine: str = ""  # results.Machine.id: tells apart two machine kinds whose words agree (CPU flags differ)
+    named: bool = field(default=False, compare=False)  # show ``machine`` in the title (set where words collide)
 
     @property
     def title(self) -> str:
-        return f"{self.spec} · {self.dataset} (data {self.data_identity[:8]}) · {self.device}"
+        where = f"{self.device} [machine {self.machine}]" if self.named else self.device
+        return f"{self.spec} · {self.dataset} (data {self.data_identity[:8]}) · {where}"
 
 
 def device_kind(r: RunRecord) -> str:
-    env = r.environment
-    if r.device_type == "cuda":
-        return f"cuda: {(env.get('gpu') or {}).get('name', 'unknown GPU')}"
-    return f"{r.device_type}: {env.get('cpu') or 'unknown CPU'} ({env.get('cpu_count') or '?'} CPUs)"
+    return r.machine.label
 
 
-def context_of(r: RunRecord) -> Context:
-    return Context(r.spec, str(r.config.get("dataset")), r.data["identity"], device_kind(r))
+def context_of(r: RunRecord, machine: Optional[Machine] = None) -> Context:
+    """The record's section; ``machine``: its machine kind as completed from the folder (``complete_machines``)."""
+    m = machine or r.machine
+    return Context(r.spec, str(r.config.get("dataset")), r.data["identity"], m.label, m.id)
+
+
+def settings_of(r: RunRecord) -> dict:
+    """A record's configuration with the thread count it ran with (``threads: None`` left the count to torch)."""
+    if r.config.get("threads") is None and r.environment.get("threads") is not None:
+        return {**r.config, "threads": r.environment["threads"]}
+    return r.config
 
 
 @dataclass
@@ -207,18 +219,19 @@ def load_runs(results_dir: Path) -> list[tuple[str, RunRecord]]:
     return out
 
 
-def deduplicate(runs: list[tuple[str, RunRecord]]) -> tuple[list[RunRecord], list[str]]:
-    """One record per cell key, and warnings naming the duplicates.
+def deduplicate(runs: list[tuple[str, RunRecord]], machines: Optional[dict[Machine, Machine]] = None) -> tuple[list[RunRecord], list[str]]:
+    """One record per measurement (cell key on one machine kind), and warnings naming the duplicates.
 
     Kept: a finished or diverged record before a failed one, then the file named after its
     cell before a copy, then the first file name.
     """
-    by_key: dict[str, list[tuple[str, RunRecord]]] = {}
+    machines = machines or {}
+    by_key: dict[tuple, list[tuple[str, RunRecord]]] = {}
     for name, r in runs:
-        by_key.setdefault(r.key, []).append((name, r))
+        by_key.setdefault((r.key, machines.get(r.machine, r.machine)), []).append((name, r))
     kept, warnings = [], []
     for same in by_key.values():
-        same.sort(key=lambda nr: (_STATUS_RANK[nr[1].status], nr[0] != f"{nr[1].cell}.json", nr[0]))
+        same.sort(key=lambda nr: (_STATUS_RANK[nr[1].status], not is_cell_file(nr[0], nr[1].cell), nr[0]))
         kept.append(same[0][1])
         if len(same) > 1:
             warnings.append(
@@ -238,22 +251,42 @@ def report_from_records(records: list[RunRecord]) -> Report:
     return report_from_runs([(f"{r.cell}.json", r) for r in records])
 
 
-def report_from_runs(runs: list[tuple[str, RunRecord]]) -> Report:
-    records, warnings = deduplicate(runs)
+def build_reports(*folders: Path) -> list[Report]:
+    """The reports of several folders, their records' data identities and machine kinds made comparable across them
+    (``unify_data``, ``complete_machines``)."""
+    loaded = [load_runs(f) for f in folders]
+    everything = [r for runs in loaded for _, r in runs]
+    unify_data(everything)
+    machines = complete_machines([r.machine for r in everything])
+    return [report_from_runs(runs, machines) for runs in loaded]
+
+
+def report_from_runs(runs: list[tuple[str, RunRecord]], machines: Optional[dict[Machine, Machine]] = None) -> Report:
+    """``machines``: each record's machine kind as completed (``complete_machines``); from these records when None."""
+    unify_data([r for _, r in runs])
+    machines = machines or complete_machines([r.machine for _, r in runs])
+    records, warnings = deduplicate(runs, machines)
     by_context: dict[Context, list[RunRecord]] = {}
     for r in records:
-        by_context.setdefault(context_of(r), []).append(r)
-    sections = [make_section(c, rs) for c, rs in sorted(by_context.items())]
+        by_context.setdefault(context_of(r, machines[r.machine]), []).append(r)
+    contexts = _named(list(by_context))
+    sections = [make_section(contexts[c], rs) for c, rs in sorted(by_context.items())]
     if len(sections) > 1:
         warnings.append(
-            f"this folder holds runs of {len(sections)} different spec/data/device combinations; "
+            f"this folder holds runs of {len(sections)} different spec/data/machine combinations; "
             "each is reported in its own section and never pooled"
         )
     return Report(sections, warnings, [n for n, _ in runs])
 
 
+def _named(contexts: list[Context]) -> dict[Context, Context]:
+    """Each context, with its machine id shown where another context's title reads the same."""
+    titles = [c.title for c in contexts]
+    return {c: dataclasses.replace(c, named=titles.count(c.title) > 1) for c in contexts}
+
+
 def _group_key(r: RunRecord) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in r.config.items() if k not in ("seed", "device")))
+    return tuple(sorted((k, repr(v)) for k, v in settings_of(r).items() if k not in ("seed", "device")))
 
 
 def make_section(context: Context, records: list[RunRecord]) -> Section:
@@ -266,7 +299,7 @@ def make_section(context: Context, records: list[RunRecord]) -> Section:
 
     varying = sorted(
         k for k in dict.fromkeys(k for r in records for k in r.config)
-        if k not in ("model", "seed", "device", "model_sha256") and len({repr(r.config.get(k)) for r in records}) > 1
+        if k not in ("model", "seed", "device", "model_sha256") and len({repr(settings_of(r).get(k)) for r in records}) > 1
     )
     # A model's file hash is part of its identity, shown only where one model ran with two versions of its file.
     if any(len({r.config.get("model_sha256") for r in records if r.config["model"] == m}) > 1 for m in {r.config["model"] for r in records}):
@@ -281,7 +314,7 @@ def make_section(context: Context, records: list[RunRecord]) -> Section:
 
     def order(g: Group) -> tuple:
         rank = names.index(g.model) if g.model in names else len(names)
-        return (rank, g.model, tuple(_sortable(g.records[0].config.get(k)) for k in varying))
+        return (rank, g.model, tuple(_sortable(settings_of(g.records[0]).get(k)) for k in varying))
 
     ordered = sorted(groups.values(), key=order)
     rows = [summary_row(g) for g in ordered]
@@ -300,7 +333,7 @@ def _label_keys(records: list[RunRecord], varying: list[str]) -> list[str]:
     by_recipe: dict[str, list[RunRecord]] = {}
     for r in records:
         by_recipe.setdefault(str(r.config.get("recipe")), []).append(r)
-    within = [k for k in varying if k != "recipe" and any(len({repr(r.config.get(k)) for r in rs}) > 1 for rs in by_recipe.values())]
+    within = [k for k in varying if k != "recipe" and any(len({repr(settings_of(r).get(k)) for r in rs}) > 1 for rs in by_recipe.values())]
     return ["recipe"] + within
 
 
@@ -310,7 +343,7 @@ def _label(r: RunRecord, varying: list[str]) -> str:
     def shown(k: str) -> str:
         if k == "recipe":
             return str(r.config.get(k) or "(unnamed)")
-        return f"{k}={str(r.config.get(k))[:12] if k == 'model_sha256' else r.config.get(k)}"
+        return f"{k}={str(r.config.get(k))[:12] if k == 'model_sha256' else settings_of(r).get(k)}"
 
     values = [shown(k) for k in varying]
     return ", ".join([str(r.model.get("name") or r.config["model"])] + values)
@@ -457,9 +490,9 @@ def speedups(groups: list[Group], rows: list[dict]) -> list[dict]:
         by_model.setdefault(g.model, []).append((g, row))
     for model, members in by_model.items():
         base, base_row = min(members, key=lambda m: position(m[0]))
-        base_cfg = base.records[0].config
+        base_cfg = settings_of(base.records[0])
         for g, row in members:
-            cfg = g.records[0].config
+            cfg = settings_of(g.records[0])
             diff = [k for k in cfg if k not in ("seed", "device") and cfg.get(k) != base_cfg.get(k)]
             base_speed, speed = base_row["train_samples_per_s_median"], row["train_samples_per_s_median"]
             if g is base or len(diff) != 1 or not base_speed or not speed:

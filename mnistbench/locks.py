@@ -19,6 +19,7 @@ from typing import Iterator
 from filelock import FileLock, Timeout
 
 from .errors import MnistbenchError
+from .layout import STEM_MARK
 
 LOCKS = ".locks"
 REPORT_WAIT_S = 600.0  # how long a run waits for another run's report rebuild (seconds)
@@ -75,7 +76,8 @@ def remove_cell_temporaries(folder: Path, cells: list[str]) -> None:
     """Temporary run files and checkpoints of these cells left by a killed run; call it holding their locks."""
     for sub, suffix in (("runs", ".json"), ("runs", ".safetensors"), ("checkpoints", ".pt")):
         if (folder / sub).is_dir():
-            mine = {re.escape(f".{cell}{suffix}") for cell in cells}
+            # The cell's own name, or the one marked for another measurement of it (layout.file_stems).
+            mine = {re.escape(f".{cell}") + f"(?:{re.escape(STEM_MARK)}[0-9a-f]+)?" + re.escape(suffix) for cell in cells}
             _remove_matching(folder / sub, mine)
 
 

@@ -19,8 +19,9 @@ MiB = 2**20
 RUN_FILE_BYTES = 16 * 1024  # a run file without its epochs (config, environment, data files), generously
 EPOCH_BYTES = 1024  # one epoch's metrics in a run file
 REPORT_BYTES = 12 * MiB  # tables, six figures and the page with its 5 MB script, staged next to the old set while it is replaced
-# Longest name written for a cell: ".<cell>.json.<8 random>.tmp", the temporary of its run file.
-NAME_OVERHEAD = len("..json.") + 8 + len(".tmp")
+# Longest name written for a cell: ".<cell>~<8 hex>.json.<8 random>.tmp", the temporary of its run file when another
+# measurement of the cell holds the plain name (layout.file_stems).
+NAME_OVERHEAD = len("~12345678") + len("..json.") + 8 + len(".tmp")
 
 
 def check_layout(folder: Path) -> None:

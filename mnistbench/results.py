@@ -1,8 +1,10 @@
 """Run records: one strict-JSON file per cell, the single source every table and plot is built from.
 
 A record's ``key`` is the canonical cell key (``cell_key``): the model, every resolved
-setting (the device as used, not ``auto``), the seed and the hashes of the data files.
-Two records with one key are one measurement, whatever their file names. A record's
+setting (the device as used, not ``auto``; the thread count as used, not ``None``), the seed
+and the SHA-256 of the data files' decompressed content. A *measurement* is a key on one
+machine kind (``Machine``): two records of one measurement are one result, whatever their
+file names; a measurement never takes the file of another (``run_file_for``). A record's
 ``status`` follows from its metrics when it is built and again when it is loaded: any
 non-finite loss makes it ``diverged``; a cell that raised is ``failed``.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -112,12 +114,17 @@ class RunRecord:
             raw["non_finite"] = non_finite
         return json.dumps(raw, indent=2, allow_nan=False) + "\n"
 
-    def file_in(self, runs_dir: Path) -> Path:
-        """Where this record's run file goes in a ``runs/`` folder (its weights go beside it, layout.weights_file)."""
-        return Path(runs_dir) / f"{self.cell}.json"
+    @property
+    def machine(self) -> "Machine":
+        return machine_of(self.device_type, self.environment)
 
-    def save(self, runs_dir: Path) -> Path:
-        path = self.file_in(runs_dir)
+    def file_in(self, runs_dir: Path, stem: Optional[str] = None) -> Path:
+        """Its run file in a ``runs/`` folder: ``<stem>.json``, the cell's id unless the run chose another
+        (``run_file_for``); its weights go beside it (layout.weights_file)."""
+        return Path(runs_dir) / f"{stem or self.cell}.json"
+
+    def save(self, runs_dir: Path, stem: Optional[str] = None) -> Path:
+        path = self.file_in(runs_dir, stem)
         write_atomic(path, self.to_json())
         return path
 
@@ -139,6 +146,7 @@ class _DataFile(TypedDict, total=False):
     role: StrictStr
     file: StrictStr
     sha256: Required[StrictStr]
+    content_sha256: StrictStr
     md5: StrictStr
     official: Optional[StrictBool]
 
@@ -159,6 +167,7 @@ class _Model(TypedDict, total=False):
 
 class _Gpu(TypedDict, total=False):
     name: StrictStr
+    capability: Optional[StrictStr]
 
 
 class _Container(TypedDict, total=False):
@@ -169,6 +178,8 @@ class _Environment(TypedDict, total=False):
     cpu: Optional[StrictStr]
     cpu_count: Optional[StrictInt]
     threads: Optional[StrictInt]
+    cpu_capability: Optional[StrictStr]
+    cpu_flags: Optional[list[StrictStr]]
     host: Optional[StrictStr]
     gpu: Optional[_Gpu]
     container: Optional[_Container]
@@ -208,8 +219,123 @@ def cell_key(config: dict[str, Any], data_sha256s: list[str] | tuple[str, ...]) 
 
 
 def data_identity(data_sha256s: list[str] | tuple[str, ...]) -> str:
-    """A short name for the exact data files a run trained and tested on."""
+    """A short name for the data a run trained and tested on: of the files' content hashes (of their stored
+    hashes in records written before content hashing)."""
     return hashlib.sha256("".join(data_sha256s).encode()).hexdigest()[:12]
+
+
+# Decompressed-content SHA-256 of .gz files that records written before content hashing name by their stored SHA-256
+# alone: the MNIST files the shipped reference results were measured on (/work/shared/data/mnist: three official files
+# and the restored training images), so those records share a data identity with runs on the same files, gzip or raw.
+KNOWN_CONTENT: dict[str, str] = {
+    "bec7c817266cec5355717ac3000f9cf4762ae68539c6767e49d02c0ed9eb0d9d": "374ba378bee06c633f4800ac6a495f71d1b80b0e82bf763acbfa4c7e9c379f75",
+    "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+
+def unify_data(records: list[RunRecord], known: Optional[dict[str, str]] = None) -> None:
+    """Give records that name their data files by stored SHA-256 alone (written before content hashing) the content
+    hashes and identity of the same files, where ``known`` or another of ``records`` (which hash both) tells them."""
+    table = dict(KNOWN_CONTENT if known is None else known)
+    for r in records:
+        table.update({f["sha256"]: f["content_sha256"] for f in r.data["files"] if f.get("content_sha256")})
+    for r in records:
+        files = r.data["files"]
+        if all(f.get("content_sha256") for f in files) or not all(f["sha256"] in table for f in files):
+            continue
+        files = [{**f, "content_sha256": table[f["sha256"]]} for f in files]
+        r.data = {**r.data, "files": files, "identity": data_identity([f["content_sha256"] for f in files])}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The machine kind a measurement ran on, as far as it decides the figures: the device kind, the CPU's model, count,
+    kernel level and instruction-set flags (or the GPU's name and compute capability). None: not recorded (older files).
+    The host name is not part of it: nodes of one kind (a cluster's, a cloud's VMs) give one measurement."""
+
+    device: str
+    name: Optional[str]
+    count: Optional[int]
+    capability: Optional[str]
+    flags: Optional[tuple[str, ...]]
+
+    def matches(self, other: "Machine") -> bool:
+        """Equal in every field both know: a record written before a field existed matches on the others."""
+        return all(a is None or b is None or a == b for a, b in zip(astuple(self), astuple(other)))
+
+    @property
+    def label(self) -> str:
+        if self.device == "cuda":
+            return f"cuda: {self.name or 'unknown GPU'}" + (f" (compute {self.capability})" if self.capability else "")
+        level = f", {self.capability}" if self.capability else ""
+        return f"{self.device}: {self.name or 'unknown CPU'} ({self.count or '?'} CPUs{level})"
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(json.dumps(astuple(self)).encode()).hexdigest()[:8]
+
+
+def machine_of(device_type: str, env: dict) -> Machine:
+    """The machine kind of an environment record (``environment.environment()``) for a run on ``device_type``."""
+    if device_type == "cuda":
+        gpu = env.get("gpu") or {}
+        return Machine("cuda", gpu.get("name"), None, gpu.get("capability"), None)
+    flags = env.get("cpu_flags")
+    return Machine(device_type, env.get("cpu"), env.get("cpu_count"), env.get("cpu_capability"),
+                   None if flags is None else tuple(flags))
+
+
+def complete_machines(machines: list[Machine]) -> dict[Machine, Machine]:
+    """Each machine missing a field, mapped to the one fuller machine of the list it matches (if exactly one does):
+    a folder's records written before a field existed join the section of the same machine's newer records."""
+    full = [m for m in dict.fromkeys(machines) if None not in astuple(m)]
+    out = {}
+    for m in dict.fromkeys(machines):
+        fits = [f for f in full if f.matches(m)]
+        out[m] = fits[0] if None in astuple(m) and len(fits) == 1 else m
+    return out
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a run of one cell measures: its key on a machine kind. ``legacy_key`` is the key the same cell had before
+    data were hashed by content and thread counts resolved (records of earlier versions carry it); such a record
+    counts only if it ran with ``threads``."""
+
+    key: str
+    machine: Machine
+    threads: Optional[int] = None
+    legacy_key: str = ""
+
+    def holds(self, record: RunRecord) -> bool:
+        """Whether ``record`` is a result of this measurement."""
+        legacy = bool(self.legacy_key) and record.key == self.legacy_key and \
+            record.environment.get("threads") in (None, self.threads)
+        return (record.key == self.key or legacy) and self.machine.matches(record.machine)
+
+    @property
+    def suffix(self) -> str:
+        """Eight hex digits that tell this measurement's files from another's of the same cell."""
+        return hashlib.sha256(f"{self.key} {self.machine.id}".encode()).hexdigest()[:8]
+
+
+def run_file_for(runs: Path, cell: str, measurement: Measurement, present: dict[str, RunRecord]) -> Path:
+    """The run file a measurement of ``cell`` writes: the candidate (``<cell>.json``, then ``<cell>~<suffix>.json``)
+    that already holds it, else the first that holds nothing, so a finished result of another key or machine is never
+    replaced. ``present``: the folder's records by file name."""
+    from .layout import file_stems
+
+    candidates = [Path(runs) / f"{stem}.json" for stem in file_stems(cell, measurement.suffix)]
+    for path in candidates:
+        if path.name in present and measurement.holds(present[path.name]):
+            return path
+    for path in candidates:
+        if path.name not in present and not path.exists():
+            return path
+    raise MnistbenchError(f"{candidates[0]} and {candidates[-1].name} hold other configurations of cell {cell}: "
+                          "move one of them away, or use another --results-dir")
 
 
 def derive_status(epochs: list[EpochMetrics], failed: str = "") -> tuple[str, str]:
@@ -284,6 +410,7 @@ def record_from_dict(raw: Any) -> RunRecord:
         record.key = cell_key(config, [f["sha256"] for f in record.data["files"]])
     if "identity" not in record.data:
         record.data = {**record.data, "identity": data_identity([f["sha256"] for f in record.data["files"]])}
+    unify_data([record])  # files known by their stored hash alone get their content's identity
     if record.status != "failed":
         record.status, note = derive_status(record.epochs)
         record.note = record.note or note

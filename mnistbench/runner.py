@@ -2,14 +2,18 @@
 
 One results folder per spec: ``<results>/<spec>/runs/<cell>.json`` (one per cell),
 ``checkpoints/`` (while a cell is in progress), ``summary.*``, plots and ``manifest.json``.
-A cell counts as done when a run file with its key holds a finished or diverged run,
-whatever that file is called; a failed cell is tried again. An executor decides where the
+A cell counts as done when a run file of its measurement (its key, on this machine kind)
+holds a finished or diverged run, whatever that file is called; a failed cell is tried
+again. A run never writes over a record of another measurement: that cell's record goes
+to ``<cell>~<suffix>.json`` instead (``results.run_file_for``), and ``--force`` replaces
+only records of the same measurement. An executor decides where the
 cells run (``executors.py``: in this process, or on Ray); a selection (``--shard I/N``,
 ``--cell ID``) lets several runs share one folder, each holding the locks of its own cells.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,13 +23,14 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from .cell import CellTask, Event, OnEvent, check_models
-from .data import Dataset, check_holdout, load_dataset
+from .data import Dataset, check_holdout, content_hashes, load_dataset
 from .errors import Interrupted, MnistbenchError
 from .executors import Executor, Sequential, Work
 from .files import write_atomic
 from .locks import cell_locks, remove_cell_temporaries, remove_report_temporaries, report_lock
 from .preflight import check_before_training, check_layout, check_name_lengths
-from .results import RunRecord, load_record, run_files
+from .layout import runs_dir
+from .results import Machine, Measurement, RunRecord, load_record, machine_of, run_file_for, run_files
 from .selection import Selection
 from .spec import Spec
 
@@ -47,6 +52,7 @@ class RunSummary:
     results_dir: Path
     ran: list[RunRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)  # run files --force writes over (same measurement)
     skipped_tasks: list[tuple[CellTask, RunRecord]] = field(default_factory=list, repr=False)
     wall_seconds: float = 0.0
 
@@ -71,7 +77,8 @@ def run_spec(
     """Run every selected cell of ``spec`` not already done with the same key, then rebuild the report."""
     started = time.perf_counter()
     with executor or Sequential() as engine:
-        plan = plan_run(spec, Path(results_root), data_dir, allow_download, force, engine.device_type, selection)
+        plan = plan_run(spec, Path(results_root), data_dir, allow_download, force, engine.device_type, selection,
+                        engine.threads)
         summary = RunSummary(plan.folder)
         ids = [t.cell.id for t in plan.tasks]
         with cell_locks(plan.folder, ids), StopFlag() as stop:
@@ -80,6 +87,9 @@ def run_spec(
             on_event(Event("start", total=len(plan.tasks), message=str(plan.folder)))
             for task, record in summary.skipped_tasks:
                 on_event(Event("skip", task.cell, task.index, task.total, message=record.cell))
+            for name in summary.replaced:
+                on_event(Event("warning", message=f"--force: {name} (this configuration on this machine) is replaced "
+                                                  "when its cell finishes"))
             work = Work(todo, plan.datasets, plan.folder, spec.resources)
             try:
                 for record in engine.run(work, on_event, stop):
@@ -97,9 +107,11 @@ def run_spec(
 
 
 def plan_run(
-    spec: Spec, root: Path, data_dir, allow_download: bool, force: bool = False, device_type=None, selection: Selection = Selection()
+    spec: Spec, root: Path, data_dir, allow_download: bool, force: bool = False, device_type=None, selection: Selection = Selection(),
+    threads_for=None,
 ) -> Plan:
-    """Select cells, check models, load data, resolve devices and keys, check the folder: bad input fails before any training."""
+    """Select cells, check models, load data, resolve devices, threads and keys, check the folder: bad input fails
+    before any training. ``device_type`` and ``threads_for``: the executor's (``Executor.device_type``, ``.threads``)."""
     cells = spec.cells()
     chosen = selection.pick(cells)
     model_sha256s = check_models([cells[k].config for k in chosen])
@@ -110,36 +122,55 @@ def plan_run(
         check_holdout(datasets[cells[k].config.dataset], cells[k].config.validation)
     device_type = device_type or Sequential().device_type
     devices = {name: device_type(name) for name in dict.fromkeys(cells[k].config.device for k in chosen)}
+    threads_for = threads_for or Sequential().threads
+    machines = {kind: machine_here(kind) for kind in dict.fromkeys(devices.values())}
     folder = results_folder(root, spec.name)
     tasks = []
     for k in chosen:
         cell = cells[k]
         config = cell.config.resolved(devices[cell.config.device], model_sha256s[cell.config.model])
         resolved = cell.__class__(cell.id, config)
-        key = resolved.config.key([f.sha256 for f in datasets[cell.config.dataset].files])
-        tasks.append(CellTask(spec.name, resolved, key, k + 1, len(cells), folder, force))
+        dataset = datasets[cell.config.dataset]
+        threads = threads_for(config, spec.resources)
+        key = config.key(content_hashes(dataset), threads)
+        # The key this cell had before content hashing and resolved threads: records written then still count.
+        legacy = config.key([f.sha256 for f in dataset.files])
+        measurement = Measurement(key, machines[config.device], threads, legacy)
+        tasks.append(CellTask(spec.name, resolved, key, k + 1, len(cells), folder, force, threads=threads, measurement=measurement))
     check_layout(folder)
     check_name_lengths(folder, [t.cell.id for t in tasks])  # before any lock file is named after a cell
     return Plan(folder, tasks, datasets, selection)
 
 
 def remaining(plan: Plan, force: bool, summary: RunSummary) -> list[CellTask]:
-    """The tasks not yet done, read from the folder under the cells' locks; the others go to ``summary.skipped``.
+    """The tasks not yet done, read from the folder under the cells' locks, each with the run file it may write
+    (``results.run_file_for``: never another measurement's); the others go to ``summary.skipped``.
 
     Every run file is read, also with --force (a bad one would otherwise stop the report after training),
     and the folder is checked for what the remaining cells will write, before anything is said or trained.
     """
-    present = finished_runs(plan.folder)
-    done = {} if force else present
+    present = present_runs(plan.folder)
     todo = []
     for task in plan.tasks:
-        if task.key in done:
+        measurement = task.measurement or Measurement(task.key, machine_here(task.cell.config.device))
+        done = [] if force else [r for r in present.values() if r.status in DONE and measurement.holds(r)]
+        if done:
             summary.skipped.append(task.cell.id)
-            summary.skipped_tasks.append((task, done[task.key]))
-        else:
-            todo.append(task)
+            summary.skipped_tasks.append((task, done[0]))
+            continue
+        path = run_file_for(runs_dir(plan.folder), task.cell.id, measurement, present)
+        if force and path.name in present and present[path.name].status in DONE:
+            summary.replaced.append(f"{runs_dir(plan.folder).name}/{path.name}")
+        todo.append(dataclasses.replace(task, stem=path.stem))
     check_before_training(plan.folder, [t.cell for t in todo])
     return todo
+
+
+def machine_here(device_type: str) -> Machine:
+    """The machine kind this process measures on with ``device_type`` (a Ray run: the driver's, see docs/results.md)."""
+    from .environment import environment
+
+    return machine_of(device_type, environment())
 
 
 def data_dirs_for(data_dir, datasets: list[str]) -> dict[str, str | os.PathLike]:
@@ -179,17 +210,24 @@ def results_folder(root: Path, name: str) -> Path:
     return folder
 
 
-def finished_runs(folder: Path) -> dict[str, RunRecord]:
-    """The run files already in the folder, by key (finished or diverged only); a bad file stops the run here."""
-    runs = folder / "runs"
+def present_runs(folder: Path) -> dict[str, RunRecord]:
+    """Every run file already in the folder, by file name; a bad file stops the run here."""
+    runs = runs_dir(folder)
     if not runs.is_dir():
         return {}
-    done: dict[str, RunRecord] = {}
+    present: dict[str, RunRecord] = {}
     for path in run_files(folder):
         try:
-            record = load_record(path)
+            present[path.name] = load_record(path)
         except MnistbenchError as e:
             raise MnistbenchError(f"{e}: move it out of {runs} or delete it, then run again") from None
+    return present
+
+
+def finished_runs(folder: Path) -> dict[str, RunRecord]:
+    """The run files already in the folder, by key (finished or diverged only); a bad file stops the run here."""
+    done: dict[str, RunRecord] = {}
+    for record in present_runs(folder).values():
         if record.status in DONE:
             done.setdefault(record.key, record)
     return done

@@ -128,12 +128,15 @@ class CellConfig(BaseModel):
         """The configuration as it runs: ``device: auto`` replaced by the device used, a referenced model's file hash set."""
         return self.model_copy(update={"device": device_type, "model_sha256": model_sha256})
 
-    def key(self, data_sha256s: list[str] | tuple[str, ...] = ()) -> str:
+    def key(self, data_sha256s: list[str] | tuple[str, ...] = (), threads: Optional[int] = None) -> str:
         """The canonical cell key (see ``results.cell_key``); call it on a ``resolved`` configuration.
 
-        Distortion ranges enter it only when ``distort`` is on: without it they change nothing.
+        Distortion ranges enter it only when ``distort`` is on: without it they change nothing. ``threads``: the CPU
+        threads the cell runs with, in place of ``threads: None`` (as the device used stands for ``auto``).
         """
         settings = self.model_dump()
+        if threads is not None:
+            settings["threads"] = threads
         if not self.distort:
             settings = {k: v for k, v in settings.items() if k not in DISTORT_RANGES}
         return cell_key(settings, data_sha256s)

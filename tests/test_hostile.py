@@ -382,7 +382,7 @@ def test_a_cell_id_longer_than_the_file_system_allows_is_refused_before_training
     real = os.pathconf
     monkeypatch.setattr(os, "pathconf", lambda p, name: 30 if name == "PC_NAME_MAX" else real(p, name))
     error = planned_no_epoch(SPEC, tmp_path, data)
-    assert "cell mlp-matched_seed-0" in str(error) and "names of 37 bytes, more than the 30" in str(error)
+    assert "cell mlp-matched_seed-0" in str(error) and "names of 46 bytes, more than the 30" in str(error)
 
 
 def test_a_results_path_too_long_for_the_system_is_refused_before_training(tmp_path, data):

@@ -100,8 +100,10 @@ def test_a_changed_model_file_is_run_again_and_an_unchanged_one_skipped(project,
     (tmp_path / "specs" / "nets.py").write_text(NETS.replace("width=4", "width=5"))
     changed = cli("run", spec, "--results-dir", tmp_path / "results", "--data-dir", data)
     assert "1 cell run (1 finished, 0 diverged, 0 failed), 1 skipped" in changed.output, changed.output
-    record = json.loads((tmp_path / "results" / "byo" / "runs" / "small_seed-0.json").read_text())
-    assert record["model"]["parameters"] == 5 * 9 + 5 + 5 * 169 * 10 + 10
+    # The first version's record is kept; the new version's goes beside it (docs/results.md, run-file names).
+    runs = {p.name: json.loads(p.read_text()) for p in (tmp_path / "results" / "byo" / "runs").glob("small_seed-0*.json")}
+    assert sorted(r["model"]["parameters"] for r in runs.values()) == [4 * 9 + 4 + 4 * 169 * 10 + 10, 5 * 9 + 5 + 5 * 169 * 10 + 10]
+    assert runs["small_seed-0.json"]["model"]["parameters"] == 4 * 9 + 4 + 4 * 169 * 10 + 10
 
 
 BAD_MODELS = {  # file contents (None: no file), model reference, words of the one line
