@@ -348,10 +348,10 @@ def test_settings_added_after_0_1_leave_earlier_keys_unchanged():
 
 
 def test_the_committed_cpu_results_are_recognised_as_done_on_the_same_data(real_data, tmp_path):
-    """`make bench-cpu` on a fresh clone skips what results/cpu holds, instead of training it again."""
+    """`make bench-cpu` on a fresh clone skips what reference/cpu holds (copied into its results folder), instead of training it again."""
     root = Path(__file__).resolve().parent.parent
     spec = load_spec(root / "bench" / "cpu.yaml")
-    shutil.copytree(root / "results" / "cpu" / "runs", tmp_path / "cpu" / "runs")
+    shutil.copytree(root / "reference" / "cpu" / "runs", tmp_path / "cpu" / "runs")
     plan = plan_run(spec, tmp_path, real_data, allow_download=False, force=False)
     assert all(t.key in finished_runs(plan.folder) for t in plan.tasks) and len(plan.tasks) == 9
 
