@@ -28,8 +28,9 @@ class Eta:
     """Elapsed time and what is left, per cell and overall, from the epochs timed so far.
 
     An epoch's time is the wall time between two events of its cell. A cell's estimate: its own model's
-    median epoch time × its epochs left (any model's median before its own is known). Overall: the sum over
-    the cells not done, divided by how many epochs have run at once so far (1 sequentially, more on Ray).
+    median epoch time × its epochs left (any model's median before its own is known), plus the median time a
+    finished cell spent outside its epochs (building, saving). Overall: the sum over the cells not done,
+    divided by how many cells have run at once so far (1 sequentially, more on Ray).
     """
 
     now: Callable[[], float] = time.monotonic
@@ -38,6 +39,8 @@ class Eta:
     last: dict = field(default_factory=dict)  # cell id -> time of its last event
     cell_started: dict = field(default_factory=dict)  # cell id -> time it started
     per_model: dict = field(default_factory=dict)  # model -> epoch seconds
+    in_epochs: dict = field(default_factory=dict)  # cell id -> seconds of its timed epochs
+    overheads: list = field(default_factory=list)  # per finished cell: its seconds outside its epochs
     measured: float = 0.0
 
     def start(self, e: Event) -> None:
@@ -53,12 +56,18 @@ class Eta:
         if cid in self.last:
             seconds = now - self.last[cid]
             self.per_model.setdefault(e.cell.config.model, []).append(seconds)
+            self.in_epochs[cid] = self.in_epochs.get(cid, 0.0) + seconds
             self.measured += seconds
         self.last[cid] = now
         self.left[cid] = [e.cell.config.model, e.epochs - e.epoch]
 
     def done(self, e: Event) -> None:
-        self.left.pop(e.cell.id, None)
+        cid = e.cell.id
+        self.left.pop(cid, None)
+        if cid in self.cell_started:
+            overhead = max(0.0, self.now() - self.cell_started[cid] - self.in_epochs.pop(cid, 0.0))
+            self.overheads.append(overhead)
+            self.measured += overhead
 
     def _epoch_seconds(self, model: str) -> Optional[float]:
         mine = self.per_model.get(model)
@@ -68,7 +77,9 @@ class Eta:
     def cell_left(self, cell_id: str) -> Optional[float]:
         model, epochs = self.left.get(cell_id, (None, 0))
         each = self._epoch_seconds(model) if model else None
-        return None if each is None else each * epochs
+        if each is None:
+            return None
+        return each * epochs + (statistics.median(self.overheads) if self.overheads else 0.0)
 
     def cell_elapsed(self, cell_id: str) -> float:
         return self.now() - self.cell_started.get(cell_id, self.now())

@@ -143,8 +143,10 @@ def summary_text(vs: VsReference) -> str:
              "n/a" if r.ci_low is None else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]", _noise(r),
              "n/a" if r.throughput_ratio is None else f"{r.throughput_ratio:.2f}×"] for r in vs.rows]
     c = vs.comparison
+    same = ("the same kind of machine" if vs.machine_here == vs.machine_reference
+            else "a different machine or torch build: the speed ratio compares them as much as the code")
     lines = [f"Compared with the reference {vs.reference}:",
-             f"this machine: {vs.machine_here}; reference: {vs.machine_reference}.", ""]
+             f"this machine: {vs.machine_here}; reference: {vs.machine_reference} ({same}).", ""]
     if rows:
         lines += [tabulate(rows, headers=["configuration", "seeds here/ref", "acc % here", "acc % ref", "diff (points)",
                                           "95% CI", "within noise?", "speed here/ref"],

@@ -76,3 +76,17 @@ def test_the_rich_bars_carry_what_is_left():
     _play(front, clock, {"lenet5": 10, "mlp-matched": 2})
     [cells] = front.progress.tasks
     assert cells.completed == 3 and cells.fields["left"] == "~0s left"
+
+
+def test_time_a_cell_spends_outside_its_epochs_counts_for_the_cells_to_come():
+    clock = Clock()
+    eta = Eta(now=clock)
+    a, b = (Cell(f"lenet5_seed-{s}", CellConfig(model="lenet5", epochs=2, device="cpu")) for s in (0, 1))
+    eta.start(Event("start", total=2, todo=(a, b)))
+    eta.cell(Event("cell", a, epochs=2))
+    for epoch in (1, 2):
+        clock.t += 10
+        eta.epoch(Event("epoch", a, epoch=epoch, epochs=2))
+    clock.t += 5  # evaluating, saving the weights and the run file
+    eta.done(Event("done", a))
+    assert eta.cell_left(b.id) == 2 * 10 + 5 and eta.overall_left() == 25
