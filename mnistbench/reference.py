@@ -153,6 +153,10 @@ def summary_text(vs: VsReference) -> str:
                            tablefmt="github", disable_numparse=True), ""]
     else:
         lines.append("No configuration of this run is in the reference.")
+    data = sorted({(m.a.group.context.data_identity[:8], m.b.group.context.data_identity[:8]) for m in c.matches})
+    if any(ref != here for ref, here in data):
+        lines.append("Different data files (" + "; ".join(f"reference {ref}, here {here}" for ref, here in data)
+                     + "): accuracy differences may come from the data.")
     if c.only_b or c.only_a:
         lines.append(f"{len(c.only_b)} configurations only here, {len(c.only_a)} only in the reference (not compared).")
     lines.append("Within noise: the 95% Welch interval of the difference holds 0. Speed: ratio of median training "

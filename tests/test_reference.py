@@ -198,3 +198,27 @@ def test_bench_smoke_on_the_real_data_ends_compared_with_the_reference(real_data
     assert f"Compared with the reference {shipped}:" in again.output and "this machine: " in again.output
     rows = json.loads((tmp_path / "results" / "smoke" / VS_JSON).read_text())["configurations"]
     assert sorted(r["configuration"] for r in rows) == ["custom-mlp", "lenet5", "mlp-matched"]
+
+
+# ---- the comparison itself, on made-up records ------------------------------------------------------------
+
+
+def test_the_summary_names_both_machines_and_says_what_is_beyond_noise(tmp_path):
+    from records_factory import DATA, ENVIRONMENT, make_record, write_records
+    from mnistbench.reference import compare_with_reference, summary_text
+
+    xeon = {**ENVIRONMENT, "cpu": "Intel Xeon", "threads": 4, "torch": "2.14.1+cpu"}
+    ref = write_records(tmp_path / "reference" / "demo", [make_record("lenet5", s, 0.990 + 0.001 * s) for s in range(3)])
+    here_records = [make_record("lenet5", s, 0.980 + 0.001 * s, environment=xeon,
+                                train_samples_per_s=[10_000.0] * 5) for s in range(3)]
+    for r in here_records:
+        r.data = {**DATA, "identity": "ff" * 32}
+    here = write_records(tmp_path / "results" / "demo", here_records)
+    vs = compare_with_reference(here, ref)
+    text = summary_text(vs)
+    assert (f"this machine: Intel Xeon, 4 threads, torch 2.14.1+cpu; reference: {ENVIRONMENT['cpu']}, "
+            f"{ENVIRONMENT['threads']} threads, torch {ENVIRONMENT['torch']} (a different machine or torch build") in text
+    [row] = vs.rows
+    assert row.difference == pytest.approx(-1.0) and row.ci_high < 0 and row.within_noise is False
+    assert "| no " in text and "Different data files (reference " in text
+    assert row.throughput_ratio == pytest.approx(10_000.0 / vs.comparison.matches[0].a.row["train_samples_per_s_median"])
