@@ -16,9 +16,9 @@ CONSTRAINTS ?= constraints.txt
 # nvidia-smi on PATH, no /dev/nvidia0), else cuda. It applies when .venv is made: make clean install TORCH=... switches.
 TORCH ?= auto
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-TORCH_BUILD := $(if $(filter auto,$(TORCH)),$(shell if command -v nvidia-smi >/dev/null 2>&1 || [ -e /dev/nvidia0 ]; then echo cuda; else echo cpu; fi),$(TORCH))
+TORCH_BUILD = $(if $(filter auto,$(TORCH)),$(shell if command -v nvidia-smi >/dev/null 2>&1 || [ -e /dev/nvidia0 ]; then echo cuda; else echo cpu; fi),$(TORCH))
 # torch==X -> torch==X+cpu, the same for torchvision: the pins of the CPU index's wheels.
-TORCH_CPU_PINS := $(if $(CONSTRAINTS),$(shell sed -n -E 's/^(torch|torchvision)==([^+[:space:]]+)[[:space:]]*$$/\1==\2+cpu/p' $(CONSTRAINTS)),torch torchvision)
+TORCH_CPU_PINS = $(if $(CONSTRAINTS),$(shell sed -n -E 's/^(torch|torchvision)==([^+[:space:]]+)[[:space:]]*$$/\1==\2+cpu/p' $(CONSTRAINTS) 2>/dev/null),torch torchvision)
 # SPEC=name for make promote: results/<name> joins reference/<name>; REPLACE=1 replaces an existing one.
 REPLACE ?=
 # DOCKER=auto (use a container engine when one answers) | yes | no
