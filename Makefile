@@ -12,6 +12,16 @@ SPEC   ?=
 ARGS   ?=
 # The version pins of native installs and both images (docs/containers.md); CONSTRAINTS= installs unpinned.
 CONSTRAINTS ?= constraints.txt
+# TORCH=cpu: PyTorch's CPU-only wheels from TORCH_CPU_INDEX (no CUDA libraries); TORCH=cuda: the ordinary
+# index's build (on Linux with the CUDA libraries); auto (default): cpu when no NVIDIA GPU is seen (no
+# nvidia-smi on PATH, no /dev/nvidia0), else cuda. It applies when .venv is made: make clean install TORCH=... switches.
+TORCH ?= auto
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_BUILD = $(if $(filter auto,$(TORCH)),$(shell if command -v nvidia-smi >/dev/null 2>&1 || [ -e /dev/nvidia0 ]; then echo cuda; else echo cpu; fi),$(TORCH))
+# torch==X -> torch==X+cpu, the same for torchvision: the pins of the CPU index's wheels.
+TORCH_CPU_PINS = $(if $(CONSTRAINTS),$(shell sed -n -E 's/^(torch|torchvision)==([^+[:space:]]+)[[:space:]]*$$/\1==\2+cpu/p' $(CONSTRAINTS) 2>/dev/null),torch torchvision)
+# SPEC=name for make promote: results/<name> joins reference/<name>; REPLACE=1 replaces an existing one.
+REPLACE ?=
 # DOCKER=auto (use a container engine when one answers) | yes | no
 DOCKER ?= auto
 # ENGINE=docker|podman (default: docker when `docker info` answers, else podman); extra flags for the
@@ -21,10 +31,10 @@ BUILD_FLAGS ?=
 RUN_FLAGS ?=
 export DOCKER ENGINE CONSTRAINTS BUILD_FLAGS RUN_FLAGS
 
-.PHONY: help install test lint site browser bench-cpu bench-gpu bench-smoke bench-micro bench-infer bench-scale-cpu report readme clean image-cpu image-gpu test-containers test-slow
+.PHONY: help install test lint site browser bench-cpu bench-gpu bench-smoke bench-micro bench-infer bench-scale-cpu report readme promote clean image-cpu image-gpu test-containers test-slow
 
 help:
-	@echo "make install      create $(VENV) and install mnistbench with dev extras"
+	@echo "make install      create $(VENV) and install mnistbench with dev extras (TORCH=cpu|cuda|auto, now $(TORCH_BUILD))"
 	@echo "make test         run the test suite (installs first; the slow tests: make test-slow)"
 	@echo "make bench-cpu    run $(SPEC_CPU) on the CPU (SPEC=bench/x.yaml for another spec)"
 	@echo "make bench-gpu    run $(SPEC_GPU) on a CUDA GPU"
@@ -34,7 +44,8 @@ help:
 	@echo "make bench-scale-cpu  bench/scale-cpu.yaml sequentially and on Ray, compared (docs/scale-out.md)"
 	@echo "make lint         hadolint on the Dockerfiles"
 	@echo "make site         an index page over every results folder's page (site/index.html; DIRS=... OUT=...)"
-	@echo "make readme       regenerate the README's results block from results/cpu"
+	@echo "make readme       regenerate the README's results block from reference/cpu"
+	@echo "make promote SPEC=cpu  make results/cpu (complete, report --check clean) the reference: reference/cpu"
 	@echo "make image-cpu    build the CPU image (make image-gpu: the CUDA image) with docker or podman"
 	@echo "make test-containers  build the images and run bench/smoke.yaml in one with a real engine (slow)"
 
@@ -45,6 +56,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@case "$(TORCH_BUILD)" in cpu|cuda) ;; *) echo "mnistbench: error: TORCH must be auto, cpu or cuda, not '$(TORCH)'" >&2; exit 2 ;; esac
+	$(if $(filter cpu,$(TORCH_BUILD)),$(BIN)/pip install --quiet --timeout 20 --retries 1 $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) --index-url $(TORCH_CPU_INDEX) --no-deps $(TORCH_CPU_PINS) \
+		|| echo "mnistbench: warning: PyTorch's CPU wheels ($(TORCH_CPU_INDEX)) could not be installed; torch comes from the ordinary index instead (on Linux with the CUDA libraries, about 5 GiB)" >&2)
 	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) -e '.[dev]'
 	@if [ -n "$(CONSTRAINTS)" ]; then \
 		$(BIN)/python -c 'import hashlib, sys; print(sys.argv[1], "sha256:" + hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' \
@@ -103,7 +117,7 @@ bench-infer: install
 	$(BIN)/mnistbench infer --spec $(SPEC_INFER) $(ARGS)
 
 # Sequential vs --engine ray, tables compared and wall times written to results/scale-cpu/comparison.md
-# (docs/scale-out.md); about 5 minutes on 2 idle cores. Nothing else should run meanwhile.
+# (docs/scale-out.md; the shipped one is reference/scale-cpu); about 5 minutes on 2 idle cores. Nothing else should run meanwhile.
 bench-scale-cpu: install
 	$(BIN)/python scripts/scale_compare.py bench/scale-cpu.yaml results/scale-cpu
 
@@ -119,9 +133,14 @@ site: install
 browser:
 	@scripts/install-browser.sh
 
-# The README's results block, generated from results/cpu's run files (a test checks it is current).
+# The README's results block, generated from reference/cpu's run files (a test checks it is current).
 readme: install
 	$(BIN)/python scripts/readme_results.py
+
+# A complete, `report --check`-clean results/$(SPEC) becomes reference/$(SPEC), with its machine (refused otherwise).
+promote: install
+	@[ -n "$(SPEC)" ] || { echo "mnistbench: error: make promote needs SPEC=name (results/name -> reference/name)" >&2; exit 2; }
+	$(BIN)/mnistbench promote results/$(notdir $(basename $(SPEC))) $(if $(wildcard $(SPEC)),--spec $(SPEC)) $(if $(REPLACE),--replace)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -61,7 +61,8 @@ ENV PYTHONUNBUFFERED=1 \
 # KubeRay starts Ray through a login shell (bash -l), whose /etc/profile may reset PATH.
 # hadolint ignore=SC2016
 RUN echo 'export PATH=/opt/venv/bin:$PATH' > /etc/profile.d/mnistbench-venv.sh
-# The CLI writes ./results/<spec>/; scripts/bench.sh mounts the host's results/ here.
+# The CLI writes ./results/<spec>/ and compares with ./reference/<spec>/; scripts/bench.sh mounts the
+# host's results/ (read-write) and reference/ (read-only) here.
 WORKDIR /mnistbench
 USER 10001
 ENTRYPOINT ["mnistbench"]

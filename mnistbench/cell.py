@@ -39,6 +39,7 @@ class Event:
     epoch: int = 0
     epochs: int = 0
     message: str = ""
+    todo: tuple = ()  # "start": the cells (Cell) this run will train, for the progress's time estimate
 
 
 OnEvent = Callable[[Event], None]

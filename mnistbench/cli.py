@@ -163,8 +163,15 @@ def run(
     cell: Optional[List[str]] = typer.Option(None, "--cell", metavar="ID", help="Run only this cell (repeatable); ids as --dry-run lists them."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary (or, with --dry-run, the cells) as one "
                                  "JSON document on stdout; progress goes to stderr."),
+    reference: Optional[Path] = typer.Option(
+        None, "--reference", metavar="DIR",
+        help="Compare with these results at the end (default: reference/<spec name> in the working folder or the "
+        "spec's checkout, when there is one)."),
+    no_reference: bool = typer.Option(False, "--no-reference", help="Do not compare with a reference."),
 ) -> None:
-    """Train and evaluate every cell of a spec, then write run files, tables and plots."""
+    """Train and evaluate every cell of a spec, then write run files, tables and plots, and compare them with the
+    reference results of the spec (vs_reference.md)."""
+    from .reference import chosen_reference
     from .selection import Selection
     from .spec import load_spec
 
@@ -173,6 +180,7 @@ def run(
         dirs = parse_data_dirs(data_dir or [])
         selection = Selection.parse(shard, cell or [])
         retries = parse_engine(engine, address, max_retries)
+        ref = chosen_reference(spec.name, spec_path, reference, no_reference)
         if dry_run:
             _print_cells(spec, selection, as_json)
             return
@@ -194,16 +202,33 @@ def run(
                               engine=engine, address=address, max_retries=max_retries, shard=shard, cells=cell or [])
         typer.echo(f"mnistbench: stopped by {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
         raise typer.Exit(e.exit_code)
-    _print_run_summary(summary, as_json)
+    vs = _vs_reference(summary.results_dir, ref, as_json)
+    _print_run_summary(summary, as_json, vs)
 
 
-def _print_run_summary(summary, as_json: bool) -> None:
+def _vs_reference(results_dir: Path, ref: Optional[Path], as_json: bool) -> Optional[dict]:
+    """Compare the run with its reference, write vs_reference.md/json, print the short table; the JSON of it."""
+    if ref is None or Path(ref).resolve() == Path(results_dir).resolve():
+        return None
+    from .reference import compare_with_reference, summary_text, vs_reference_json, write_vs_reference
+
+    try:
+        vs = compare_with_reference(results_dir, ref)
+        write_vs_reference(vs)
+    except MnistbenchError as e:  # the run itself is saved: a reference that cannot be read is a warning
+        typer.echo(f"mnistbench: warning: no comparison with the reference {ref}: {e}", err=True)
+        return None
+    typer.echo("\n" + summary_text(vs) + "\n", err=as_json)
+    return vs_reference_json(vs)
+
+
+def _print_run_summary(summary, as_json: bool, vs: Optional[dict] = None) -> None:
     """The run's last words: counts and times (or one JSON document); exit 3 when cells failed."""
     failed = summary.cells("failed")
     if as_json:
         from .describe import describe_run
 
-        typer.echo(json.dumps(describe_run(summary), indent=2))
+        typer.echo(json.dumps({**describe_run(summary), "vs_reference": vs}, indent=2))
     else:
         typer.echo(
             f"{counted(len(summary.ran), 'cell')} run ({len(summary.cells('finished'))} finished, "
@@ -480,6 +505,24 @@ def compare(
                    "with a wide epoch spread (summary above); rerun on a quiet machine", err=True)
     if failed or refused:
         raise typer.Exit(EXIT_REGRESSION if failed else EXIT_NOT_JUDGED)
+
+
+@app.command()
+def promote(
+    results_dir: Path = typer.Argument(..., metavar="DIR", help="A complete results folder, e.g. results/cpu."),
+    to: Path = typer.Option(Path("reference"), "--to", metavar="ROOT", help="The reference root; DIR goes to ROOT/<spec name>."),
+    spec: Optional[Path] = typer.Option(None, "--spec", metavar="FILE", help="The folder's spec (default: bench/<spec name>.yaml)."),
+    replace: bool = typer.Option(False, "--replace", help="Replace the spec's existing reference."),
+) -> None:
+    """Make a complete, `report --check`-clean results folder the reference of its spec (copied with its machine)."""
+    from .promote import promote as promote_folder
+
+    try:
+        done = promote_folder(results_dir, to, spec, replace)
+    except MnistbenchError as e:
+        fail(str(e))
+    verb = "replaced" if done.replaced else "created"
+    typer.echo(f"{done.target} {verb} from {done.source}: {done.run_files} run files measured on {done.machine}")
 
 
 class ExportFormat(str, Enum):

@@ -84,7 +84,7 @@ def run_spec(
         with cell_locks(plan.folder, ids), StopFlag() as stop:
             remove_cell_temporaries(plan.folder, ids)
             todo = remaining(plan, force, summary)
-            on_event(Event("start", total=len(plan.tasks), message=str(plan.folder)))
+            on_event(Event("start", total=len(plan.tasks), message=str(plan.folder), todo=tuple(t.cell for t in todo)))
             for task, record in summary.skipped_tasks:
                 on_event(Event("skip", task.cell, task.index, task.total, message=record.cell))
             for name in summary.replaced:

@@ -31,7 +31,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 spec_abs=$(cd "$(dirname "$spec")" && pwd)/$(basename "$spec")
 venv=${VENV:-.venv}
 case $venv in /*) ;; *) venv=$PWD/$venv ;; esac
-cd "$root" # results/ is relative to the working folder, natively and in the image
+cd "$root" # results/ and reference/ are relative to the working folder, natively and in the image
 # shellcheck source=scripts/engine.sh
 . scripts/engine.sh
 workdir=/mnistbench # the images' WORKDIR
@@ -62,6 +62,8 @@ in_container() { # in_container FLAVOUR [run flags...]
   mkdir -p "$data" results # before the engine could create them as root
   data=$(cd "$data" && pwd)
   local mounts=(-v "$root/results:$workdir/results" -v "$root/bench:$workdir/bench:ro" -v "$data:$data_in_image")
+  # The shipped results, read-only: each run ends compared with reference/<spec name> (vs_reference.md).
+  if [ -d "$root/reference" ]; then mounts+=(-v "$root/reference:$workdir/reference:ro"); fi
   local rel=${spec_abs#"$root"/}
   if [ "${rel#bench/}" = "$rel" ]; then # a spec outside bench/: mount the file itself
     rel=specs/$(basename "$spec_abs")

@@ -148,7 +148,7 @@ def test_distortion_and_validation_settings_are_checked_and_keyed():
 def test_new_settings_are_left_out_of_the_key_at_their_defaults_so_committed_results_keep_their_keys():
     for name, default in KEY_OMITTED_AT_DEFAULT.items():
         assert CellConfig.model_fields[name].default == default, name
-    committed = sorted((ROOT / "results" / "cpu" / "runs").glob("*.json"))
+    committed = sorted((ROOT / "reference" / "cpu" / "runs").glob("*.json"))
     assert committed
     for path in committed[:3]:
         record = load_record(path)

@@ -216,7 +216,7 @@ def test_one_group_against_two_sections_is_compared_with_each(tmp_path):
 
 
 def test_the_committed_options_cpu_folder_against_itself_shows_no_difference():
-    proc = python_m("compare", "results/options-cpu", "results/options-cpu", "--json",
+    proc = python_m("compare", "reference/options-cpu", "reference/options-cpu", "--json",
                     "--fail-on", "accuracy<0", "--fail-on", "loss>0", "--fail-on", "throughput<1", "--fail-on", "throughput>1")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)  # the whole of stdout is one JSON document
@@ -264,7 +264,7 @@ def test_compare_does_not_import_torch():
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from mnistbench.cli import app\n"
-        "r = CliRunner().invoke(app, ['compare', 'results/cpu', 'results/cpu', '--fail-on', 'accuracy<-0.2'])\n"
+        "r = CliRunner().invoke(app, ['compare', 'reference/cpu', 'reference/cpu', '--fail-on', 'accuracy<-0.2'])\n"
         "assert r.exit_code == 0, r.output\n"
         "print('torch' in sys.modules)\n"
     )
@@ -272,12 +272,12 @@ def test_compare_does_not_import_torch():
     assert proc.stdout.strip() == "False", proc.stderr
 
 
-@pytest.mark.parametrize("b", ["results/cpu", "results/rerun/cpu"])
+@pytest.mark.parametrize("b", ["reference/cpu", "reference/rerun/cpu"])
 def test_the_examples_in_the_docs_are_the_real_output(b):
     docs = (ROOT / "docs" / "ecosystem.md").read_text()
-    command = f"$ mnistbench compare results/cpu {b}\n"
+    command = f"$ mnistbench compare reference/cpu {b}\n"
     pasted = docs[docs.index(command) + len(command):]
     pasted = pasted[:pasted.index("\n```\n") + 1]
-    proc = python_m("compare", "results/cpu", b)
+    proc = python_m("compare", "reference/cpu", b)
     assert proc.returncode == 0 and proc.stderr == ""
     assert pasted == proc.stdout  # rebuild the docs' block when these results change

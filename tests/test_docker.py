@@ -290,7 +290,7 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 def test_dockerignore_keeps_local_state_out_and_lets_the_copied_files_in():
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = [l.strip() for l in lines if l.strip() and not l.startswith("#")]
-    for path in [".git/HEAD", ".venv/bin/python", "results/cpu/runs/a.json", "data/mnist/x.gz", ".benchmarks/x.json",
+    for path in [".git/HEAD", ".venv/bin/python", "results/cpu/runs/a.json", "reference/cpu/runs/a.json", "data/mnist/x.gz", ".benchmarks/x.json",
                  "mnistbench/__pycache__/cli.cpython-311.pyc", ".pytest_cache/v", "build/image-cpu.log"]:
         assert _ignored(path, patterns), f"{path} would be sent to the engine"
     for path in ["pyproject.toml", "constraints.txt", "docker/pip.sh", "docker/requirements-ray.txt", "mnistbench/cli.py"]:

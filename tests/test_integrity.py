@@ -352,7 +352,7 @@ def test_the_committed_cpu_results_keep_their_keys_and_count_as_done_only_on_the
     depends on the machine (and thread count) they were measured with, as for any record (docs/results.md)."""
     root = Path(__file__).resolve().parent.parent
     spec = load_spec(root / "bench" / "cpu.yaml")
-    shutil.copytree(root / "results" / "cpu" / "runs", tmp_path / "cpu" / "runs")
+    shutil.copytree(root / "reference" / "cpu" / "runs", tmp_path / "cpu" / "runs")
     plan = plan_run(spec, tmp_path, real_data, allow_download=False, force=False)
     records = {r.key: r for r in load_records(plan.folder)}
     assert len(plan.tasks) == 9 and all(t.measurement.legacy_key in records for t in plan.tasks)

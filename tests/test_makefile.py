@@ -207,6 +207,7 @@ def test_with_docker_bench_cpu_builds_the_missing_image_and_runs_the_spec_in_it(
     assert sorted(flag_values(run, "-v")) == sorted([
         f"{ROOT}/results:/mnistbench/results",
         f"{ROOT}/bench:/mnistbench/bench:ro",
+        f"{ROOT}/reference:/mnistbench/reference:ro",
         f"{host.data}:/data/mnist",
     ])
     env = dict(e.split("=", 1) for e in flag_values(run, "-e"))
