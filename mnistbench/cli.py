@@ -2,7 +2,7 @@
 
 Exit codes (README, "Exit codes"): 0 success; 1 ``report --check`` found stale tables, or
 ``compare --fail-on`` found a regression; 2 bad input (spec, data, device, folder, a full
-disk, a malformed ``--fail-on``); 3 the run finished but some cells failed; 130/143 stopped
+disk, a malformed ``--fail-on``); 3 the run finished but some cells failed, or its Ray cluster was lost; 130/143 stopped
 by SIGINT/SIGTERM after saving what was finished.
 """
 
@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import Interrupted, MnistbenchError
+from .errors import ClusterLost, Interrupted, MnistbenchError
 
 EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
 EXIT_REGRESSION = 1  # `compare --fail-on` found a regression: like a stale report, "the check found a problem"
@@ -112,7 +112,7 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
             if external:
                 from .cell import check_models  # imports torch: only for specs that bring their own models
 
-                check_models(external)
+                check_models(external, spec.cell_timeout)
             loaded.append((path, spec))
             checked = f", models checked: {', '.join(dict.fromkeys(c.model for c in external))}" if external else ""
             if not as_json:
@@ -166,11 +166,13 @@ def run(
         with quiet, progress_for(sys.stderr if as_json else None) as progress:
             summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download,
                                executor=executor, selection=selection)
-    except MnistbenchError as e:
-        fail(str(e))
-    except Interrupted as e:
+    except (MnistbenchError, Interrupted) as e:
+        if not isinstance(e, (ClusterLost, Interrupted)):
+            fail(str(e))
         hint = resume_command(spec_path, results_dir, data_dir or [], no_download,
                               engine=engine, address=address, max_retries=max_retries, shard=shard, cells=cell or [])
+        if isinstance(e, ClusterLost):  # the tables were rebuilt from the cells that finished
+            fail(f"{e}; finished cells and epochs are saved. Resume with: {hint}", EXIT_CELLS_FAILED)
         typer.echo(f"mnistbench: stopped by {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
         raise typer.Exit(e.exit_code)
     _print_run_summary(summary, as_json)
@@ -209,7 +211,7 @@ def parse_engine(engine: str, address: Optional[str], max_retries: str) -> int:
 def _executor(engine: str, address: Optional[str], max_retries: int):
     if engine == "sequential":
         return None
-    from .executors import RayExecutor
+    from .ray_executor import RayExecutor
 
     return RayExecutor(address, max_retries)
 

@@ -80,7 +80,7 @@ def run_spec(
             on_event(Event("start", total=len(plan.tasks), message=str(plan.folder)))
             for task, record in summary.skipped_tasks:
                 on_event(Event("skip", task.cell, task.index, task.total, message=record.cell))
-            work = Work(todo, plan.datasets, plan.folder, spec.resources)
+            work = Work(todo, plan.datasets, plan.folder, spec.resources, spec.cell_timeout)
             try:
                 for record in engine.run(work, on_event, stop):
                     summary.ran.append(record)
@@ -102,7 +102,7 @@ def plan_run(
     """Select cells, check models, load data, resolve devices and keys, check the folder: bad input fails before any training."""
     cells = spec.cells()
     chosen = selection.pick(cells)
-    model_sha256s = check_models([cells[k].config for k in chosen])
+    model_sha256s = check_models([cells[k].config for k in chosen], spec.cell_timeout)
     dirs = data_dirs_for(data_dir, [c.config.dataset for c in cells])
     used = list(dict.fromkeys(cells[k].config.dataset for k in chosen))
     datasets = {name: load_dataset(name, dirs.get(name), allow_download) for name in used}

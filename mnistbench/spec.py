@@ -180,6 +180,7 @@ class Spec(BaseModel):
     matrix: dict[str, list[Any]]
     variants: list[dict[str, Any]] = [{}]
     resources: Resources = Resources()
+    cell_timeout: Optional[float] = None  # seconds a cell may take in its own process (docs/specs.md); None: no bound
     source: str = ""  # the spec file: referenced models' files are relative to its folder
 
     def axes(self) -> list[str]:
@@ -248,7 +249,7 @@ def _one_line(error: dict) -> str:
     return msg
 
 
-SPEC_KEYS = ("name", "description", "matrix", "variants", "resources")
+SPEC_KEYS = ("name", "description", "matrix", "variants", "resources", "cell_timeout")
 
 
 def unknown_key(key: Any, extra: tuple[str, ...] = ()) -> str:
@@ -305,6 +306,7 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
     matrix = raw.pop("matrix", None)
     variants = raw.pop("variants", [{}])
     resources = parse_resources(raw.pop("resources", None), where)
+    cell_timeout = parse_cell_timeout(raw.pop("cell_timeout", None), where)
     if not isinstance(spec_name, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", spec_name) or spec_name in (".", ".."):
         raise MnistbenchError(f"{where}: name: must be 1-100 letters, digits, '.', '_' or '-' (not '.' or '..'), got {brief(spec_name)}")
     if not isinstance(description, str):
@@ -337,7 +339,7 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
                 raise MnistbenchError(f"{where}: variants[{i}].{key}: also a matrix axis")
     check_cell_count(matrix, variants, where)
     spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, variants=variants,
-                resources=resources, source=source)
+                resources=resources, cell_timeout=cell_timeout, source=source)
     try:
         cells = spec.cells()
     except ValidationError as e:
@@ -345,6 +347,18 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
         raise MnistbenchError(f"{where}: {_loc(err, set(matrix))}: {_one_line(err)}") from None
     check_unique(cells, where)
     return spec
+
+
+MAX_CELL_TIMEOUT = 30 * 24 * 3600  # seconds: a month
+
+
+def parse_cell_timeout(raw: Any, where: str) -> Optional[float]:
+    """``cell_timeout:`` of a spec: seconds (a positive number), or absent/null for no bound."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw <= MAX_CELL_TIMEOUT:
+        raise MnistbenchError(f"{where}: cell_timeout: seconds, a number above 0 and at most {MAX_CELL_TIMEOUT}, got {brief(raw)}")
+    return float(raw)
 
 
 def parse_resources(raw: Any, where: str) -> Resources:
