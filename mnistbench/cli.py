@@ -157,6 +157,10 @@ def run(
             return
         from contextlib import nullcontext, redirect_stdout
 
+        from . import isolation
+
+        if isolation.needed(spec):  # it imports torch while this process does
+            isolation.start_fork_server()
         from .progress import progress_for
         from .runner import run_spec
 

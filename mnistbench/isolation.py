@@ -25,15 +25,31 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-from .cell import CellTask, Event, OnEvent, build_record, check_models_here, execute
-from .data import Dataset
 from .errors import Interrupted, MnistbenchError, brief
-from .layout import runs_dir
-from .results import RunRecord
+
+# Imports of torch and the engine wait for the functions that need them: start_fork_server() runs without them.
 
 CHECK_TIMEOUT = 600.0  # seconds for the check of the referenced models before a run, when the spec sets no cell_timeout
 STOP_GRACE = 10.0  # seconds a child asked to stop gets to finish its batch and leave, before it is killed
 PRELOAD = ["mnistbench.cell"]  # imported once by the fork server (torch, the engine), never a user's code
+
+
+def needed(spec) -> bool:
+    """Whether a run of ``spec`` starts child processes: it names a model by reference or bounds its cells' time."""
+    from .modelref import parse_model_ref
+
+    return spec.cell_timeout is not None or any(not parse_model_ref(c.config.model).builtin for c in spec.cells())
+
+
+def start_fork_server() -> None:
+    """Start the fork server now (it imports torch while the driver plans the run), where there is one."""
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        from multiprocessing import forkserver
+
+        context()
+        forkserver.ensure_running()
 
 
 def context():
@@ -130,7 +146,7 @@ class ChildEnded(Exception):
         return f"its process ended with exit code {self.code} {during} (os._exit or a crash in the model's code)"
 
 
-def run_in_child(job: Job, on_event: OnEvent, should_stop: Callable[[], int], timeout: Optional[float]) -> Any:
+def run_in_child(job: Job, on_event: Callable, should_stop: Callable[[], int], timeout: Optional[float]) -> Any:
     """Run ``job`` in a child process and return its result; its events go to ``on_event`` as they come.
 
     ``timeout`` counts from the child's start of work (not its process start). Raises what the child raised
@@ -161,7 +177,7 @@ def _main_left_out() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-def _answer(child, messages, on_event: OnEvent, should_stop: Callable[[], int], timeout: Optional[float]) -> Any:
+def _answer(child, messages, on_event: Callable, should_stop: Callable[[], int], timeout: Optional[float]) -> Any:
     deadline, asked = None, 0.0
     while True:
         if should_stop() and not asked:
@@ -188,7 +204,7 @@ def _answer(child, messages, on_event: OnEvent, should_stop: Callable[[], int], 
             return _finish(kind, payload)
 
 
-def _last_words(messages, on_event: OnEvent) -> Optional[tuple]:
+def _last_words(messages, on_event: Callable) -> Optional[tuple]:
     """What a child sent just before it ended: its answer, if any (its events are passed on)."""
     while True:
         try:
@@ -229,13 +245,18 @@ def _end(child) -> None:
 # ----------------------------------------------------------------------------- what the driver calls
 
 
-def _cell_work(task: CellTask, dataset: Dataset, send: OnEvent, should_stop) -> RunRecord:
+def _cell_work(task, dataset, send, should_stop):
+    from .cell import execute
+
     return execute(task, dataset, send, should_stop)
 
 
-def run_cell(task: CellTask, dataset: Dataset, on_event: OnEvent, should_stop: Callable[[], int],
-             timeout: Optional[float]) -> RunRecord:
-    """One cell in a child process; a child that ends without a record, or runs past ``timeout``, gives a failed one."""
+def run_cell(task, dataset, on_event: Callable, should_stop: Callable[[], int], timeout: Optional[float]):
+    """One cell (a ``CellTask``) in a child process: its ``RunRecord``; a child that ends without a record, or runs past
+    ``timeout``, gives a failed one."""
+    from .cell import Event, build_record
+    from .layout import runs_dir
+
     task = _tagged(task)
     started, wall = _now(), time.perf_counter()
     try:
@@ -250,13 +271,15 @@ def run_cell(task: CellTask, dataset: Dataset, on_event: OnEvent, should_stop: C
     return record
 
 
-def _tagged(task: CellTask) -> CellTask:
+def _tagged(task):
     import dataclasses
 
     return dataclasses.replace(task, extra={**task.extra, "isolation": "process"})
 
 
-def _check_work(configs: list, send: OnEvent, should_stop) -> dict:  # noqa: ARG001 - a check sends no events
+def _check_work(configs: list, send, should_stop) -> dict:  # noqa: ARG001 - a check sends no events
+    from .cell import check_models_here
+
     return check_models_here(configs)
 
 
