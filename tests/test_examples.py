@@ -78,7 +78,9 @@ def test_the_ray_cluster_script_starts_head_and_workers_and_drives_the_run(tmp_p
     bin_.mkdir(parents=True)
     fake = tmp_path / "fake"
     fake.mkdir()
-    _script(bin_ / "mnistbench", f'echo "mnistbench $*" >> {log}\n')
+    # The driver: once the 3 nodes have started (the script's waits are 0 here).
+    _script(bin_ / "mnistbench", f'for _ in $(seq 600); do [ "$(grep -c "^ray start" {log})" -ge 3 ] && break; sleep 0.05; done\n'
+                                 f'echo "mnistbench $*" >> {log}\n')
     # `ray start --block` runs until its job step ends, then stops what it started.
     _script(bin_ / "ray", f'echo "ray $*" >> {log}\n[[ $1 == start ]] || exit 0\n'
                           f'trap \'echo "ray stopped $*" >> {log}; exit 0\' TERM\nwhile :; do sleep 0.05; done\n')
