@@ -37,7 +37,7 @@ RAY_EXTRA = "pip install 'mnistbench[ray]'"
 DEFAULT_MAX_RETRIES = 3  # Ray re-runs a cell whose worker or node was lost up to this many times
 HEAD_CHECK_EVERY = 2.0  # seconds between checks that the head (its GCS port) still answers
 HEAD_LOST_AFTER = 3  # failed checks in a row: the head is lost (Ray itself ends the driver after 60 s without it)
-SINK_TIMEOUT = 30.0  # seconds a drain of the progress actor may take before it counts as lost
+SINK_TIMEOUT = 10.0  # seconds a drain of the progress actor may take before it counts as lost
 
 
 def ray_options(config: CellConfig, resources: Resources, max_retries: int = DEFAULT_MAX_RETRIES) -> dict:
@@ -158,7 +158,11 @@ class RayExecutor:
                     tally.finished(task, record, on_event)
                     yield record
         except ClusterLost:
-            pending, self._started = {}, False  # nothing left to cancel or shut down: Ray's processes went with the head
+            # Nothing left to cancel or shut down: Ray's shutdown at exit would wait on the lost head until Ray ends the process.
+            pending, self._started = {}, False
+            import atexit
+
+            atexit.unregister(ray.shutdown)
             raise
         finally:
             self._cancel(ray, pending)
