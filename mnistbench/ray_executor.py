@@ -152,6 +152,7 @@ class RayExecutor:
                     raise Interrupted(should_stop())
                 ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.25)
                 tally.forward(drain(ray, sink, head), on_event)
+                tally.stop_overdue(ray, pending, work.cell_timeout)
                 for ref in ready:
                     task = pending.pop(ref)
                     record = self._collect(ray, ref, task, work, sink, tally, on_event, head)
@@ -180,6 +181,8 @@ class RayExecutor:
         except ray.exceptions.RayError as e:  # the worker or node was lost more than max_retries times
             head.check(force=True)  # unless the head itself is gone: then the run ends here
             reason = f"{type(e).__name__}: lost its Ray worker or node {self.max_retries + 1} times"
+            if task.index in tally.overdue:
+                reason = f"did not finish within cell_timeout {work.cell_timeout:g} s; its Ray task was cancelled"
             record = build_record(task, work.datasets[task.cell.config.dataset], None, [], reason, 0, _now(), time.perf_counter())
             record.extra.update({"executor": "ray", "ray": {"lost": True}})
             written, sent, weights = False, 0, None
@@ -378,6 +381,8 @@ class Tally:
     tasks: dict  # cell index -> CellTask
     received: dict = field(default_factory=dict)  # cell index -> events received from its current attempt
     started: set = field(default_factory=set)
+    since: dict = field(default_factory=dict)  # cell index -> when its current attempt started (monotonic clock)
+    overdue: set = field(default_factory=set)  # cells stopped for running past cell_timeout
     done: int = 0
     failed: int = 0
     retried: int = 0
@@ -396,8 +401,20 @@ class Tally:
             event = pickle.loads(payload)  # noqa: S301 - sent by this run's own tasks
             self.received[index] = self.received.get(index, 0) + 1
             self.started.add(index)
+            if event.kind == "cell":
+                self.since[index] = time.monotonic()
             if event.kind != "done":  # told by the driver once it holds the record
                 on_event(event)
+
+    def stop_overdue(self, ray, pending: dict, cell_timeout: Optional[float]) -> None:
+        """Cancel (force) the tasks whose current attempt has run past ``cell_timeout``; they are recorded failed."""
+        if cell_timeout is None:
+            return
+        now = time.monotonic()
+        for ref, task in pending.items():
+            if task.index not in self.overdue and now - self.since.get(task.index, now) > cell_timeout:
+                self.overdue.add(task.index)
+                ray.cancel(ref, force=True)
 
     def finished(self, task: CellTask, record: RunRecord, on_event: OnEvent) -> None:
         self.done += 1
