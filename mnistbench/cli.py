@@ -176,7 +176,8 @@ def run(
         hint = resume_command(spec_path, results_dir, data_dir or [], no_download,
                               engine=engine, address=address, max_retries=max_retries, shard=shard, cells=cell or [])
         if isinstance(e, ClusterLost):  # the tables were rebuilt from the cells that finished
-            fail(f"{e}; finished cells and epochs are saved. Resume with: {hint}", EXIT_CELLS_FAILED)
+            typer.echo(f"mnistbench: error: {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
+            _exit_without_ray(EXIT_CELLS_FAILED)
         typer.echo(f"mnistbench: stopped by {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
         raise typer.Exit(e.exit_code)
     _print_run_summary(summary, as_json)
@@ -199,6 +200,15 @@ def _print_run_summary(summary, as_json: bool) -> None:
         typer.echo(f"mnistbench: error: {len(failed)} cells failed ({', '.join(failed)}); their reasons are in the run "
                    "files and summary.md, and the next run retries them", err=True)
         raise typer.Exit(EXIT_CELLS_FAILED)
+
+
+def _exit_without_ray(code: int) -> None:
+    """End the process now: Ray's teardown in this process would wait on the lost cluster, or crash."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def parse_engine(engine: str, address: Optional[str], max_retries: str) -> int:

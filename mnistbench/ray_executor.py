@@ -135,7 +135,7 @@ class RayExecutor:
         SharedProbe.remove_stale(work.folder)
         probe = SharedProbe.create(work.folder)
         pending: dict = {}
-        head = HeadWatch.of(ray)
+        head = HeadWatch.of(ray, self.address)
         try:
             data = {name: ray.put(portable(ds)) for name, ds in work.datasets.items()}
             sink = pinned_sink(ray)
@@ -311,11 +311,15 @@ class HeadWatch:
     last: float = 0.0
 
     @classmethod
-    def of(cls, ray) -> "HeadWatch":
+    def of(cls, ray, address: Optional[str]) -> "HeadWatch":
+        """The head as the driver was given it (``host:port``), else as Ray reports it; unwatched if it does not answer now."""
         try:
-            host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
-            return cls((host, int(port)))
-        except Exception:  # noqa: BLE001 - a Ray Client driver: its server watches the head
+            given = address if address and ":" in address and "://" not in address else None
+            host, _, port = (given or ray.get_runtime_context().gcs_address).rpartition(":")
+            watch = cls((host, int(port)))
+            with socket.create_connection(watch.address, timeout=2.0):
+                return watch
+        except Exception:  # noqa: BLE001 - a Ray Client driver, or a head this host cannot dial: Ray watches it alone
             return cls(None)
 
     def check(self, force: bool = False) -> None:

@@ -56,3 +56,5 @@ def test_the_head_watch_says_the_head_is_lost_only_when_its_port_stops_answering
     with pytest.raises(ClusterLost, match=rf"lost the Ray cluster: its head at 127.0.0.1:{address[1]} stopped answering"):
         watch.check(force=True)
     HeadWatch(None).check(force=True)  # a Ray Client driver: not watched here
+    # A head this host cannot dial at the start (another interface, a proxy) is left to Ray: never called lost by mistake.
+    assert HeadWatch.of(None, f"127.0.0.1:{address[1]}").address is None
