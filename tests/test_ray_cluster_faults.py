@@ -163,3 +163,25 @@ def test_a_lost_head_ends_the_driver_in_one_line_with_the_resume_command(cluster
     assert not list(folder.glob(".ray-probe-*"))
     finished = [p.stem for p in (folder / "runs").glob("*.json") if json.loads(p.read_text())["status"] == "finished"]
     assert finished and all(f"| {c.split('_')[0]} " in (folder / "summary.md").read_text() for c in finished)
+
+
+def test_a_driver_without_the_clusters_auth_token_is_told_so_in_one_line(tmp_path):
+    import secrets
+
+    cluster = Cluster(tmp_path)
+    cluster.env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
+    try:
+        cluster._ray("start", "--head", "--port", str(cluster.port), "--num-cpus", "1", "--include-dashboard=false",
+                     "--temp-dir", str(cluster.temp), "--node-ip-address", "127.0.0.1", "--disable-usage-stats")
+        data = make_dataset(tmp_path / "data")
+        env = {k: v for k, v in cluster.env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        proc = subprocess.run([sys.executable, "-m", "mnistbench.cli", "run", str(write_spec(tmp_path / "cluster.yaml", SPEC)),
+                               "--results-dir", str(tmp_path / "results"), "--data-dir", str(data), "--engine", "ray",
+                               "--address", cluster.address], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                              env={**env, "PYTHONPATH": str(ROOT)})
+    finally:
+        cluster.stop()
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"mnistbench: error: Ray at {cluster.address} refused this driver's authentication (InvalidAuthToken): the cluster wants "
+        "a token: set RAY_AUTH_MODE=token and give this driver the cluster's token (docs/scale-out.md)"]
