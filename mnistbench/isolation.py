@@ -285,12 +285,12 @@ def _check_work(configs: list, send, should_stop) -> dict:  # noqa: ARG001 - a c
 
 def check_in_child(configs: list, timeout: Optional[float]) -> dict:
     """``cell.check_models_here`` for the referenced models, in a child process: (model, base_dir, sha256) -> description."""
-    bound = CHECK_TIMEOUT if timeout is None else timeout
+    bound = CHECK_TIMEOUT if timeout is None else timeout * len(configs)  # each model gets the cell's bound
     names = ", ".join(brief(c.model) for c in configs)
     try:
         return run_in_child(Job(_check_work, (configs,)), lambda e: None, lambda: 0, bound)
     except ChildEnded as e:
-        bound_text = f"{bound:g} s (the spec's cell_timeout, else {CHECK_TIMEOUT:g} s)"
+        bound_text = f"{bound:g} s (the spec's cell_timeout per model, else {CHECK_TIMEOUT:g} s)"
         raise MnistbenchError(f"model {names}: checking it before the run: {e.reason('during the check', bound_text)}") from None
 
 
