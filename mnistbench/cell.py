@@ -8,14 +8,15 @@ stops the run (they would stop every cell after it too).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import statistics
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional
 
+from . import torchstate
 from .checkpoint import checkpoint_for, load_checkpoint, save_checkpoint, set_aside
 from .data import Dataset, content_hashes
 from .engine import CellOutcome, ResumeError, ResumeState, run_cell
@@ -69,7 +70,11 @@ class CellTask:
         return run_file(folder, self.stem or self.cell.id)
 
 
-@lru_cache(maxsize=None)
+# (model, base_dir, sha256) -> description: filled by the checks before a run (``check_models``), so the driver
+# describes a referenced model without running its code again (e.g. for the record of a cell whose process died).
+DESCRIBED: dict[tuple[str, str, Optional[str]], dict] = {}
+
+
 def describe_model(name: str, base_dir: str = "", sha256: Optional[str] = None) -> dict:
     """Name, parameter count and counted FLOPs per sample (and a referenced model's file and hash), stored with every run.
 
@@ -78,20 +83,43 @@ def describe_model(name: str, base_dir: str = "", sha256: Optional[str] = None) 
     """
     from .modelref import checked_model, describe
 
-    return describe(*checked_model(name, base_dir, sha256))
+    key = (name, base_dir, sha256)
+    if key not in DESCRIBED:
+        with torchstate.kept():  # a factory's global side effects stay inside the check
+            DESCRIBED[key] = describe(*checked_model(name, base_dir, sha256))
+    return DESCRIBED[key]
 
 
-def check_models(configs) -> dict[str, Optional[str]]:
+def check_models(configs, timeout: Optional[float] = None) -> dict[str, Optional[str]]:
     """Before any training: load, build, check and describe each distinct model once; model -> SHA-256 of its file
-    (None for a built-in model)."""
-    from .modelref import load_model_source
+    (None for a built-in model). Referenced models are checked in a child process (``isolation``), within ``timeout``."""
+    from .modelref import load_model_source, parse_model_ref
 
+    distinct = list({c.model: c for c in configs}.values())
+    referenced = [c for c in distinct if not parse_model_ref(c.model).builtin]
     hashes: dict[str, Optional[str]] = {}
-    for c in configs:
+    if referenced:
+        from .isolation import check_in_child
+
+        for (model, base_dir, sha256), description in check_in_child(referenced, timeout).items():
+            DESCRIBED[(model, base_dir, sha256)] = description
+            hashes[model] = sha256
+    for c in distinct:
         if c.model not in hashes:
             hashes[c.model] = load_model_source(c.model, c.base_dir).sha256
             describe_model(c.model, c.base_dir, hashes[c.model])
     return hashes
+
+
+def check_models_here(configs) -> dict[tuple[str, str, Optional[str]], dict]:
+    """What a child process answers for ``check_models``: each model loaded, checked and described in this process."""
+    from .modelref import load_model_source
+
+    out = {}
+    for c in configs:
+        sha256 = load_model_source(c.model, c.base_dir).sha256
+        out[(c.model, c.base_dir, sha256)] = describe_model(c.model, c.base_dir, sha256)
+    return out
 
 
 def achieved_rates(model: dict, outcome: CellOutcome) -> dict:
@@ -117,6 +145,19 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
+def _raised_by_code(e: BaseException, should_stop) -> str:
+    """A ``SystemExit`` or ``KeyboardInterrupt`` from the cell's code is the cell's failure, not the run's end.
+
+    Under a stop flag (``should_stop``) a real Ctrl-C never raises: it sets the flag. Without one (a Ray
+    task, which ``ray.cancel`` stops with a KeyboardInterrupt) a KeyboardInterrupt still stops the task.
+    """
+    if isinstance(e, KeyboardInterrupt) and should_stop is None:
+        raise e
+    if should_stop is not None and should_stop():
+        raise Interrupted(should_stop()) from None
+    return f"the model's code raised {_reason(e)}"
+
+
 def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None, should_stop=None) -> RunRecord:
     """Train the cell (resuming from its checkpoint), write ``runs/<stem>.json`` atomically and return the record."""
     cell, folder = task.cell, task.folder
@@ -139,20 +180,27 @@ def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None
                        message=f"test acc {100 * metrics.test_accuracy:.2f}%  loss {metrics.test_loss:.4f}"))
 
     outcome, failure = None, ""
-    try:
+    with torchstate.kept() as state:  # what the cell's code changes in PyTorch's global settings ends with the cell
         try:
-            outcome = run_cell(config, dataset, on_epoch, resume, should_stop)
-        except ResumeError as e:
-            on_event(Event("warning", cell, task.index, task.total, message=set_aside(ckpt, str(e))))
-            resume, done[:] = None, []
-            outcome = run_cell(config, dataset, on_epoch, None, should_stop)
-    except (Interrupted, MnistbenchError, KeyboardInterrupt):
-        raise  # a signal, a full disk, bad input: the run stops, the checkpoint stays
-    except OSError as e:  # an OS error outside our own writes (e.g. torch.compile's cache): the run stops in one line
-        where = f" ({e.filename})" if e.filename else ""
-        raise MnistbenchError(f"cell {cell.id}: {e.strerror or e}{where}") from None
-    except Exception as e:  # noqa: BLE001 - any failure of the cell itself is recorded, and the matrix goes on
-        failure = _reason(e)
+            try:
+                outcome = run_cell(config, dataset, on_epoch, resume, should_stop)
+            except ResumeError as e:
+                on_event(Event("warning", cell, task.index, task.total, message=set_aside(ckpt, str(e))))
+                resume, done[:] = None, []
+                outcome = run_cell(config, dataset, on_epoch, None, should_stop)
+        except (Interrupted, MnistbenchError):
+            raise  # a signal, a full disk, bad input: the run stops, the checkpoint stays
+        except (KeyboardInterrupt, SystemExit) as e:
+            failure = _raised_by_code(e, should_stop)
+        except OSError as e:  # an OS error outside our own writes (e.g. torch.compile's cache): the run stops in one line
+            where = f" ({e.filename})" if e.filename else ""
+            raise MnistbenchError(f"cell {cell.id}: {e.strerror or e}{where}") from None
+        except Exception as e:  # noqa: BLE001 - any failure of the cell itself is recorded, and the matrix goes on
+            failure = _reason(e)
+    if state.changed:
+        task = dataclasses.replace(task, extra={**task.extra, "torch_settings_restored": state.changed})
+        on_event(Event("warning", cell, task.index, task.total,
+                       message=f"{cell.id} changed PyTorch's global {', '.join(state.changed)}; restored for the next cell"))
     record = build_record(task, dataset, outcome, done, failure, len(resume.epochs) if resume else 0, started, wall,
                           load.summary(outcome.threads if outcome else cell.config.threads))
     save_result(record, outcome, task.run_file(folder))

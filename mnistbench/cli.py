@@ -2,8 +2,8 @@
 
 Exit codes (README, "Exit codes"): 0 success; 1 ``report --check`` found stale tables, or
 ``compare --fail-on`` found a regression; 2 bad input (spec, data, device, folder, a full
-disk, a malformed ``--fail-on``); 3 the run finished but some cells failed; 4 ``compare --fail-on``
-refused to judge throughput measured under load (and found no regression); 130/143 stopped
+disk, a malformed ``--fail-on``); 3 the run finished but some cells failed, or its Ray cluster was lost; 4
+``compare --fail-on`` refused to judge throughput measured under load (and found no regression); 130/143 stopped
 by SIGINT/SIGTERM after saving what was finished.
 """
 
@@ -20,7 +20,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import Interrupted, MnistbenchError, SpecErrors
+from .errors import ClusterLost, Interrupted, MnistbenchError, SpecErrors
 from .words import counted
 
 EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
@@ -130,7 +130,7 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
             if external:
                 from .cell import check_models  # imports torch: only for specs that bring their own models
 
-                check_models(external)
+                check_models(external, spec.cell_timeout)
         except MnistbenchError as e:
             problems += e.lines
             continue
@@ -186,6 +186,10 @@ def run(
             return
         from contextlib import nullcontext, redirect_stdout
 
+        from . import isolation
+
+        if isolation.needed(spec):  # it imports torch while this process does
+            isolation.start_fork_server()
         from .progress import progress_for
         from .runner import run_spec
 
@@ -195,11 +199,14 @@ def run(
         with quiet, progress_for(sys.stderr if as_json else None) as progress:
             summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download,
                                executor=executor, selection=selection)
-    except MnistbenchError as e:
-        fail(e)
-    except Interrupted as e:
+    except (MnistbenchError, Interrupted) as e:
+        if not isinstance(e, (ClusterLost, Interrupted)):
+            fail(e)
         hint = resume_command(spec_path, results_dir, data_dir or [], no_download,
                               engine=engine, address=address, max_retries=max_retries, shard=shard, cells=cell or [])
+        if isinstance(e, ClusterLost):  # the tables were rebuilt from the cells that finished
+            typer.echo(f"mnistbench: error: {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
+            _exit_without_ray(EXIT_CELLS_FAILED)
         typer.echo(f"mnistbench: stopped by {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
         raise typer.Exit(e.exit_code)
     vs = _vs_reference(summary.results_dir, ref, as_json)
@@ -251,6 +258,15 @@ def command_seconds() -> float:
     return time.time() - psutil.Process().create_time()
 
 
+def _exit_without_ray(code: int) -> None:
+    """End the process now: Ray's teardown in this process would wait on the lost cluster, or crash."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def parse_engine(engine: str, address: Optional[str], max_retries: str) -> int:
     """Check --engine, --address and --max-retries together; the number of retries."""
     if engine not in ("sequential", "ray"):
@@ -265,7 +281,7 @@ def parse_engine(engine: str, address: Optional[str], max_retries: str) -> int:
 def _executor(engine: str, address: Optional[str], max_retries: int):
     if engine == "sequential":
         return None
-    from .executors import RayExecutor
+    from .ray_executor import RayExecutor
 
     return RayExecutor(address, max_retries)
 

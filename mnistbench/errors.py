@@ -1,4 +1,5 @@
-"""The two exceptions the CLI turns into exit codes: ``MnistbenchError`` (one line, exit 2) and ``Interrupted`` (130/143)."""
+"""The exceptions the CLI turns into exit codes: ``MnistbenchError`` (one line, exit 2), ``ClusterLost`` (one line and
+the resume command, exit 3) and ``Interrupted`` (130/143)."""
 
 
 class MnistbenchError(Exception):
@@ -28,6 +29,10 @@ class SpecErrors(MnistbenchError):
     @property
     def lines(self) -> list[str]:
         return list(self.problems)
+
+
+class ClusterLost(MnistbenchError):
+    """The cluster a run used is gone (e.g. Ray's head): the cells that finished are saved and a rerun resumes (exit 3)."""
 
 
 class Interrupted(Exception):

@@ -90,7 +90,7 @@ def run_spec(
             for name in summary.replaced:
                 on_event(Event("warning", message=f"--force: {name} (this configuration on this machine) is replaced "
                                                   "when its cell finishes"))
-            work = Work(todo, plan.datasets, plan.folder, spec.resources)
+            work = Work(todo, plan.datasets, plan.folder, spec.resources, spec.cell_timeout)
             try:
                 for record in engine.run(work, on_event, stop):
                     summary.ran.append(record)
@@ -114,7 +114,7 @@ def plan_run(
     before any training. ``device_type`` and ``threads_for``: the executor's (``Executor.device_type``, ``.threads``)."""
     cells = spec.cells()
     chosen = selection.pick(cells)
-    model_sha256s = check_models([cells[k].config for k in chosen])
+    model_sha256s = check_models([cells[k].config for k in chosen], spec.cell_timeout)
     dirs = data_dirs_for(data_dir, [c.config.dataset for c in cells])
     used = list(dict.fromkeys(cells[k].config.dataset for k in chosen))
     datasets = {name: load_dataset(name, dirs.get(name), allow_download) for name in used}

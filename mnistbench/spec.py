@@ -197,6 +197,7 @@ class Spec(BaseModel):
     matrix: dict[str, list[Any]]
     variants: list[dict[str, Any]] = [{}]
     resources: Resources = Resources()
+    cell_timeout: Optional[float] = None  # seconds a cell may take in its own process (docs/specs.md); None: no bound
     source: str = ""  # the spec file: referenced models' files are relative to its folder
 
     def axes(self) -> list[str]:
@@ -272,7 +273,7 @@ def _one_line(error: dict) -> str:
     return msg
 
 
-SPEC_KEYS = ("name", "description", "matrix", "variants", "resources")
+SPEC_KEYS = ("name", "description", "matrix", "variants", "resources", "cell_timeout")
 
 
 def unknown_key(key: Any, extra: tuple[str, ...] = ()) -> str:
@@ -334,6 +335,11 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
     except MnistbenchError as e:
         problems.append(str(e).removeprefix(f"{where}: "))
         resources = Resources()
+    try:
+        cell_timeout = parse_cell_timeout(raw.pop("cell_timeout", None), where)
+    except MnistbenchError as e:
+        problems.append(str(e).removeprefix(f"{where}: "))
+        cell_timeout = None
     if not isinstance(spec_name, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", spec_name) or spec_name in (".", ".."):
         problems.append(f"name: must be 1-100 letters, digits, '.', '_' or '-' (not '.' or '..'), got {brief(spec_name)}")
         spec_name = name
@@ -346,7 +352,7 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
     variants = _checked_variants(variants, matrix, problems)
     check_cell_count(matrix, variants, where)
     spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, variants=variants,
-                resources=resources, source=source)
+                resources=resources, cell_timeout=cell_timeout, source=source)
     invalid: list[dict] = []
     cells = spec.cells(invalid)
     cascade = bool(problems)  # a dropped axis or key would read as "missing": say only what is wrong
@@ -398,6 +404,18 @@ def _checked_variants(variants: Any, matrix: dict, problems: list[str]) -> list[
                 problems.append(f"variants[{i}].{key}: also a matrix axis")
         out.append({k: v for k, v in variant.items() if k in SETTINGS and k not in matrix})
     return out
+
+
+MAX_CELL_TIMEOUT = 30 * 24 * 3600  # seconds: a month
+
+
+def parse_cell_timeout(raw: Any, where: str) -> Optional[float]:
+    """``cell_timeout:`` of a spec: seconds (a positive number), or absent/null for no bound."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw <= MAX_CELL_TIMEOUT:
+        raise MnistbenchError(f"{where}: cell_timeout: seconds, a number above 0 and at most {MAX_CELL_TIMEOUT}, got {brief(raw)}")
+    return float(raw)
 
 
 def parse_resources(raw: Any, where: str) -> Resources:

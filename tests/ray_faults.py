@@ -81,7 +81,7 @@ def install(fault_dir: str) -> None:
     faults = Path(fault_dir)
     sys.meta_path.insert(0, PatchOnImport({
         "mnistbench.cell": lambda m: patch_cell(m, faults),
-        "mnistbench.executors": lambda m: patch_executors(m, faults),
+        "mnistbench.ray_executor": lambda m: patch_executors(m, faults),
     }))
 
 

@@ -78,8 +78,12 @@ def test_the_ray_cluster_script_starts_head_and_workers_and_drives_the_run(tmp_p
     bin_.mkdir(parents=True)
     fake = tmp_path / "fake"
     fake.mkdir()
-    for name in ("ray", "mnistbench"):
-        _script(bin_ / name, f'echo "{name} $*" >> {log}\n')
+    # The driver: once the 3 nodes have started (the script's waits are 0 here).
+    _script(bin_ / "mnistbench", f'for _ in $(seq 600); do [ "$(grep -c "^ray start" {log})" -ge 3 ] && break; sleep 0.05; done\n'
+                                 f'echo "mnistbench $*" >> {log}\n')
+    # `ray start --block` runs until its job step ends, then stops what it started.
+    _script(bin_ / "ray", f'echo "ray $*" >> {log}\n[[ $1 == start ]] || exit 0\n'
+                          f'trap \'echo "ray stopped $*" >> {log}; exit 0\' TERM\nwhile :; do sleep 0.05; done\n')
     _script(fake / "scontrol", "printf 'node1\\nnode2\\nnode3\\n'\n")
     _script(fake / "hostname", "echo 10.1.2.3\n")
     # srun: drop its options, then run the command here.
@@ -99,8 +103,10 @@ def test_the_ray_cluster_script_starts_head_and_workers_and_drives_the_run(tmp_p
     args = shlex.split(run)[1:]
     assert args[args.index("--engine") + 1] == "ray" and args[args.index("--address") + 1] == "10.1.2.3:6379"
     dry_run(args)
-    foreground = [l for l in lines if not l.startswith("ray start")]
-    assert foreground[-2:] == [run, "ray stop"]  # the cluster is stopped once the driver ends
+    # Once the driver ends, the job stops the Ray processes it started, and no others: no `ray stop` on a shared node.
+    assert not any(l.split()[:2] == ["ray", "stop"] for l in lines)
+    stopped = [l for l in lines if l.startswith("ray stopped")]
+    assert len(stopped) == 3 and lines.index(run) < min(lines.index(l) for l in stopped)
 
 
 # --------------------------------------------------------------------------- Kubernetes
