@@ -15,7 +15,7 @@ from cli_helpers import assert_one_line_error
 from conftest import make_dataset
 from mnistbench import memory
 from mnistbench.cli import app
-from mnistbench.data import load_dataset, normalize
+from mnistbench.data import content_hashes, load_dataset, normalize
 from mnistbench.errors import MnistbenchError
 from mnistbench.infer import load_options, load_result, run_inference, write_inference
 from mnistbench.infer import backends as backends_module
@@ -68,7 +68,7 @@ def trained(tmp_path_factory):
     data = make_dataset(root / "data", n_train=512, n_test=256)
     dataset = load_dataset("mnist", data, allow_download=False)
     x, y = normalize(dataset.train, dataset.info, "cpu")
-    identity = data_identity([f.sha256 for f in dataset.files])
+    identity = data_identity(content_hashes(dataset))  # as a training run records it
     for name, seed in (("lenet5", 0), ("lenet5", 1), ("mlp-matched", 0)):
         save_cell(root / "tiny", name, seed, fit(name, x, y, seed), identity)
     return root / "tiny", data
@@ -79,6 +79,12 @@ def measured(trained):
     folder, data = trained
     options = InferOptions(backends=("eager", "onnxruntime", "int8"), **FAST)
     return run_inference(folder, options, data)
+
+
+def test_runs_trained_on_the_gzip_files_are_measured_on_the_same_data_without_a_warning(measured):
+    # The data identity is the decompressed content's (as training records it), not the .gz files' hashes.
+    assert measured.warnings == [] and measured.dataset["identity"] == data_identity(content_hashes(
+        load_dataset("mnist", Path(measured.folder).parent / "data", allow_download=False)))
 
 
 def test_onnxruntime_and_int8_agree_with_eager_and_int8_is_smaller(measured):

@@ -84,9 +84,10 @@ def load_test_set(trained: list[Trained], options: InferOptions, data_dir) -> tu
     train_x, _ = normalize(dataset.train, dataset.info, "cpu")
     pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(CALIBRATION_SEED))
     calibration = train_x[pick[:options.calibration_samples]].numpy().copy()
+    from ..data import content_hashes
     from ..results import data_identity
 
-    identity = data_identity([f.sha256 for f in dataset.files])
+    identity = data_identity(content_hashes(dataset))  # as training records it: the decompressed files' content
     warnings = sorted({f"{t.run_file.name}: trained on data {t.record.data.get('identity')}, measured on {identity}"
                        for t in trained if t.record.data.get("identity") not in (None, identity)})
     info = {"dataset": dataset.info.name, "identity": identity, "official": dataset.official, "test_images": len(y)}
