@@ -26,14 +26,14 @@ def inference(folder: str) -> str:
 def robustness(folder: str) -> str:
     from mnistbench.robust import readme_block
 
-    return readme_block(ROOT / folder.removesuffix("/robustness"))
+    return readme_block(ROOT / folder.removesuffix("/robustness")) + "\n"
 
 
 # block (a folder under the repository) -> what writes it
 BLOCKS = {
     "reference/cpu": lambda f: readme_results(build_report(ROOT / f), f),
     "reference/peers-cpu": lambda f: readme_rules(build_report(ROOT / f), f),
-    "reference/cpu/inference": inference,
+    "reference/cpu-avx2/inference": inference,
     "reference/robustness-cpu/robustness": robustness,
 }
 

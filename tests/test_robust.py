@@ -133,11 +133,14 @@ def test_a_folder_evaluates_twice_to_identical_tables(trained):
     assert {r["model"] for r in results} == {"lenet5", "mlp-matched"} and len(results) == 4
     again = evaluate_folder(folder, SMALL, data, force=True)  # computed again, not reused
     assert again == results
-    assert evaluate_folder(folder, SMALL, data) == results  # read back from robustness/runs/, in the same order
+    assert evaluate_folder(folder, SMALL, data) == results  # read back from robustness/per-run/, in the same order
     text = render("tiny", results)
     assert text == render("tiny", again)
     assert "PGD ε=0.3" in text and "mean corruption error" in text and "lenet5 − mlp-matched" in text
     assert "LeNet-5 keeps" in shift_sentence(results)
+    from mnistbench.site.overview import discover  # the site finds the results folder, not the evaluation's own files
+
+    assert discover(folder.parent, (folder.name,)) == [folder]
 
 
 @pytest.mark.slow

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ROBUSTNESS = "robustness"
+# Not "runs": tools that look for a results folder's run files (runs/*.json) must not mistake these for them.
+PER_RUN = "per-run"
 
 
 def robustness_dir(folder: Path) -> Path:
@@ -12,5 +14,5 @@ def robustness_dir(folder: Path) -> Path:
 
 
 def result_file(folder: Path, run_file: Path) -> Path:
-    """One run's figures: ``<folder>/robustness/runs/<run stem>.json``."""
-    return robustness_dir(folder) / "runs" / Path(run_file).with_suffix(".json").name
+    """One run's figures: ``<folder>/robustness/per-run/<run stem>.json``."""
+    return robustness_dir(folder) / PER_RUN / Path(run_file).with_suffix(".json").name
