@@ -24,7 +24,8 @@ from mnistbench import runner as runner_module
 from mnistbench.cell import execute
 from mnistbench.checkpoint import checkpoint_path, save_checkpoint
 from mnistbench.engine import run_cell
-from mnistbench.executors import RayExecutor, Sequential, Tally, Work
+from mnistbench.executors import Sequential, Work
+from mnistbench.ray_executor import RayExecutor, Tally
 from mnistbench.groups import build_report
 from mnistbench.layout import weights_file
 from mnistbench.results import data_identity, load_record, load_records
@@ -261,7 +262,7 @@ def test_the_ray_driver_writes_a_workers_record_under_the_name_chosen_for_it(dat
     executor = RayExecutor.__new__(RayExecutor)
     executor.max_retries = 0
     with _ray_stub() as ray:
-        executor._collect(ray, returned, task, Work([task], plan.datasets, plan.folder), None, Tally({}), lambda e: None)
+        executor._collect(ray, returned, task, Work([task], plan.datasets, plan.folder), None, Tally({}), lambda e: None, None)
     assert_kept_beside(tmp_path, first)
 
 
