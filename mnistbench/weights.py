@@ -63,6 +63,42 @@ def load_weights(run_file: Path, record: "RunRecord") -> dict[str, "torch.Tensor
         raise MnistbenchError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
 
 
+def finished_runs(folder: Path, doing: str) -> list[tuple[Path, "RunRecord"]]:
+    """The finished runs of a results folder (run file, record), which inference and robustness read; none is one line
+    naming what could not be ``doing`` (e.g. "measure")."""
+    from .results import load_record, run_files
+
+    records = [(path, load_record(path)) for path in run_files(folder)]
+    finished = [(p, r) for p, r in records if r.status == "finished"]
+    if not finished:
+        raise MnistbenchError(f"{folder}: no finished runs to {doing}")
+    return finished
+
+
+def trained_model(run_file: Path, record: "RunRecord") -> "torch.nn.Module":
+    """The run's model, built as the run built it (a file reference from its recorded folder, unchanged) with the
+    weights it saved, in eval mode; any problem is one line."""
+    from .modelref import build_model, load_unchanged
+
+    source = load_unchanged(record.config["model"], base_dir(record), record.config.get("model_sha256"))
+    return load_into(build_model(source), load_weights(run_file, record), str(run_file)).eval()
+
+
+def base_dir(record: "RunRecord") -> str:
+    """The folder a file reference (``./nets.py:build``) was resolved from: the recorded file minus the reference's
+    path; "" (the working folder) for every other model."""
+    from .modelref import parse_model_ref
+
+    try:
+        ref = parse_model_ref(record.config["model"])
+    except ValueError:
+        return ""
+    file, target = record.model.get("file"), Path(ref.target).parts
+    if ref.kind != "file" or not file or Path(file).parts[-len(target):] != target:
+        return ""
+    return str(Path(*Path(file).parts[:-len(target)]))
+
+
 def load_into(model: "torch.nn.Module", state: dict[str, "torch.Tensor"], where: str) -> "torch.nn.Module":
     """``model`` with ``state`` loaded strictly; weights of another model or shape are one line naming ``where``."""
     try:

@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 REAL_DATA = os.environ.get("MNISTBENCH_DATA_DIR")
+# Ray reads this when it is first imported, which may be while a test module is collected: set before any is, so a
+# local Ray session of the tests listens on 127.0.0.1 only (test_scale_out.py, "loopback only").
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> Path:

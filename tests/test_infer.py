@@ -273,7 +273,7 @@ def test_openvino_and_torch_compile_agree_with_eager(trained, name):
 
 
 def test_a_model_given_by_file_reference_is_found_from_its_recorded_file(tmp_path):
-    from mnistbench.infer.runner import base_dir
+    from mnistbench.weights import base_dir
 
     record = make_record("./nets/small.py:build", 0)
     record.model["file"] = str(tmp_path / "specs" / "nets" / "small.py")

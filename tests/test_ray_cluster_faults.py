@@ -57,7 +57,10 @@ class Cluster:
         # Quick death detection; a multi-node cluster on one host (the variable's 0 would refuse it).
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
                     "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
-                    "RAY_agent_register_timeout_ms": "120000"}
+                    "RAY_agent_register_timeout_ms": "120000",
+                    # A home of its own: a token another Ray session left in ~/.ray/auth_token would turn on token
+                    # authentication for some processes of this cluster and not others (InvalidAuthToken).
+                    "HOME": str(self.temp)}
 
     def start(self) -> None:
         common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats"]

@@ -18,9 +18,9 @@ import torch
 
 from ..data import load_dataset, normalize
 from ..errors import MnistbenchError
-from ..modelref import build_model, display_name, load_unchanged, parse_model_ref
-from ..results import RunRecord, load_record, run_files
-from ..weights import load_into, load_weights
+from ..modelref import display_name
+from ..results import RunRecord
+from ..weights import finished_runs, trained_model
 from .backends import BackendContext, backend, eager
 from .measure import PeakMemory, offline, predict_all, single_stream
 from .options import ACCURACY_FLOOR, InferOptions
@@ -47,32 +47,14 @@ class TestSet:
 
 def load_trained(folder: Path, options: InferOptions) -> list[Trained]:
     """Every finished cell's model with its weights, all checked before anything is measured (a bad file: one line)."""
-    records = [(path, load_record(path)) for path in run_files(folder)]
-    finished = [(p, r) for p, r in records if r.status == "finished"]
-    if not finished:
-        raise MnistbenchError(f"{folder}: no finished runs to measure")
     seen: dict[str, int] = {}
     out = []
-    for path, record in finished:
+    for path, record in finished_runs(folder, "measure"):
         name = display_name(record.config["model"])
-        source = load_unchanged(record.config["model"], base_dir(record), record.config.get("model_sha256"))
-        model = load_into(build_model(source), load_weights(path, record), str(path)).eval()
+        model = trained_model(path, record)
         seen[name] = seen.get(name, 0) + 1
         out.append(Trained(path, record, model, options.timing_seeds is None or seen[name] <= options.timing_seeds))
     return out
-
-
-def base_dir(record: RunRecord) -> str:
-    """The folder a file reference (``./nets.py:build``) was resolved from: the recorded file minus the reference's
-    path; "" (the working folder) for every other model."""
-    try:
-        ref = parse_model_ref(record.config["model"])
-    except ValueError:
-        return ""
-    file, target = record.model.get("file"), Path(ref.target).parts
-    if ref.kind != "file" or not file or Path(file).parts[-len(target):] != target:
-        return ""
-    return str(Path(*Path(file).parts[:-len(target)]))
 
 
 def load_test_set(trained: list[Trained], options: InferOptions, data_dir) -> tuple[TestSet, dict, list[str]]:

@@ -17,7 +17,8 @@ import torch
 
 from ..errors import MnistbenchError
 from ..files import write_atomic
-from ..results import RunRecord, load_record, run_files
+from ..results import RunRecord
+from ..weights import finished_runs
 from .attacks import AttackSettings, foolbox_version, robust_accuracy
 from .corruptions import CORRUPTIONS, corrupt
 from .layout import result_file
@@ -65,12 +66,9 @@ def test_images(dataset_name: str, data_dir, allow_download: bool) -> TestImages
 
 def pixel_model(record: RunRecord, run_file: Path, test: TestImages):
     """The run's model with its saved weights, taking [0, 1] pixels (the dataset's normalization done inside)."""
-    from ..modelref import build_model, load_model_source
-    from ..weights import load_into, load_weights
+    from ..weights import trained_model
 
-    state = load_weights(run_file, record)
-    model = load_into(build_model(load_model_source(str(record.config["model"]))), state, str(run_file))
-    return torch.nn.Sequential(Normalize(test.mean, test.std), model).eval()
+    return torch.nn.Sequential(Normalize(test.mean, test.std), trained_model(run_file, record)).eval()
 
 
 class Normalize(torch.nn.Module):
@@ -131,10 +129,7 @@ def _reusable(path: Path, sha: str, settings: dict, force: bool) -> Optional[dic
 def evaluate_folder(folder: Path, settings: Settings, data_dir=None, allow_download: bool = False, force: bool = False,
                     on_run: Optional[Callable[[str, bool, float], None]] = None) -> list[dict]:
     """The robustness figures of every finished run in ``folder`` (computed, or reused when already there)."""
-    records = [(p, load_record(p)) for p in run_files(folder)]
-    records = [(p, r) for p, r in records if r.status == "finished"]
-    if not records:
-        raise MnistbenchError(f"{folder}: no finished runs to evaluate")
+    records = finished_runs(folder, "evaluate")
     tests: dict[str, TestImages] = {}
     results = []
     for run_file, record in records:
