@@ -200,17 +200,21 @@ def run(
             summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download,
                                executor=executor, selection=selection)
     except (MnistbenchError, Interrupted) as e:
-        if not isinstance(e, (ClusterLost, Interrupted)):
-            fail(e)
-        hint = resume_command(spec_path, results_dir, data_dir or [], no_download,
-                              engine=engine, address=address, max_retries=max_retries, shard=shard, cells=cell or [])
-        if isinstance(e, ClusterLost):  # the tables were rebuilt from the cells that finished
-            typer.echo(f"mnistbench: error: {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
-            _exit_without_ray(EXIT_CELLS_FAILED)
-        typer.echo(f"mnistbench: stopped by {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
-        raise typer.Exit(e.exit_code)
+        _stopped(e, resume_command(spec_path, results_dir, data_dir or [], no_download, engine=engine, address=address,
+                                   max_retries=max_retries, shard=shard, cells=cell or []))
     vs = _vs_reference(summary.results_dir, ref, as_json)
     _print_run_summary(summary, as_json, vs)
+
+
+def _stopped(e: MnistbenchError | Interrupted, hint: str) -> None:
+    """A run that did not end: bad input is one line (exit 2); a signal or a lost Ray cluster says how to resume."""
+    if not isinstance(e, (ClusterLost, Interrupted)):
+        fail(e)
+    if isinstance(e, ClusterLost):  # the tables were rebuilt from the cells that finished
+        typer.echo(f"mnistbench: error: {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
+        _exit_without_ray(EXIT_CELLS_FAILED)
+    typer.echo(f"mnistbench: stopped by {e}; finished cells and epochs are saved. Resume with: {hint}", err=True)
+    raise typer.Exit(e.exit_code)
 
 
 def _vs_reference(results_dir: Path, ref: Optional[Path], as_json: bool) -> Optional[dict]:
