@@ -21,7 +21,7 @@ from typing import List, Optional
 import typer
 
 from .errors import ClusterLost, Interrupted, MnistbenchError, SpecErrors
-from .words import counted
+from .report.words import counted
 
 EXIT_STALE, EXIT_BAD_INPUT, EXIT_CELLS_FAILED = 1, 2, 3
 EXIT_REGRESSION = 1  # `compare --fail-on` found a regression: like a stale report, "the check found a problem"
@@ -91,7 +91,7 @@ def models(
     as_json: bool = JsonOption,
 ) -> None:
     """List the models (built-in, installed by entry point, and any --model): parameters, forward FLOPs per sample."""
-    from .describe import describe_models
+    from .models.describe import describe_models
 
     try:
         info = describe_models(detail, list(refs or []), Path.cwd())
@@ -118,8 +118,8 @@ def models(
 @app.command()
 def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."), as_json: bool = JsonOption) -> None:
     """Check spec files without training; print how many cells each expands to. Referenced models are imported and checked."""
-    from .modelref import parse_model_ref
-    from .spec import load_spec
+    from .models.factory import parse_model_ref
+    from .spec.schema import load_spec
 
     loaded, problems = [], []
     for path in specs:  # every spec is checked, and every problem of each is named, in one pass
@@ -128,7 +128,7 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
             configs = [c.config for c in spec.cells()]
             external = [c for c in configs if not parse_model_ref(c.model).builtin]
             if external:
-                from .cell import check_models  # imports torch: only for specs that bring their own models
+                from .run.cell import check_models  # imports torch: only for specs that bring their own models
 
                 check_models(external, spec.cell_timeout)
         except MnistbenchError as e:
@@ -141,7 +141,7 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
     if problems:
         fail(SpecErrors(problems))
     if as_json:  # every spec is checked before anything is printed: a bad one leaves stdout empty
-        from .describe import describe_spec
+        from .models.describe import describe_spec
 
         typer.echo(json.dumps({"specs": [describe_spec(path, spec) for path, spec in loaded]}, indent=2))
 
@@ -171,9 +171,9 @@ def run(
 ) -> None:
     """Train and evaluate every cell of a spec, then write run files, tables and plots, and compare them with the
     reference results of the spec (vs_reference.md)."""
-    from .reference import chosen_reference
-    from .selection import Selection
-    from .spec import load_spec
+    from .report.reference import chosen_reference
+    from .spec.selection import Selection
+    from .spec.schema import load_spec
 
     try:
         spec = load_spec(spec_path)
@@ -186,12 +186,12 @@ def run(
             return
         from contextlib import nullcontext, redirect_stdout
 
-        from . import isolation
+        from .run import isolation
 
         if isolation.needed(spec):  # it imports torch while this process does
             isolation.start_fork_server()
-        from .progress import progress_for
-        from .runner import run_spec
+        from .run.progress import progress_for
+        from .run.runner import run_spec
 
         executor = _executor(engine, address, retries)
         # With --json, stdout carries the document only: progress and any other message go to stderr.
@@ -221,7 +221,7 @@ def _vs_reference(results_dir: Path, ref: Optional[Path], as_json: bool) -> Opti
     """Compare the run with its reference, write vs_reference.md/json, print the short table; the JSON of it."""
     if ref is None or Path(ref).resolve() == Path(results_dir).resolve():
         return None
-    from .reference import compare_with_reference, summary_text, vs_reference_json, write_vs_reference
+    from .report.reference import compare_with_reference, summary_text, vs_reference_json, write_vs_reference
 
     try:
         vs = compare_with_reference(results_dir, ref)
@@ -237,7 +237,7 @@ def _print_run_summary(summary, as_json: bool, vs: Optional[dict] = None) -> Non
     """The run's last words: counts and times (or one JSON document); exit 3 when cells failed."""
     failed = summary.cells("failed")
     if as_json:
-        from .describe import describe_run
+        from .models.describe import describe_run
 
         typer.echo(json.dumps({**describe_run(summary), "vs_reference": vs}, indent=2))
     else:
@@ -285,7 +285,7 @@ def parse_engine(engine: str, address: Optional[str], max_retries: str) -> int:
 def _executor(engine: str, address: Optional[str], max_retries: int):
     if engine == "sequential":
         return None
-    from .ray_executor import RayExecutor
+    from .run.ray import RayExecutor
 
     return RayExecutor(address, max_retries)
 
@@ -343,7 +343,7 @@ def program() -> str:
 
 def _print_cells(spec, selection, as_json: bool = False) -> None:
     if as_json:
-        from .describe import describe_cells
+        from .models.describe import describe_cells
 
         typer.echo(json.dumps(describe_cells(spec), indent=2))
         return
@@ -355,7 +355,7 @@ def _print_cells(spec, selection, as_json: bool = False) -> None:
     chosen = f" ({len(cells)} selected)" if len(cells) != len(every) else ""
     typer.echo(f"spec '{spec.name}': {counted(len(every), 'cell')}{chosen}" + (f" ({spec.description})" if spec.description else ""))
     typer.echo(tabulate([[c.id] + [getattr(c.config, k) for k in keys] for c in cells], headers=["cell"] + keys, tablefmt="github"))
-    from .spec import applies
+    from .spec.schema import applies
 
     fixed = {k: v for k, v in cells[0].config.model_dump().items()
              if k not in keys and any(applies(c.config, k) for c in cells)}  # momentum only for SGD, ...
@@ -368,7 +368,7 @@ def report(
     check: bool = typer.Option(False, "--check", help="Only check that the tables match the run files (exit 1 if not)."),
 ) -> None:
     """Rebuild the summary tables and plots of a results folder from its run files alone."""
-    from .report import check_report, write_report
+    from .report.build import check_report, write_report
 
     try:
         if check:
@@ -380,7 +380,7 @@ def report(
                 raise typer.Exit(EXIT_STALE)
             typer.echo(f"{results_dir}: tables, figures and run files agree")
             return
-        from .locks import report_lock
+        from .run.locks import report_lock
 
         with report_lock(results_dir):  # shards that are still running rebuild it in turn
             written = write_report(results_dir)
@@ -429,7 +429,7 @@ def data(
 
     from tabulate import tabulate
 
-    from .data import load_dataset
+    from .data.datasets import load_dataset
 
     try:
         # With --json, stdout carries the document only: the downloader's messages go to stderr.
@@ -438,7 +438,7 @@ def data(
     except MnistbenchError as e:
         fail(str(e))
     if as_json:
-        from .describe import describe_dataset
+        from .models.describe import describe_dataset
 
         typer.echo(json.dumps(describe_dataset(ds), indent=2))
         return
@@ -472,7 +472,7 @@ def profile_step(
     implementations, zero_grad modes and data paths."""
     from contextlib import nullcontext, redirect_stdout
 
-    from .stepprofile import ProfileConfig, check_out, profile_steps, table, to_json, write_profile
+    from .train.stepprofile import ProfileConfig, check_out, profile_steps, table, to_json, write_profile
 
     try:
         config = ProfileConfig(model, batch_size, steps, warmup, device, data_dir)
@@ -505,7 +505,7 @@ def compare(
     as_json: bool = JsonOption,
 ) -> None:
     """Compare two results folders configuration by configuration: accuracy, loss (B − A), throughput (B / A)."""
-    from .compare import compare_folders, evaluate, markdown, parse_check, to_json
+    from .report.compare import compare_folders, evaluate, markdown, parse_check, to_json
 
     try:
         checks = [parse_check(text) for text in fail_on or []]
@@ -535,7 +535,7 @@ def promote(
     replace: bool = typer.Option(False, "--replace", help="Replace the spec's existing reference."),
 ) -> None:
     """Make a complete, `report --check`-clean results folder the reference of its spec (copied with its machine)."""
-    from .promote import promote as promote_folder
+    from .report.promote import promote as promote_folder
 
     try:
         done = promote_folder(results_dir, to, spec, replace)
@@ -557,7 +557,7 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write (default DIR/tensorboard or DIR/mlruns)."),
 ) -> None:
     """Export a results folder's per-epoch metrics, one run per cell, to TensorBoard or MLflow."""
-    from .export import export_results
+    from .report.export import export_results
 
     try:
         summary = export_results(results_dir, to.value, out)

@@ -78,7 +78,7 @@ def finished_runs(folder: Path, doing: str) -> list[tuple[Path, "RunRecord"]]:
 def trained_model(run_file: Path, record: "RunRecord") -> "torch.nn.Module":
     """The run's model, built as the run built it (a file reference from its recorded folder, unchanged) with the
     weights it saved, in eval mode; any problem is one line."""
-    from .modelref import build_model, load_unchanged
+    from .models.factory import build_model, load_unchanged
 
     source = load_unchanged(record.config["model"], base_dir(record), record.config.get("model_sha256"))
     return load_into(build_model(source), load_weights(run_file, record), str(run_file)).eval()
@@ -87,7 +87,7 @@ def trained_model(run_file: Path, record: "RunRecord") -> "torch.nn.Module":
 def base_dir(record: "RunRecord") -> str:
     """The folder a file reference (``./nets.py:build``) was resolved from: the recorded file minus the reference's
     path; "" (the working folder) for every other model."""
-    from .modelref import parse_model_ref
+    from .models.factory import parse_model_ref
 
     try:
         ref = parse_model_ref(record.config["model"])

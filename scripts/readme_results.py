@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mnistbench.groups import build_report
-from mnistbench.tables import readme_results, readme_rules
+from mnistbench.report.groups import build_report
+from mnistbench.report.tables import readme_results, readme_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,7 +31,7 @@ METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
 # Ray alone, as mnistbench starts it: a local cluster's start and stop, and an empty task's round trip.
 RAY_COSTS = """
 import json, statistics, time
-from mnistbench.executors import RayExecutor
+from mnistbench.run.executors import RayExecutor
 t = time.perf_counter(); ex = RayExecutor(); ray = ex.connect(); start = time.perf_counter() - t
 empty = ray.remote(num_cpus=1)(lambda: None)
 ray.get([empty.remote() for _ in range(4)])
@@ -132,7 +132,7 @@ def markdown(spec: str, payload: dict) -> str:
 
 def main(spec: str = "bench/scale-cpu.yaml", out: str = "results/scale-cpu") -> int:
     from mnistbench.environment import environment
-    from mnistbench.spec import load_spec
+    from mnistbench.spec.schema import load_spec
 
     import ray
 

@@ -80,8 +80,8 @@ class PatchOnImport:
 def install(fault_dir: str) -> None:
     faults = Path(fault_dir)
     sys.meta_path.insert(0, PatchOnImport({
-        "mnistbench.cell": lambda m: patch_cell(m, faults),
-        "mnistbench.ray_executor": lambda m: patch_executors(m, faults),
+        "mnistbench.run.cell": lambda m: patch_cell(m, faults),
+        "mnistbench.run.ray": lambda m: patch_executors(m, faults),
     }))
 
 

@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from conftest import make_dataset, write_spec
-from mnistbench.augment import AffineRanges, DistortedBatches, distort, random_affine_matrices
-from mnistbench.checkpoint import load_checkpoint, save_checkpoint
-from mnistbench.data import TensorBatches, load_dataset
-from mnistbench.engine import run_cell
+from mnistbench.data.augment import AffineRanges, DistortedBatches, distort, random_affine_matrices
+from mnistbench.run.checkpoint import load_checkpoint, save_checkpoint
+from mnistbench.data.datasets import TensorBatches, load_dataset
+from mnistbench.train.engine import run_cell
 from mnistbench.errors import MnistbenchError
-from mnistbench.groups import report_from_records
+from mnistbench.report.groups import report_from_records
 from mnistbench.results import KEY_OMITTED_AT_DEFAULT, load_record
-from mnistbench.runner import run_spec
-from mnistbench.spec import CellConfig, load_spec, parse_spec
-from mnistbench.tables import markdown
+from mnistbench.run.runner import run_spec
+from mnistbench.spec.schema import CellConfig, load_spec, parse_spec
+from mnistbench.report.tables import markdown
 from records_factory import make_record
 
 ROOT = Path(__file__).resolve().parent.parent

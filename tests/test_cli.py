@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from conftest import TINY_SPEC, make_dataset, synthetic_digits, write_idx, write_spec
 from mnistbench.cli import app
-from mnistbench.report import write_report
+from mnistbench.report.build import write_report
 from cli_helpers import assert_one_line_error
 
 runner = CliRunner()

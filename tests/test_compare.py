@@ -15,7 +15,7 @@ from scipy import stats as st
 from typer.testing import CliRunner
 
 from mnistbench.cli import app
-from mnistbench.compare import compare_folders, evaluate, parse_check
+from mnistbench.report.compare import compare_folders, evaluate, parse_check
 from mnistbench.errors import MnistbenchError
 from mnistbench.results import data_identity
 

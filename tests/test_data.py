@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import make_dataset, synthetic_digits, write_idx
-from mnistbench.data import (
+from mnistbench.data.datasets import (
     TensorBatches,
     dataset_info,
     load_dataset,

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from mnistbench.data import load_dataset
-from mnistbench.engine import build_optimizer, build_scheduler, resolve_device, run_cell
+from mnistbench.data.datasets import load_dataset
+from mnistbench.train.engine import build_optimizer, build_scheduler, resolve_device, run_cell
 from mnistbench.errors import MnistbenchError
-from mnistbench.models import MODELS, register_model
+from mnistbench.models.zoo import MODELS, register_model
 from mnistbench.results import derive_status
-from mnistbench.spec import CellConfig
+from mnistbench.spec.schema import CellConfig
 
 
 def cfg(**kw):

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from mnistbench import __version__
 from mnistbench.cli import app
-from mnistbench.selection import Selection
-from mnistbench.spec import load_spec
+from mnistbench.spec.selection import Selection
+from mnistbench.spec.schema import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM, K8S = ROOT / "examples" / "slurm", ROOT / "examples" / "kubernetes"

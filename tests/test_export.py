@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mnistbench.results import KEY_OMITTED_AT_DEFAULT
 from mnistbench.cli import app
-from mnistbench.export import METRICS, export_results
+from mnistbench.report.export import METRICS, export_results
 from records_factory import make_record, write_records
 
 runner = CliRunner()

@@ -31,14 +31,14 @@ from records_factory import make_record, write_records
 from typer.testing import CliRunner
 
 from conftest import TINY_SPEC
-from mnistbench.checkpoint import load_checkpoint
+from mnistbench.run.checkpoint import load_checkpoint
 from mnistbench.cli import app
-from mnistbench.data import read_idx
+from mnistbench.data.datasets import read_idx
 from mnistbench.errors import MnistbenchError
-from mnistbench.report import check_report, write_report
+from mnistbench.report.build import check_report, write_report
 from mnistbench.results import load_record
-from mnistbench.safeyaml import load_bounded
-from mnistbench.spec import SETTINGS, load_spec, parse_spec
+from mnistbench.spec.safeyaml import load_bounded
+from mnistbench.spec.schema import SETTINGS, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_MESSAGE = 600  # characters; the longest legitimate message lists every known setting
@@ -255,9 +255,9 @@ def test_mutated_run_files_are_reported_or_named_in_one_line(report_folder, text
 def cell_and_checkpoint(tmp_path_factory):
     """A one-epoch-of-two cell on tiny data, its task and the checkpoint payload after epoch 1."""
     from conftest import make_dataset
-    from mnistbench.checkpoint import save_checkpoint
-    from mnistbench.engine import run_cell
-    from mnistbench.runner import plan_run
+    from mnistbench.run.checkpoint import save_checkpoint
+    from mnistbench.train.engine import run_cell
+    from mnistbench.run.runner import plan_run
 
     root = tmp_path_factory.mktemp("fuzz-ckpt")
     data = make_dataset(root / "data", n_train=64, n_test=32)
@@ -299,7 +299,7 @@ def mutated_payload(draw, payload: dict) -> dict:
 @fuzz(25, deadline_s=20)  # each example trains the cell (2 epochs of 64 samples)
 @given(data=st.data())
 def test_mutated_checkpoints_resume_or_are_set_aside_and_the_cell_finishes(cell_and_checkpoint, tmp_path, data):
-    from mnistbench.cell import execute
+    from mnistbench.run.cell import execute
 
     plan, payload = cell_and_checkpoint
     task = plan.tasks[0]

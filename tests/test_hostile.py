@@ -26,16 +26,16 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import make_dataset, write_spec
-from mnistbench.checkpoint import save_checkpoint
+from mnistbench.run.checkpoint import save_checkpoint
 from mnistbench.cli import app
-from mnistbench.data import read_idx
-from mnistbench.engine import run_cell
+from mnistbench.data.datasets import read_idx
+from mnistbench.train.engine import run_cell
 from mnistbench.errors import MnistbenchError
-from mnistbench.preflight import estimate_bytes
-from mnistbench.report import REPORT_FILES, write_report
-from mnistbench.runner import plan_run, results_folder, run_spec
-from mnistbench.safeyaml import MAX_DEPTH, MAX_NODES, MAX_SPEC_BYTES
-from mnistbench.spec import MAX_CELLS, load_spec, parse_spec
+from mnistbench.run.preflight import estimate_bytes
+from mnistbench.report.build import REPORT_FILES, write_report
+from mnistbench.run.runner import plan_run, results_folder, run_spec
+from mnistbench.spec.safeyaml import MAX_DEPTH, MAX_NODES, MAX_SPEC_BYTES
+from mnistbench.spec.schema import MAX_CELLS, load_spec, parse_spec
 
 runner = CliRunner()
 
@@ -669,8 +669,8 @@ def test_on_a_real_full_disk_a_run_stops_in_one_line_and_a_rerun_completes(nearl
 
 WRAPPER = """\
 import os, signal, sys
-import mnistbench.plots as plots
-import mnistbench.report as report
+import mnistbench.report.plots as plots
+import mnistbench.report.build as report
 
 SIGNAL = {signal!r}
 original_plots, original_replace = plots.write_plots, os.replace

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from cli_helpers import assert_one_line_error
 from conftest import make_dataset
-from mnistbench import memory
+from mnistbench.train import memory
 from mnistbench.cli import app
-from mnistbench.data import content_hashes, load_dataset, normalize
+from mnistbench.data.datasets import content_hashes, load_dataset, normalize
 from mnistbench.errors import MnistbenchError
 from mnistbench.infer import load_options, load_result, run_inference, write_inference
 from mnistbench.infer import backends as backends_module
@@ -25,7 +25,7 @@ from mnistbench.infer.options import InferOptions, with_overrides
 from mnistbench.infer.plot import pareto_front
 from mnistbench.infer.report import FLAG, markdown, readme_block, summarize
 from mnistbench.layout import runs_dir, weights_file
-from mnistbench.models import create_model
+from mnistbench.models.zoo import create_model
 from mnistbench.results import data_identity
 from mnistbench.weights import save_weights, weights_bytes
 from records_factory import make_record

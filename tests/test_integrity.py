@@ -24,17 +24,17 @@ from records_factory import ENVIRONMENT, make_record, write_records
 from typer.testing import CliRunner
 
 from conftest import make_dataset, write_spec
-from mnistbench.checkpoint import checkpoint_path, save_checkpoint
+from mnistbench.run.checkpoint import checkpoint_path, save_checkpoint
 from mnistbench.cli import app, resume_command
-from mnistbench.data import load_dataset
-from mnistbench.engine import run_cell
+from mnistbench.data.datasets import load_dataset
+from mnistbench.train.engine import run_cell
 from mnistbench.errors import Interrupted, MnistbenchError
-from mnistbench.groups import build_report
-from mnistbench.models import MODELS, register_model
-from mnistbench.report import check_report, write_report
+from mnistbench.report.groups import build_report
+from mnistbench.models.zoo import MODELS, register_model
+from mnistbench.report.build import check_report, write_report
 from mnistbench.results import cell_key, load_record, load_records
-from mnistbench.runner import finished_runs, plan_run, run_spec
-from mnistbench.spec import Cell, CellConfig, check_unique, load_spec, parse_spec
+from mnistbench.run.runner import finished_runs, plan_run, run_spec
+from mnistbench.spec.schema import Cell, CellConfig, check_unique, load_spec, parse_spec
 
 SPEC = """\
 name: integrity
@@ -374,7 +374,7 @@ _OPS = st.lists(
 @given(ops=_OPS)
 def test_kills_reruns_forces_and_copied_files_end_in_the_tables_of_one_clean_run(ops, data, clean):
     spec = parse_spec(_yaml(SPEC), "integrity")
-    with tempfile.TemporaryDirectory() as tmp, mock.patch("mnistbench.plots.write_plots", lambda folder, report: []):
+    with tempfile.TemporaryDirectory() as tmp, mock.patch("mnistbench.report.plots.write_plots", lambda folder, report: []):
         root = Path(tmp)
         folder = root / "integrity"
         for n, (op, at) in enumerate(ops):

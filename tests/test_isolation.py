@@ -16,12 +16,12 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import make_dataset, write_spec
-from mnistbench.cell import CellTask, check_models_here, execute
+from mnistbench.run.cell import CellTask, check_models_here, execute
 from mnistbench.cli import app
-from mnistbench.data import load_dataset
+from mnistbench.data.datasets import load_dataset
 from mnistbench.errors import Interrupted, MnistbenchError
-from mnistbench.modelref import load_model_source
-from mnistbench.spec import Cell, load_spec
+from mnistbench.models.factory import load_model_source
+from mnistbench.spec.schema import Cell, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,14 +11,14 @@ from typer.testing import CliRunner
 
 from conftest import make_dataset, write_spec
 from records_factory import make_record, write_records
-from mnistbench import load
+from mnistbench.train import load
 from mnistbench.cli import EXIT_NOT_JUDGED, app
-from mnistbench.load import CpuReading, LoadMonitor, between, throughput_flags
-from mnistbench.report import write_report
+from mnistbench.train.load import CpuReading, LoadMonitor, between, throughput_flags
+from mnistbench.report.build import write_report
 from mnistbench.results import load_records
-from mnistbench.cell import execute
-from mnistbench.runner import plan_run
-from mnistbench.spec import load_spec
+from mnistbench.run.cell import execute
+from mnistbench.run.runner import plan_run
+from mnistbench.spec.schema import load_spec
 
 runner = CliRunner()
 

@@ -8,11 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import make_dataset, write_spec
-from mnistbench import modelref
+from mnistbench.models import factory
 from mnistbench.cli import app
 from mnistbench.errors import MnistbenchError
-from mnistbench.modelref import checked_model, load_unchanged, parse_model_ref
-from mnistbench.spec import parse_spec
+from mnistbench.models.factory import checked_model, load_unchanged, parse_model_ref
+from mnistbench.spec.schema import parse_spec
 from cli_helpers import assert_one_line_error
 
 runner = CliRunner()
@@ -160,7 +160,7 @@ def test_a_malformed_reference_is_a_spec_error_without_importing_anything(text, 
 def test_cell_ids_and_labels_use_the_display_name_or_the_attribute():
     spec = parse_spec({"matrix": {"model": ["lenet5", "./nets.py:SmallCNN", "tiny=pkg.mod:make"], "seed": [0]}}, "t")
     assert [c.id for c in spec.cells()] == ["lenet5_seed-0", "SmallCNN_seed-0", "tiny_seed-0"]
-    assert parse_model_ref("pkg.mod:Outer.make") == modelref.ModelRef("pkg.mod:Outer.make", "make", "module", "pkg.mod", "Outer.make")
+    assert parse_model_ref("pkg.mod:Outer.make") == factory.ModelRef("pkg.mod:Outer.make", "make", "module", "pkg.mod", "Outer.make")
 
 
 def test_two_references_shown_alike_are_a_spec_error():
@@ -193,7 +193,7 @@ def test_an_installed_package_registers_a_model_by_entry_point(tmp_path, monkeyp
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-nets\nVersion: 1.2\n")
     (dist / "entry_points.txt").write_text("[mnistbench.models]\nep-cnn = ep_nets:SmallCNN\n")
     monkeypatch.syspath_prepend(str(site))
-    modelref.entry_points.cache_clear()
+    factory.entry_points.cache_clear()
     try:
         assert parse_model_ref("ep-cnn").kind == "entry-point"
         assert [c.id for c in parse_spec({"model": "ep-cnn"}, "t").cells()] == ["ep-cnn_seed-0"]
@@ -201,7 +201,7 @@ def test_an_installed_package_registers_a_model_by_entry_point(tmp_path, monkeyp
         assert source.provenance()["package"] == "ep-nets 1.2" and source.file == "__init__.py"
         assert "| ep-cnn " in cli("models").output
     finally:
-        modelref.entry_points.cache_clear()
+        factory.entry_points.cache_clear()
 
 
 def test_a_file_changed_after_planning_stops_the_cell_in_one_line(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mnistbench.errors import MnistbenchError
-from mnistbench.models import count_params, create_model, forward_flops, layer_params, list_models, train_flops
+from mnistbench.models.zoo import count_params, create_model, forward_flops, layer_params, list_models, train_flops
 
 
 def per_layer(name):

@@ -83,8 +83,8 @@ def test_help_shows_the_ray_extra_and_no_bool_label_on_flags():
 
 def test_learning_curve_bands_stay_inside_what_the_axes_can_show(tmp_path):
     from records_factory import make_record, write_records
-    from mnistbench.groups import build_report
-    from mnistbench.plots import _learning_curves
+    from mnistbench.report.groups import build_report
+    from mnistbench.report.plots import _learning_curves
 
     losses = [[3.0, 0.1, 0.01], [3.0, 0.1, 0.02], [3.2, 0.2, 0.3]]  # a symmetric interval at epoch 3 runs below 0
     accuracy = [[0.90, 0.97, 0.99], [0.90, 0.97, 0.999], [0.85, 0.93, 0.95]]  # ... and above 100% here
@@ -109,7 +109,7 @@ def test_the_wall_clock_in_the_last_line_counts_from_the_start_of_the_command(mo
     import psutil
 
     from mnistbench import cli as cli_module
-    from mnistbench.runner import RunSummary
+    from mnistbench.run.runner import RunSummary
     from records_factory import make_record
 
     started = psutil.Process().create_time()
@@ -122,9 +122,9 @@ def test_the_wall_clock_in_the_last_line_counts_from_the_start_of_the_command(mo
 
 
 def test_one_is_singular_in_progress_and_dry_run(tmp_path):
-    from mnistbench.cell import Event
-    from mnistbench.progress import progress_for
-    from mnistbench.spec import Cell, CellConfig
+    from mnistbench.run.cell import Event
+    from mnistbench.run.progress import progress_for
+    from mnistbench.spec.schema import Cell, CellConfig
 
     spec = write_spec(tmp_path / "one.yaml", "model: lenet5\nepochs: 1\noptimizer: adam\n")
     dry = cli("run", spec, "--dry-run").stdout
@@ -154,8 +154,8 @@ def text(path: str) -> str:
 
 
 def test_the_smoke_spec_says_which_models_it_runs():
-    from mnistbench.models import MODELS
-    from mnistbench.spec import load_spec
+    from mnistbench.models.zoo import MODELS
+    from mnistbench.spec.schema import load_spec
 
     root = Path(__file__).resolve().parent.parent
     ran = {c.config.model for c in load_spec(root / "bench" / "smoke.yaml").cells()}
@@ -167,7 +167,7 @@ def test_the_smoke_spec_says_which_models_it_runs():
 def test_every_optimizer_and_every_shipped_spec_is_in_the_docs():
     from typing import get_args
 
-    from mnistbench.spec import Optimizer
+    from mnistbench.spec.schema import Optimizer
 
     listed = " | ".join(get_args(Optimizer))
     assert f"# {listed}\n" in text("README.md") and f"# {listed}\n" in text("docs/specs.md")

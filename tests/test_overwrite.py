@@ -20,17 +20,17 @@ import pytest
 import yaml
 
 from conftest import make_dataset
-from mnistbench import runner as runner_module
-from mnistbench.cell import execute
-from mnistbench.checkpoint import checkpoint_path, save_checkpoint
-from mnistbench.engine import run_cell
-from mnistbench.executors import Sequential, Work
-from mnistbench.ray_executor import RayExecutor, Tally
-from mnistbench.groups import build_report
+from mnistbench.run import runner as runner_module
+from mnistbench.run.cell import execute
+from mnistbench.run.checkpoint import checkpoint_path, save_checkpoint
+from mnistbench.train.engine import run_cell
+from mnistbench.run.executors import Sequential, Work
+from mnistbench.run.ray import RayExecutor, Tally
+from mnistbench.report.groups import build_report
 from mnistbench.layout import weights_file
 from mnistbench.results import data_identity, load_record, load_records
-from mnistbench.runner import RunSummary, plan_run, remaining, run_spec
-from mnistbench.spec import parse_spec
+from mnistbench.run.runner import RunSummary, plan_run, remaining, run_spec
+from mnistbench.spec.schema import parse_spec
 
 SPEC = """\
 name: doors
@@ -49,7 +49,7 @@ CELL = "mlp-matched_seed-0"
 
 @pytest.fixture(autouse=True)
 def _no_plots(monkeypatch):
-    monkeypatch.setattr("mnistbench.plots.write_plots", lambda folder, report: [])  # tables only: fast
+    monkeypatch.setattr("mnistbench.report.plots.write_plots", lambda folder, report: [])  # tables only: fast
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +348,7 @@ def test_records_on_stored_hashes_alone_share_the_data_identity_of_newer_records
 
 
 def test_the_shipped_mnist_records_have_the_data_identity_of_a_run_on_the_same_files_today(real_data):
-    from mnistbench.data import content_hashes, load_dataset
+    from mnistbench.data.datasets import content_hashes, load_dataset
     from mnistbench.results import data_identity
 
     root = Path(__file__).resolve().parent.parent
@@ -359,7 +359,7 @@ def test_the_shipped_mnist_records_have_the_data_identity_of_a_run_on_the_same_f
 
 
 def test_temporaries_of_a_cells_second_measurement_are_removed_at_the_next_start_and_no_others(tmp_path):
-    from mnistbench.locks import remove_cell_temporaries
+    from mnistbench.run.locks import remove_cell_temporaries
 
     runs_folder = tmp_path / "runs"
     runs_folder.mkdir()
@@ -374,7 +374,7 @@ def test_temporaries_of_a_cells_second_measurement_are_removed_at_the_next_start
 def test_two_machines_whose_words_agree_get_sections_told_apart_by_their_machine_id():
     from records_factory import ENVIRONMENT, make_record
 
-    from mnistbench.groups import report_from_records
+    from mnistbench.report.groups import report_from_records
 
     env = {**ENVIRONMENT, "cpu_capability": "AVX2", "cpu_flags": ["avx", "avx2"]}
     records = [make_record("lenet5", 0, environment=env),

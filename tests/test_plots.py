@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from records_factory import comparison, make_record, write_records
 
-from mnistbench.groups import build_report, curve, spread
-from mnistbench.plots import _zoom_limits, write_plots
+from mnistbench.report.groups import build_report, curve, spread
+from mnistbench.report.plots import _zoom_limits, write_plots
 from mnistbench.results import load_records
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -105,6 +105,6 @@ def test_the_zoomed_axis_holds_the_final_accuracies():
 
 
 def test_importing_report_and_plots_does_not_import_torch():
-    code = "import sys, mnistbench.report, mnistbench.plots; print('torch' in sys.modules)"
+    code = "import sys, mnistbench.report.build, mnistbench.report.plots; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from mnistbench.cell import Event
-from mnistbench.progress import Eta, PlainProgress, RichProgress, clock_words
-from mnistbench.spec import Cell, CellConfig
+from mnistbench.run.cell import Event
+from mnistbench.run.progress import Eta, PlainProgress, RichProgress, clock_words
+from mnistbench.spec.schema import Cell, CellConfig
 
 
 class Clock:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mnistbench.errors import ClusterLost
-from mnistbench.ray_executor import HeadWatch, SharedProbe, _host, connect_error
+from mnistbench.run.ray import HeadWatch, SharedProbe, _host, connect_error
 
 
 def test_the_next_run_removes_probes_left_by_drivers_that_are_gone(tmp_path):

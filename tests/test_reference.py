@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cli_helpers import assert_one_line_error
 from conftest import make_dataset, write_spec
 from mnistbench.cli import app
-from mnistbench.reference import VS_JSON, VS_MD, chosen_reference, default_reference
+from mnistbench.report.reference import VS_JSON, VS_MD, chosen_reference, default_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = """
@@ -205,7 +205,7 @@ def test_bench_smoke_on_the_real_data_ends_compared_with_the_reference(real_data
 
 def test_the_summary_names_both_machines_and_says_what_is_beyond_noise(tmp_path):
     from records_factory import DATA, ENVIRONMENT, make_record, write_records
-    from mnistbench.reference import compare_with_reference, summary_text
+    from mnistbench.report.reference import compare_with_reference, summary_text
 
     xeon = {**ENVIRONMENT, "cpu": "Intel Xeon", "threads": 4, "torch": "2.14.1+cpu"}
     ref = write_records(tmp_path / "reference" / "demo", [make_record("lenet5", s, 0.990 + 0.001 * s) for s in range(3)])

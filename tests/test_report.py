@@ -10,9 +10,9 @@ import pytest
 from records_factory import comparison, final_accuracy, make_record, write_records
 
 from mnistbench.errors import MnistbenchError
-from mnistbench.groups import report_from_records
-from mnistbench.rules import median_reached
-from mnistbench.report import write_report
+from mnistbench.report.groups import report_from_records
+from mnistbench.report.rules import median_reached
+from mnistbench.report.build import write_report
 from mnistbench.results import KEY_OMITTED_AT_DEFAULT, load_records
 
 T_975_DOF2 = 4.302652729911275
@@ -182,7 +182,7 @@ def test_speedups_compare_each_variant_with_its_models_first_cell(tmp_path):
 
 
 def test_roofline_and_harness_overhead_appear_in_the_summary(tmp_path):
-    from mnistbench.tables import markdown
+    from mnistbench.report.tables import markdown
 
     r = make_record("lenet5", 0, epochs=3)
     r.extra.update(

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import make_dataset, write_spec
 from mnistbench.errors import Interrupted, MnistbenchError
-from mnistbench.locks import cell_locks
-from mnistbench.runner import run_spec
-from mnistbench.spec import load_spec
+from mnistbench.run.locks import cell_locks
+from mnistbench.run.runner import run_spec
+from mnistbench.spec.schema import load_spec
 
 SPEC = """\
 name: resumable

@@ -19,7 +19,7 @@ from mnistbench.robust.corruptions import CORRUPTIONS, corrupt
 from mnistbench.robust.evaluate import Normalize
 from mnistbench.robust.markdown import render
 from mnistbench.robust.shifts import DIRECTIONS, shift_pixels
-from mnistbench.models import create_model
+from mnistbench.models.zoo import create_model
 from mnistbench.weights import save_weights, weights_bytes
 
 SMALL = Settings(shifts=(0, 3), angles=(-30, 0, 30), attacks=AttackSettings(epsilons=(0.1, 0.3), steps=2, subset=16),
@@ -184,8 +184,8 @@ def test_without_foolbox_the_attacks_are_reported_not_installed(monkeypatch, tmp
 @pytest.mark.slow
 def test_clean_accuracy_from_the_saved_weights_is_the_runs_own_test_accuracy(tmp_path):
     from conftest import write_spec
-    from mnistbench.runner import run_spec
-    from mnistbench.spec import load_spec
+    from mnistbench.run.runner import run_spec
+    from mnistbench.spec.schema import load_spec
 
     data = make_dataset(tmp_path / "data", n_train=256, n_test=64)
     spec = "name: one\ndevice: cpu\nepochs: 1\nbatch_size: 64\nthreads: 1\nmatrix:\n  model: [lenet5]\n  seed: [0]\n"

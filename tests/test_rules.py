@@ -5,14 +5,14 @@ import dataclasses
 import pytest
 import torch
 
-from mnistbench.checkpoint import load_checkpoint, save_checkpoint
-from mnistbench.data import load_dataset
-from mnistbench.engine import build_scheduler, run_cell
+from mnistbench.run.checkpoint import load_checkpoint, save_checkpoint
+from mnistbench.data.datasets import load_dataset
+from mnistbench.train.engine import build_scheduler, run_cell
 from mnistbench.errors import MnistbenchError
-from mnistbench.groups import report_from_records
-from mnistbench.rules import FIXED_BUDGET_MIN_SEEDS, fixed_budget, first_crossing, mlperf, rule_figures
-from mnistbench.spec import CellConfig, parse_spec
-from mnistbench.tables import markdown
+from mnistbench.report.groups import report_from_records
+from mnistbench.report.rules import FIXED_BUDGET_MIN_SEEDS, fixed_budget, first_crossing, mlperf, rule_figures
+from mnistbench.spec.schema import CellConfig, parse_spec
+from mnistbench.report.tables import markdown
 from records_factory import make_record
 
 

@@ -22,10 +22,10 @@ import pytest
 from conftest import TINY_SPEC, make_dataset, write_spec
 from mnistbench.cli import app, resume_command
 from mnistbench.errors import MnistbenchError
-from mnistbench.ray_executor import RayExecutor, ray_options
-from mnistbench.runner import run_spec
-from mnistbench.selection import Selection
-from mnistbench.spec import CellConfig, Resources, load_spec
+from mnistbench.run.ray import RayExecutor, ray_options
+from mnistbench.run.runner import run_spec
+from mnistbench.spec.selection import Selection
+from mnistbench.spec.schema import CellConfig, Resources, load_spec
 
 # A Ray session and concurrent shard processes: `make test-slow` (run by .ci/run), not `make test`.
 pytestmark = pytest.mark.slow
@@ -265,7 +265,7 @@ def faulty_run(ray_session, setup, tmp_path_factory):
 
 
 def test_without_a_shared_folder_the_driver_writes_the_records(faulty_run, setup):
-    from mnistbench.ray_executor import scratch_folder
+    from mnistbench.run.ray import scratch_folder
 
     summary, _, out, _ = faulty_run
     reference = setup[3]
@@ -305,7 +305,7 @@ def test_a_cell_that_raises_is_recorded_failed_once_and_the_others_finish(faulty
 
 
 def test_gpu_shares_map_to_cuda_visible_devices(ray_session, setup, tmp_path):
-    from mnistbench.ray_executor import remote_function
+    from mnistbench.run.ray import remote_function
 
     ray, _ = ray_session
     _, data, _, reference = setup

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mnistbench.cli import app
-from mnistbench.groups import build_report
-from mnistbench.report import check_report, write_report
+from mnistbench.report.groups import build_report
+from mnistbench.report.build import check_report, write_report
 from mnistbench.site import render_page
 from records_factory import DATA, comparison, make_record, write_records
 

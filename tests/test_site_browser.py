@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from mnistbench.groups import build_report
+from mnistbench.report.groups import build_report
 from mnistbench.site import write_page
 from mnistbench.site.overview import build_site, discover
 

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import TINY_SPEC, write_spec
 from mnistbench.errors import MnistbenchError
-from mnistbench.spec import load_spec, parse_spec
+from mnistbench.spec.schema import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 

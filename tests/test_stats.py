@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import stats as st
 
-from mnistbench.stats import estimate, welch, welch_dof
+from mnistbench.report.stats import estimate, welch, welch_dof
 
 T_975_DOF1 = 12.706204736174707  # t(0.975, 1), from tables
 T_975_DOF2 = 4.302652729911275  # t(0.975, 2)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from conftest import make_dataset
 from mnistbench.cli import app
-from mnistbench.stepprofile import PHASES, VARIANTS
+from mnistbench.train.stepprofile import PHASES, VARIANTS
 from cli_helpers import assert_one_line_error
 
 runner = CliRunner()

@@ -6,13 +6,13 @@ import torch
 import pytest
 
 from conftest import make_dataset, write_spec
-from mnistbench.data import load_dataset, normalize
+from mnistbench.data.datasets import load_dataset, normalize
 from mnistbench.errors import MnistbenchError
 from mnistbench.layout import weights_file
-from mnistbench.models import create_model
+from mnistbench.models.zoo import create_model
 from mnistbench.results import load_record
-from mnistbench.runner import run_spec
-from mnistbench.spec import load_spec
+from mnistbench.run.runner import run_spec
+from mnistbench.spec.schema import load_spec
 from mnistbench.weights import load_into, load_weights
 
 SPEC = """\
@@ -72,9 +72,9 @@ def test_weights_of_another_model_do_not_load(folder):
 
 
 def test_a_cpu_cell_records_its_peak_rss_and_the_summary_shows_it(folder):
-    from mnistbench import memory
-    from mnistbench.groups import build_report
-    from mnistbench.tables import markdown
+    from mnistbench.train import memory
+    from mnistbench.report.groups import build_report
+    from mnistbench.report.tables import markdown
 
     if not memory.reset_peak():
         pytest.skip("needs Linux's resettable VmHWM")

@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from .. import memory
+from ..train import memory
 from .backends import Prepared
 
 MAX_QUERIES = 1_000_000  # a bound on one latency run whatever min_seconds asks

@@ -8,7 +8,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import MnistbenchError
-from ..safeyaml import load_bounded
+from ..spec.safeyaml import load_bounded
 
 # MLPerf's high-accuracy tier: a backend must keep 99.9% of the fp32 accuracy of the same weights.
 ACCURACY_FLOOR = 0.999

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..plots import _RC, _figure, _save
+from ..report.plots import _RC, _figure, _save
 from .report import FLAG, Summary
 
 MARKERS = "osD^v<>PX*"

@@ -14,7 +14,7 @@ from typing import Optional
 
 from tabulate import tabulate
 
-from ..stats import Estimate, estimate
+from ..report.stats import Estimate, estimate
 from .options import ACCURACY_FLOOR
 from .result import BackendRun, InferenceResult
 

@@ -16,9 +16,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ..data import load_dataset, normalize
+from ..data.datasets import load_dataset, normalize
 from ..errors import MnistbenchError
-from ..modelref import display_name
+from ..models.factory import display_name
 from ..results import RunRecord
 from ..weights import finished_runs, trained_model
 from .backends import BackendContext, backend, eager
@@ -66,7 +66,7 @@ def load_test_set(trained: list[Trained], options: InferOptions, data_dir) -> tu
     train_x, _ = normalize(dataset.train, dataset.info, "cpu")
     pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(CALIBRATION_SEED))
     calibration = train_x[pick[:options.calibration_samples]].numpy().copy()
-    from ..data import content_hashes
+    from ..data.datasets import content_hashes
     from ..results import data_identity
 
     identity = data_identity(content_hashes(dataset))  # as training records it: the decompressed files' content

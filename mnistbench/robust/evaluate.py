@@ -57,7 +57,7 @@ class TestImages:
 
 
 def test_images(dataset_name: str, data_dir, allow_download: bool) -> TestImages:
-    from ..data import load_dataset
+    from ..data.datasets import load_dataset
 
     dataset = load_dataset(dataset_name, data_dir, allow_download)
     return TestImages(dataset.test.images.numpy().astype(np.float32), dataset.test.labels,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plots import _RC, _colour, _figure, _save
-from ..stats import estimate
+from ..report.plots import _RC, _colour, _figure, _save
+from ..report.stats import estimate
 from .corruptions import CORRUPTIONS
 from .summary import groups, shift_accuracy
 

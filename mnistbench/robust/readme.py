@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from .summary import PX, cell, groups, shift_accuracy, values
-from ..stats import welch
+from ..report.stats import welch
 
 CNN = "lenet5"
 

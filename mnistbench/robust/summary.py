@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Callable, Optional
 
-from ..stats import Comparison, Estimate, estimate, welch
+from ..report.stats import Comparison, Estimate, estimate, welch
 
 PX, DEG = 3, 30  # the summary's shift (pixels, every direction) and rotation (degrees, both ways)
 

@@ -14,8 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..files import write_atomic
-from ..groups import Report, describe_devices
-from ..tables import markdown
+from ..report.groups import Report, describe_devices
+from ..report.tables import markdown
 from .extras import extras
 from .figures import figures
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnistbench.models import INPUT_SHAPE, count_params, create_model, list_models
+from mnistbench.models.zoo import INPUT_SHAPE, count_params, create_model, list_models
 
 BATCHES = [1, 64, 1024]
 

@@ -1,0 +1,1 @@
+"""Stage 2, the data: the dataset registry, IDX parsing and checksums, download, and augmentation."""

@@ -1,0 +1,92 @@
+"""Plain-data descriptions of the registered models and of a loaded dataset, as ``--json`` prints them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+
+def describe_models(detail: bool = False, refs: list[str] | None = None, base_dir: str | Path = "") -> dict:
+    """Every known model (registry, entry points) and each of ``refs``: name, parameters, forward FLOPs per sample,
+    description; with ``detail``, also its layers (weights, biases, parameters each). A bad reference is one line."""
+    from .factory import checked_model, describe, known_names
+    from .zoo import layer_params
+
+    models = []
+    for name in known_names() + list(refs or []):
+        source, m = checked_model(name, base_dir)
+        counted = describe(source, m)  # the same counts a run record stores
+        entry = {
+            "name": counted["name"],
+            "parameters": counted["parameters"],
+            "forward_flops": counted["forward_flops"],
+            "description": model_description(source),
+        }
+        if detail:
+            entry["layers"] = [{**asdict(layer), "parameters": layer.total} for layer in layer_params(m)]
+        models.append(entry)
+    return {"models": models}
+
+
+def model_description(source) -> str:
+    """A built-in model's registered description; for others, the factory's first docstring line and where it came from."""
+    from .zoo import MODELS
+
+    if source.ref.builtin:
+        return MODELS.get(source.ref.name).description
+    doc = (getattr(source.factory, "__doc__", None) or "").strip().splitlines()
+    where = source.package or source.ref.text
+    return f"{doc[0] + ' ' if doc else ''}({where}; {source.file} sha256 {source.sha256[:12]}…)"
+
+
+def describe_dataset(ds) -> dict:
+    """A loaded dataset: where it is, its sample counts, and each file's hashes and official status.
+
+    ``official`` is True only when all four files are the official ones; a file's own ``official``
+    is None for a raw (un-gzipped) file, which the official checksums cannot vouch for.
+    """
+    return {
+        "dataset": ds.info.name,
+        "title": ds.info.title,
+        "folder": str(ds.folder),
+        "train_samples": len(ds.train),
+        "test_samples": len(ds.test),
+        "official": ds.official,
+        "files": [f.to_dict() for f in ds.files],
+    }
+
+
+def describe_spec(path, spec) -> dict:
+    """What ``validate`` says of a valid spec: its name, how many cells it expands to, the settings that vary."""
+    return {"path": str(path), "spec": spec.name, "cells": len(spec.cells()), "axes": spec.axes()}
+
+
+def describe_cells(spec) -> dict:
+    """``run --dry-run``: every cell of a spec, with its full configuration as the spec resolves it."""
+    return {"spec": spec.name, "cells": [{"id": c.id, "config": c.config.model_dump(mode="json")} for c in spec.cells()]}
+
+
+def _finite(x):
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def describe_run(summary) -> dict:
+    """A finished ``run``: the cells it ran (status, note, final test accuracy and loss), those it skipped, the times.
+
+    A non-finite value (the loss of a diverged run) is null, so the document is strict JSON.
+    """
+    cells = [{"cell": r.cell, "status": r.status, "note": r.note, "epochs": len(r.epochs),
+              "final_test_accuracy": _finite(r.final.test_accuracy) if r.epochs else None,
+              "final_test_loss": _finite(r.final.test_loss) if r.epochs else None} for r in summary.ran]
+    return {
+        "results_dir": str(summary.results_dir),
+        "ran": len(summary.ran),
+        "finished": summary.cells("finished"),
+        "diverged": summary.cells("diverged"),
+        "failed": summary.cells("failed"),
+        "skipped": list(summary.skipped),
+        "wall_seconds": summary.wall_seconds,
+        "measured_seconds": summary.measured_seconds,
+        "cells": cells,
+    }

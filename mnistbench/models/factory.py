@@ -1,0 +1,291 @@
+"""Models from outside the package: named by import path, file path or entry point; loaded, hashed and checked.
+
+What a spec's ``model:`` may say (docs/models.md):
+
+- ``lenet5``: a built-in model (``mnistbench models``);
+- ``my_pkg.nets:SmallCNN``: an attribute of an importable module;
+- ``./nets.py:build``: an attribute of a Python file, relative to the spec's folder;
+- ``smallcnn``: a model an installed package declares in the entry-point group ``mnistbench.models``;
+- ``small=./nets.py:build``: any import-path or file reference with a display name for tables and
+  cell ids (else the attribute's name).
+
+The attribute is a factory: called with no arguments it returns an ``nn.Module`` that maps
+N x 1 x 28 x 28 images to N x 10 logits. Parsing a reference imports nothing (so ``validate``
+stays fast); loading it imports the code and hashes the file that defines the factory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import re
+import sys
+import types
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..errors import MnistbenchError, brief
+from .zoo import INPUT_SHAPE, MODELS
+
+ENTRY_POINT_GROUP = "mnistbench.models"
+NUM_LOGITS = 10
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model reference as written, taken apart: what it names and how it is shown."""
+
+    text: str  # as written in the spec
+    name: str  # display name: tables, cell ids
+    kind: str  # "builtin", "entry-point", "module" or "file"
+    target: str = ""  # the module path or file path of a reference
+    attr: str = ""  # the (dotted) attribute of a reference
+
+    @property
+    def builtin(self) -> bool:
+        return self.kind == "builtin"
+
+
+@lru_cache(maxsize=None)
+def entry_points() -> dict[str, Any]:
+    """The models installed packages declare in the ``mnistbench.models`` entry-point group, by name (nothing imported)."""
+    from importlib.metadata import entry_points as installed
+
+    return {ep.name: ep for ep in installed(group=ENTRY_POINT_GROUP)}
+
+
+def known_names() -> list[str]:
+    return MODELS.names() + [n for n in entry_points() if n not in MODELS]
+
+
+def unknown_model_message(text: object) -> str:
+    return (f"unknown model {brief(text)} (known: {', '.join(known_names())}; or a reference such as "
+            "my_pkg.nets:SmallCNN or ./nets.py:build)")
+
+
+def parse_model_ref(text: str) -> ModelRef:
+    """The parts of a model reference, from its text alone; ValueError says in one line what is wrong."""
+    if text in MODELS:
+        return ModelRef(text, text, "builtin")
+    name, sep, body = text.partition("=")
+    if not sep or not name or "/" in name or ":" in name:
+        name, body = "", text
+    if ":" not in body:
+        if name:
+            raise ValueError(f"model {brief(text)}: a display name goes with an import path or a file, e.g. small=./nets.py:build")
+        if text in entry_points():
+            return ModelRef(text, text, "entry-point")
+        raise ValueError(unknown_model_message(text))
+    target, _, attr = body.rpartition(":")
+    if not _DOTTED.fullmatch(attr):
+        raise ValueError(f"model {brief(text)}: {brief(attr)} is not an attribute name (expected module:attr or ./file.py:attr)")
+    if target.endswith(".py"):
+        kind = "file"
+    elif _DOTTED.fullmatch(target):
+        kind = "module"
+    else:
+        raise ValueError(f"model {brief(text)}: {brief(target)} is neither a dotted module path nor a .py file")
+    display = name or attr.rsplit(".", 1)[-1]
+    if not _NAME.fullmatch(display):
+        raise ValueError(f"model {brief(text)}: display name {brief(display)} must be 1-64 letters, digits, '.', '_' or '-'")
+    if display in MODELS or display in entry_points():
+        raise ValueError(f"model {brief(text)} would be shown as {brief(display)}, which names another model: "
+                         f"give it its own, e.g. my-{display}={body}")
+    return ModelRef(text, display, kind, target, attr)
+
+
+def display_name(text: str) -> str:
+    """How a model is shown in tables and cell ids: its name, or a reference's display name."""
+    try:
+        return parse_model_ref(text).name
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A loaded model reference: its factory and the code it came from."""
+
+    ref: ModelRef
+    factory: Callable[[], Any]
+    file: str = ""  # name of the file that defines the factory
+    sha256: Optional[str] = None  # of that file; None for built-in models
+    package: str = ""  # "distribution version" of an entry point
+
+    def provenance(self) -> dict:
+        """What a run record stores to trace the model to its code (nothing for a built-in model)."""
+        if self.ref.builtin:
+            return {}
+        out = {"reference": self.ref.text, "file": self.file, "sha256": self.sha256}
+        return {**out, "package": self.package} if self.package else out
+
+
+def _fail(ref: ModelRef | str, what: str) -> MnistbenchError:
+    text = ref.text if isinstance(ref, ModelRef) else ref
+    what = what if len(what) <= 300 else what[:299] + "…"  # paths and module names come from the spec: bounded
+    return MnistbenchError(f"model {brief(text)}: {what}")
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split())[:200]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def load_model_source(text: str, base_dir: str | Path = "") -> ModelSource:
+    """Import the factory a reference names (files relative to ``base_dir``); every failure is one line naming it."""
+    try:
+        ref = parse_model_ref(text)
+    except ValueError as e:
+        raise MnistbenchError(str(e)) from None
+    if ref.builtin:
+        return ModelSource(ref, MODELS.get(ref.name).factory)
+    package = ""
+    if ref.kind == "entry-point":
+        ep = entry_points()[ref.name]
+        obj, module = _guarded(ref, f"loading entry point {ep.value}", ep.load), None
+        package = f"{ep.dist.name} {ep.dist.version}" if getattr(ep, "dist", None) else ""
+    else:
+        if ref.kind == "file":
+            module = _import_file(ref, Path(base_dir or ".") / ref.target)
+        else:
+            module = _guarded(ref, f"importing {ref.target}", importlib.import_module, ref.target)
+        obj = _attribute(ref, module)
+    _check_factory(ref, obj)
+    file = _defining_file(obj, module)
+    if file is None:
+        raise _fail(ref, f"cannot tell which file defines {type(obj).__name__} {getattr(obj, '__qualname__', obj)!r}")
+    try:
+        sha256 = hashlib.sha256(file.read_bytes()).hexdigest()
+    except OSError as e:
+        raise _fail(ref, f"cannot read {file.name}: {e.strerror}") from None
+    return ModelSource(ref, obj, file.name, sha256, package)
+
+
+def _guarded(ref: ModelRef, doing: str, call: Callable, *args):
+    try:
+        return call(*args)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - user code: whatever it raises is one line
+        hint = " (is it installed, or on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) else ""
+        raise _fail(ref, f"{doing} raised {_reason(e)}{hint}") from None
+
+
+def _import_file(ref: ModelRef, path: Path) -> types.ModuleType:
+    """The module of a Python file, executed from the bytes that were hashed; one module per file content."""
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise _fail(ref, f"file not found: {path}") from None
+    except OSError as e:
+        raise _fail(ref, f"cannot read {path}: {e.strerror}") from None
+    name = f"_mnistbench_model_{path.stem}_{hashlib.sha256(blob).hexdigest()[:16]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module  # dataclasses, pickling and torch.compile look classes up here
+    sys.path.insert(0, str(path.parent))  # so the file can import its neighbours
+    try:
+        exec(compile(blob, str(path), "exec"), module.__dict__)  # noqa: S102 - the user's own model file
+    except (Exception, SystemExit) as e:  # noqa: BLE001
+        del sys.modules[name]
+        raise _fail(ref, f"importing {path.name} raised {_reason(e)}") from None
+    finally:
+        if str(path.parent) in sys.path:  # the file's own code may have removed it already
+            sys.path.remove(str(path.parent))
+    return module
+
+
+def _attribute(ref: ModelRef, module: types.ModuleType):
+    obj: Any = module
+    for part in ref.attr.split("."):
+        if not hasattr(obj, part):
+            where = ref.target if obj is module else f"{ref.target}:{ref.attr.rsplit('.', 1)[0]}"
+            close = difflib.get_close_matches(part, [n for n in dir(obj) if not n.startswith("_")], n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise _fail(ref, f"{where} has no attribute {brief(part)}{hint}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _check_factory(ref: ModelRef, obj) -> None:
+    from torch import nn
+
+    what = ref.attr or ref.name
+    if isinstance(obj, nn.Module):
+        raise _fail(ref, f"{what} is a model instance, not a factory: refer to its class or to a function that builds it")
+    if not callable(obj):
+        raise _fail(ref, f"{what} is a {type(obj).__name__}, not a class or function that builds a model")
+
+
+def _defining_file(obj, module: Optional[types.ModuleType]) -> Optional[Path]:
+    """The source file of the factory, else of the module it was found in."""
+    import inspect
+
+    for candidate in (obj, module):
+        try:
+            found = inspect.getsourcefile(candidate) if candidate is not None else None
+        except TypeError:
+            found = None
+        if found and Path(found).is_file():
+            return Path(found)
+    return None
+
+
+def build_model(source: ModelSource):
+    """Call the factory; a factory that raises or returns no ``nn.Module`` is one line naming the reference."""
+    from torch import nn
+
+    model = _guarded(source.ref, f"calling {source.ref.attr or source.ref.name}()", source.factory)
+    if not isinstance(model, nn.Module):
+        raise _fail(source.ref, f"{source.ref.attr or source.ref.name}() returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def check_logits(source: ModelSource, model) -> None:
+    """A forward pass of one 1x28x28 image (eval mode, no gradients) must give (1, 10) logits, else one line says what came back."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = _guarded(source.ref, "the forward pass of a 1x1x28x28 batch", model, torch.zeros(1, *INPUT_SHAPE))
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise MnistbenchError(f"model {brief(source.ref.text)} returned a {type(out).__name__}, expected a (1, {NUM_LOGITS}) tensor of logits")
+    if tuple(out.shape) != (1, NUM_LOGITS):
+        raise MnistbenchError(f"model {brief(source.ref.text)} returned shape {tuple(out.shape)}, expected (1, {NUM_LOGITS}) logits")
+
+
+def load_unchanged(text: str, base_dir: str | Path = "", expected_sha256: Optional[str] = None) -> ModelSource:
+    """The reference loaded; with ``expected_sha256`` (the hash the run was planned with), its file must still match."""
+    source = load_model_source(text, base_dir)
+    if expected_sha256 is not None and source.sha256 != expected_sha256:
+        raise _fail(source.ref, f"{source.file} changed since the run was planned (sha256 {str(source.sha256)[:12]}…, "
+                                f"planned {expected_sha256[:12]}…): run again")
+    return source
+
+
+def checked_model(text: str, base_dir: str | Path = "", expected_sha256: Optional[str] = None) -> tuple[ModelSource, Any]:
+    """(source, model): the reference loaded (unchanged, see ``load_unchanged``) and built, and a referenced model's
+    output checked to be 10 logits."""
+    source = load_unchanged(text, base_dir, expected_sha256)
+    model = build_model(source)
+    if not source.ref.builtin:
+        check_logits(source, model)
+    return source, model
+
+
+def describe(source: ModelSource, model) -> dict:
+    """Display name, parameter count, counted FLOPs per sample and provenance, as a run record stores them."""
+    from .zoo import count_params, forward_flops, train_flops
+
+    flops = _guarded(source.ref, "counting FLOPs", lambda: (forward_flops(model), train_flops(model)))
+    return {"name": source.ref.name, "parameters": count_params(model), "forward_flops": flops[0], "train_flops": flops[1],
+            **source.provenance()}

@@ -1,0 +1,1 @@
+"""Stage 4, a run: the runner, one cell, checkpoints, locks, preflight, progress, and the executors (sequential, Ray)."""
