@@ -408,7 +408,7 @@ def site(
     out: Path = typer.Option(Path("site"), "--out", help="Folder for the site's index.html."),
 ) -> None:
     """Build an index page linking every results folder's page, with a cross-folder table of the headline figures."""
-    from .site.overview import build_site, discover
+    from .report.site.overview import build_site, discover
 
     try:
         path = build_site(list(results_dirs or discover()), out)

@@ -138,7 +138,7 @@ def test_a_folder_evaluates_twice_to_identical_tables(trained):
     assert text == render("tiny", again)
     assert "PGD ε=0.3" in text and "mean corruption error" in text and "lenet5 − mlp-matched" in text
     assert "LeNet-5 keeps" in shift_sentence(results)
-    from mnistbench.site.overview import discover  # the site finds the results folder, not the evaluation's own files
+    from mnistbench.report.site.overview import discover  # the site finds the results folder, not the evaluation's own files
 
     assert discover(folder.parent, (folder.name,)) == [folder]
 

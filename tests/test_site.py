@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from mnistbench.cli import app
 from mnistbench.report.groups import build_report
 from mnistbench.report.build import check_report, write_report
-from mnistbench.site import render_page
+from mnistbench.report.site import render_page
 from records_factory import DATA, comparison, make_record, write_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,12 +215,12 @@ def test_site_refuses_a_folder_without_runs_in_one_line(tmp_path):
 
 def test_templates_are_package_data():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "templates/*" in pyproject["tool"]["setuptools"]["package-data"]["mnistbench.site"]
-    assert (ROOT / "mnistbench" / "site" / "templates" / "page.html.j2").is_file()
+    assert "templates/*" in pyproject["tool"]["setuptools"]["package-data"]["mnistbench.report.site"]
+    assert (ROOT / "mnistbench" / "report" / "site" / "templates" / "page.html.j2").is_file()
 
 
 def test_a_nan_or_a_closing_tag_in_the_data_cannot_break_the_page():
-    from mnistbench.site.figures import Figure
+    from mnistbench.report.site.figures import Figure
 
     text = Figure("f", "t", "c", [{"name": "</script><b>x", "y": [1.0, float("nan"), float("inf")]}], {}).json()
     assert "</script>" not in text and json.loads(text)["data"][0] == {"name": "</script><b>x", "y": [1.0, None, None]}

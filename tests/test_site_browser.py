@@ -17,8 +17,8 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from mnistbench.report.groups import build_report
-from mnistbench.site import write_page
-from mnistbench.site.overview import build_site, discover
+from mnistbench.report.site import write_page
+from mnistbench.report.site.overview import build_site, discover
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from .tables import csv_text, markdown
 
 MANIFEST = "manifest.json"
 FIGURES = ("learning_curves", "final_error", "throughput")
-PAGE_FILES = ("index.html", "plotly.min.js")  # the browsable page and the Plotly script beside it (mnistbench/site)
+PAGE_FILES = ("index.html", "plotly.min.js")  # the browsable page and the Plotly script beside it (mnistbench/report/site)
 # Every file a report or a run writes at the top of a results folder (plots as PNG and SVG).
 REPORT_FILES = ("summary.csv", "summary.md", *(f"{f}.{ext}" for f in FIGURES for ext in ("png", "svg")), *PAGE_FILES, MANIFEST,
                 "last_run.json")
@@ -81,7 +81,7 @@ def render_report(stage: Path, report: Report, plots: bool, source: Path | None 
         figures = write_plots(stage, report)
     write_atomic(md_path, markdown(report, [p.name for p in figures]))
     if source is not None:
-        from ..site import write_page
+        from .site import write_page
 
         figures += write_page(stage, report, source)
     return [csv_path, md_path] + figures
@@ -111,7 +111,7 @@ def write_manifest(results_dir: Path, report: Report, outputs: list[Path], runs_
             "warnings": report.warnings,
         }
         if page_inputs is not None:
-            from ..site import page_input_files
+            from .site import page_input_files
 
             payload["page_inputs"] = {name: _sha256(page_inputs / name) for name in page_input_files(page_inputs)}
     except OSError as e:
@@ -148,7 +148,7 @@ def _page_problems(results_dir: Path, recorded: object) -> list[str]:
     """Results shown on the page (inference, robustness, the comparison) that appeared, changed or went since it was built."""
     if not isinstance(recorded, dict):
         return []  # a manifest from before the page, or of a report built without figures
-    from ..site import page_input_files
+    from .site import page_input_files
 
     present = set(page_input_files(results_dir))
     problems = [f"{n} is not on the page (index.html)" for n in sorted(present - set(recorded))]

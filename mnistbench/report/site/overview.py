@@ -7,12 +7,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MnistbenchError
-from ..files import write_atomic
-from ..report.groups import Group, build_report, describe_devices
-from ..layout import runs_dir
-from ..report.rules import RULES
-from ..report.tables import _ci, _mean_std, _num
+from ...errors import MnistbenchError
+from ...files import write_atomic
+from ..groups import Group, build_report, describe_devices
+from ...layout import runs_dir
+from ..rules import RULES
+from ..tables import _ci, _mean_std, _num
 from .page import PAGE, environment
 
 # Where `mnistbench site` looks when given no folders: shipped results first, then local runs.
@@ -53,7 +53,7 @@ def discover(base: Path = Path("."), roots: tuple[str, ...] = ROOTS) -> list[Pat
 
 
 def _status(folder: Path) -> str:
-    from ..report.build import check_report
+    from ..build import check_report
 
     if not (folder / PAGE).is_file():
         return f"no page yet: run mnistbench report {folder}"

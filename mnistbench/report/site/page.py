@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..files import write_atomic
-from ..report.groups import Report, describe_devices
-from ..report.tables import markdown
+from ...files import write_atomic
+from ..groups import Report, describe_devices
+from ..tables import markdown
 from .extras import extras
 from .figures import figures
 
@@ -29,7 +29,7 @@ LINKED = (("summary.md", "summary (markdown)"), ("summary.csv", "summary (CSV)")
 def environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    return Environment(loader=PackageLoader("mnistbench.site", "templates"), autoescape=select_autoescape(default=True),
+    return Environment(loader=PackageLoader("mnistbench.report.site", "templates"), autoescape=select_autoescape(default=True),
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 
 

@@ -11,8 +11,8 @@ import json
 import math
 from dataclasses import dataclass
 
-from ..report.groups import MIN_SEEDS_FOR_CI, Group, Report, Spread, curve, spread
-from ..report.rules import RULES
+from ..groups import MIN_SEEDS_FOR_CI, Group, Report, Spread, curve, spread
+from ..rules import RULES
 
 # Okabe-Ito colours (told apart with colour-blindness), and per group a dash and a marker so greyscale prints do too.
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
