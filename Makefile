@@ -66,10 +66,12 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	else rm -f $(VENV)/mnistbench-constraints; fi
 	@touch $@
 
+# lint-imports: the layers of the package (pyproject.toml [tool.importlinter]).
 # hadolint runs inside the suite (tests/test_docker.py); `make lint` runs it alone. --durations: the slowest tests.
 # Tests marked slow (signals in subprocesses, a Ray session, concurrent shards) run in `make test-slow`;
 # .ci/run runs both.
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q -m "not slow" --durations=15
 
 test-slow: install browser

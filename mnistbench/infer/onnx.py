@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import MnistbenchError
-from .backends import BackendContext, Prepared
+from .prepared import BackendContext, Prepared
 
 INPUT, OUTPUT = "images", "logits"
 OPSET = 17

@@ -6,7 +6,7 @@ figures under ``<folder>/robustness/``; ``shift_sentence`` answers the founding 
 
 from .attacks import AttackSettings
 from .evaluate import Settings, evaluate_folder
-from .readme import readme_block, shift_sentence
-from .report import load_summary, write_summary
+from .readme import shift_sentence
+from .report import load_summary, readme_block, write_summary
 
 __all__ = ["AttackSettings", "Settings", "evaluate_folder", "load_summary", "readme_block", "shift_sentence", "write_summary"]

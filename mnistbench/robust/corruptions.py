@@ -14,9 +14,9 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
+from .shifts import SIZE, affine, shift_pixels
+
 Corruption = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-SIZE = 28
-CENTRE = (SIZE - 1) / 2  # 13.5: MNIST-C's affine maps keep this point fixed
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -79,22 +79,6 @@ def motion_blur(x, rng):
     return np.clip(out, 0, 255).astype(np.float32)
 
 
-def affine(x: np.ndarray, matrices: np.ndarray, shift: np.ndarray | None = None) -> np.ndarray:
-    """skimage ``warp(x, inverse_map=A)`` with A fixing the centre: output pixel p (col, row) reads input
-    ``M @ (p - centre) + centre + shift`` (bilinear, zero outside); ``matrices`` is N x 2 x 2."""
-    import torch
-    import torch.nn.functional as F
-
-    theta = np.zeros((len(x), 2, 3))
-    theta[:, :, :2] = matrices
-    if shift is not None:
-        theta[:, :, 2] = shift / CENTRE  # pixels -> grid units (align_corners: 13.5 px = 1)
-    grid = F.affine_grid(torch.from_numpy(theta).float(), [len(x), 1, SIZE, SIZE], align_corners=True)
-    out = F.grid_sample(torch.from_numpy(x).float().unsqueeze(1), grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=True)
-    return out.squeeze(1).clamp(0, 255).numpy()
-
-
 def _signs(rng, n: int) -> np.ndarray:
     return rng.choice([-1.0, 1.0], n)
 
@@ -123,8 +107,6 @@ def brightness(x, rng):
 
 
 def translate(x, rng):
-    from .shifts import shift_pixels
-
     d = 3 * rng.choice([-1, 1], (len(x), 2))  # severity 3: 3 pixels on each axis, signs drawn per image
     return np.stack([shift_pixels(img, int(-dx), int(-dy)) for img, (dx, dy) in zip(x, d)])
 

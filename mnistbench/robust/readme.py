@@ -34,10 +34,3 @@ def shift_sentence(results: list[dict], px: int = PX) -> str:
         p = "" if math.isnan(c.p_value) else f", Welch p {'<0.001' if c.p_value < 0.001 else f'{c.p_value:.3f}'}"
         parts.append(f"{name} {_pct(runs, at)} (LeNet-5 − {name}: {100 * c.difference:+.1f} points{p})")
     return "; ".join(parts) + ". Intervals: 95% over seeds (mnistbench robust, docs/robustness-eval.md)."
-
-
-def readme_block(folder) -> str:
-    """The paragraph for the README, from ``folder``'s committed robustness/summary.json."""
-    from .report import load_summary
-
-    return shift_sentence(load_summary(folder))

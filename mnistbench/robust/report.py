@@ -30,3 +30,8 @@ def load_summary(folder: Path) -> list[dict]:
         return json.loads(path.read_text())["runs"]
     except (OSError, ValueError, KeyError) as e:
         raise MnistbenchError(f"{path}: no robustness summary ({e}); run: mnistbench robust {folder}") from None
+
+
+def readme_block(folder) -> str:
+    """The paragraph for the README, from ``folder``'s committed robustness/summary.json."""
+    return shift_sentence(load_summary(folder))
