@@ -56,13 +56,18 @@ def test_the_results_folder_layout_is_drawn_in_one_page_only():
     assert drawn == ["results.md"]
 
 
-def test_the_readme_spec_example_lists_the_optimizers_and_schedules_the_schema_accepts():
-    from mnistbench.spec.schema import Optimizer, Schedule
+def test_the_readme_spec_example_lists_the_schedules_the_schema_accepts():
+    """The optimizers' line is checked in test_new_user.py; the schedules' line beside it is checked here."""
+    from mnistbench.spec.schema import Schedule
 
-    readme = text(ROOT / "README.md")
-    for key, choices in [("optimizer", Optimizer), ("schedule", Schedule)]:
-        listed = re.search(rf"^{key}: \S+ +# (.+)$", readme, re.M)
-        assert listed and listed.group(1).split(" | ") == list(get_args(choices)), key
+    listed = re.search(r"^schedule: \S+ +# (.+)$", text(ROOT / "README.md"), re.M)
+    assert listed and listed.group(1).split(" | ") == list(get_args(Schedule))
+
+
+def test_the_command_outputs_the_docs_link_are_generated_not_pasted():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "docs_outputs.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_no_page_reads_like_a_work_log():
