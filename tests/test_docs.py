@@ -75,3 +75,8 @@ def test_no_page_reads_like_a_work_log():
     pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *DOCS]
     found = [f"{p.name}: {phrase}" for p in pages for phrase in phrases if phrase in text(p).lower()]
     assert found == []
+
+
+def test_the_ecosystem_page_stays_a_page():
+    """It held two pasted command outputs once (550 lines); outputs are now committed files it links."""
+    assert len(text(ROOT / "docs" / "ecosystem.md").splitlines()) <= 250
