@@ -44,7 +44,7 @@ help:
 	@echo "make bench-scale-cpu  bench/scale-cpu.yaml sequentially and on Ray, compared (docs/scale-out.md)"
 	@echo "make lint         hadolint on the Dockerfiles"
 	@echo "make site         an index page over every results folder's page (site/index.html; DIRS=... OUT=...)"
-	@echo "make readme       regenerate the README's results block from reference/cpu"
+	@echo "make readme       regenerate the docs' generated parts (README results, module map, linked outputs)"
 	@echo "make promote SPEC=cpu  make results/cpu (complete, report --check clean) the reference: reference/cpu"
 	@echo "make image-cpu    build the CPU image (make image-gpu: the CUDA image) with docker or podman"
 	@echo "make test-containers  build the images and run bench/smoke.yaml in one with a real engine (slow)"
@@ -135,9 +135,12 @@ site: install
 browser:
 	@scripts/install-browser.sh
 
-# The README's results block, generated from reference/cpu's run files (a test checks it is current).
+# The generated parts of the docs (tests check each is current): the README's result blocks from the reference
+# run files, the module map of docs/development.md, the command outputs the docs link (scripts/docs_outputs.py).
 readme: install
 	$(BIN)/python scripts/readme_results.py
+	$(BIN)/python scripts/module_map.py
+	$(BIN)/python scripts/docs_outputs.py
 
 # A complete, `report --check`-clean results/$(SPEC) becomes reference/$(SPEC), with its machine (refused otherwise).
 promote: install
