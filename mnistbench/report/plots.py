@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..files import atomic_path
 from .groups import MIN_SEEDS_FOR_CI, Group, Report, Spread, curve, describe_devices, seeds_words, spread
-from .roofline import Point, intensity_span, roof_curve, roofs
+from .roofline import Point, drawable, intensity_span, roof_curve, roofs
 from ..results import RunRecord
 
 DPI = 150
@@ -50,7 +50,7 @@ def write_plots(results_dir: str | Path, report: Report) -> list[Path]:
         ):
             fig = draw(spec, header, groups)
             written += _save(fig, results_dir / name)
-        points = [p for p in report.roofline_points() if p.placed and p.achieved_gflops]
+        points = drawable(report.roofline_points())
         if points:  # runs recorded before the memory roof have no roofline to draw
             written += _save(_roofline(spec, header, points), results_dir / "roofline")
     return written

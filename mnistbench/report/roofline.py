@@ -103,6 +103,11 @@ def group_points(label: str, records: list[RunRecord]) -> list[Point]:
             for phase, flops, achieved, nbytes in PHASES]
 
 
+def drawable(points: list[Point]) -> list[Point]:
+    """The points a roofline figure shows: placed on both roofs, with an achieved rate (none for older records)."""
+    return [p for p in points if p.placed and p.achieved_gflops]
+
+
 def roofs(points: list[Point]) -> list[tuple[float, float]]:
     """The distinct (peak GFLOP/s, bandwidth GB/s) pairs of the placed points (one per machine and thread count)."""
     return sorted({(p.peak_gflops, p.bandwidth_gbs) for p in points if p.placed})

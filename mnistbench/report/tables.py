@@ -295,7 +295,7 @@ def _roofline_table(s: Section, h: str) -> list[str]:
              "a pass is memory-bound, above it compute-bound; % of attainable says how far it runs below the roof "
              "that binds it."]
     if any(not p.placed for p in s.roofline):
-        lines += ["n/a: runs recorded before the memory roof and bytes per sample were measured; run them again "
+        lines += ["", "n/a: runs recorded before the memory roof and bytes per sample were measured; run them again "
                   "to place them."]
     return lines + [""]
 

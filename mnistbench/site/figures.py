@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from ..report.groups import MIN_SEEDS_FOR_CI, Group, Report, Spread, curve, spread
-from ..report.roofline import Point, intensity_span, roof_curve, roofs
+from ..report.roofline import Point, drawable, intensity_span, roof_curve, roofs
 from ..report.rules import RULES
 
 # Okabe-Ito colours (told apart with colour-blindness), and per group a dash and a marker so greyscale prints do too.
@@ -69,7 +69,7 @@ def figures(report: Report) -> list[Figure]:
     out = [learning_curves(groups), final_error(groups), throughput(groups)]
     if any(g.rules for g in groups):
         out.append(time_to_accuracy(groups))
-    points = [p for p in report.roofline_points() if p.placed and p.achieved_gflops]
+    points = drawable(report.roofline_points())
     if points:  # runs recorded before the memory roof have no roofline
         out.append(roofline(points))
     return out
