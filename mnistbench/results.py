@@ -202,7 +202,7 @@ class _Roofline(TypedDict, total=False):
     bandwidth_gbs: Number
     copy_gbs: Number
     triad_gbs: Number
-    array_bytes: StrictInt
+    stream_array_bytes: StrictInt
     train_bytes_per_sample: Number
     eval_bytes_per_sample: Number
 

@@ -286,7 +286,7 @@ def _roofline_table(s: Section, h: str) -> list[str]:
     lines = [f"{h} Roofline", "",
              _table(body, ["model", "pass", "FLOPs/sample", "bytes/sample", "FLOP/byte", "memory GB/s", "ridge FLOP/byte",
                            "attainable GFLOP/s", "achieved GFLOP/s", "bound", "% of attainable"]), "",
-             "Memory roof: the better of STREAM's copy and triad on float32 arrays at least 4× the last-level cache, "
+             "Memory roof: the better of STREAM's copy and triad on float32 arrays 4× the last-level cache (64–512 MiB; 256 MiB on a GPU), "
              "timed on the same device with the same thread count during the run (best of 5). Bytes per sample are "
              "counted per layer from the model's structure, each layer's tensors going through memory once "
              "(activations read and written forward and backward, weights read, gradients written, optimizer state "

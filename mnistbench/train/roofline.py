@@ -14,7 +14,7 @@ measured once per process, device and thread count.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -61,12 +61,17 @@ class Bandwidth:
         return max(self.copy_gbs, self.triad_gbs)
 
     def to_dict(self) -> dict:
-        return {"bandwidth_gbs": self.best_gbs, **asdict(self)}
+        """As a run record stores it, in ``extra.roofline``."""
+        return {"bandwidth_gbs": self.best_gbs, "copy_gbs": self.copy_gbs, "triad_gbs": self.triad_gbs,
+                "stream_array_bytes": self.array_bytes}
 
 
-# STREAM's rule: each array at least 4x the last-level cache, so every pass goes to memory.
+# STREAM's rule: each array at least 4x the last-level cache, so every pass goes to memory; capped so that the three
+# arrays stay a small share of a modest machine's memory.
 _MIN_ARRAY_BYTES = 64 * 2**20
+_MAX_ARRAY_BYTES = 512 * 2**20
 _GPU_ARRAY_BYTES = 256 * 2**20  # 5x an H100's 50 MB L2
+_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
 
 
 def last_level_cache_bytes() -> int | None:
@@ -74,16 +79,15 @@ def last_level_cache_bytes() -> int | None:
     sizes = []
     for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
         text = f.read_text().strip() if f.is_file() else ""
-        units = {"K": 2**10, "M": 2**20, "G": 2**30}
-        if text[:-1].isdigit() and text[-1] in units:
-            sizes.append(int(text[:-1]) * units[text[-1]])
+        if text[:-1].isdigit() and text[-1] in _UNITS:
+            sizes.append(int(text[:-1]) * _UNITS[text[-1]])
     return max(sizes, default=None)
 
 
 def _array_bytes(dev: torch.device) -> int:
     if dev.type == "cuda":
         return _GPU_ARRAY_BYTES
-    return max(_MIN_ARRAY_BYTES, 4 * (last_level_cache_bytes() or 0))
+    return min(_MAX_ARRAY_BYTES, max(_MIN_ARRAY_BYTES, 4 * (last_level_cache_bytes() or 0)))
 
 
 def _best_seconds(op, dev: torch.device, repeats: int) -> float:
