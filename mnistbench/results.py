@@ -158,11 +158,18 @@ class _Data(TypedDict, total=False):
     files: Required[list[_DataFile]]
 
 
+class _Traffic(TypedDict):
+    forward_elements: StrictInt
+    backward_elements: StrictInt
+    parameters: StrictInt
+
+
 class _Model(TypedDict, total=False):
     name: StrictStr
     parameters: Required[StrictInt]
     forward_flops: Number
     train_flops: Number
+    traffic: _Traffic  # models/traffic.py: per-sample element counts behind the bytes a sample moves
 
 
 class _Gpu(TypedDict, total=False):
@@ -185,12 +192,19 @@ class _Environment(TypedDict, total=False):
     container: Optional[_Container]
 
 
-class _Roofline(TypedDict):
-    peak_gflops: Number
-    train_gflops: Number
-    eval_gflops: Number
-    train_fraction_of_peak: Number
-    eval_fraction_of_peak: Number
+class _Roofline(TypedDict, total=False):
+    peak_gflops: Required[Number]
+    train_gflops: Required[Number]
+    eval_gflops: Required[Number]
+    train_fraction_of_peak: Required[Number]
+    eval_fraction_of_peak: Required[Number]
+    # The memory roof and the bytes per sample (absent in records written before they were measured).
+    bandwidth_gbs: Number
+    copy_gbs: Number
+    triad_gbs: Number
+    stream_array_bytes: StrictInt
+    train_bytes_per_sample: Number
+    eval_bytes_per_sample: Number
 
 
 class _Load(TypedDict, total=False):

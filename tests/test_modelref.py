@@ -77,9 +77,10 @@ def test_a_model_from_a_file_next_to_the_spec_trains_and_is_traced_to_its_code(p
     assert record["status"] == "finished" and record["config"]["model"] == "small=./nets.py:build"
     assert record["config"]["model_sha256"] == sha
     assert record["model"] == {"name": "small", "parameters": 4 * 9 + 4 + 4 * 169 * 10 + 10, "forward_flops": record["model"]["forward_flops"],
-                               "train_flops": record["model"]["train_flops"], "reference": "small=./nets.py:build", "file": "nets.py",
-                               "sha256": sha}
+                               "train_flops": record["model"]["train_flops"], "traffic": record["model"]["traffic"],
+                               "reference": "small=./nets.py:build", "file": "nets.py", "sha256": sha}
     assert record["model"]["forward_flops"] > 0 and str(root) not in json.dumps(record)
+    assert record["model"]["traffic"]["parameters"] == record["model"]["parameters"]  # bytes per sample are counted for it too
     builtin = json.loads((out / "runs" / "mlp-matched_seed-0.json").read_text())
     assert builtin["config"]["model_sha256"] is None and "reference" not in builtin["model"]
     summary = (out / "summary.md").read_text()

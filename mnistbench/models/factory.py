@@ -283,9 +283,12 @@ def checked_model(text: str, base_dir: str | Path = "", expected_sha256: Optiona
 
 
 def describe(source: ModelSource, model) -> dict:
-    """Display name, parameter count, counted FLOPs per sample and provenance, as a run record stores them."""
+    """Display name, parameter count, counted FLOPs per sample, per-sample traffic counts (``traffic``) and
+    provenance, as a run record stores them."""
+    from .traffic import model_traffic
     from .zoo import count_params, forward_flops, train_flops
 
     flops = _guarded(source.ref, "counting FLOPs", lambda: (forward_flops(model), train_flops(model)))
+    traffic = _guarded(source.ref, "counting the bytes it moves", model_traffic, model, INPUT_SHAPE)
     return {"name": source.ref.name, "parameters": count_params(model), "forward_flops": flops[0], "train_flops": flops[1],
-            **source.provenance()}
+            "traffic": traffic.to_dict(), **source.provenance()}

@@ -22,13 +22,13 @@ from ..errors import MnistbenchError
 from ..files import write_atomic
 from .groups import Report, build_report
 from ..results import run_files
-from .tables import csv_text, markdown
+from .tables import csv_text, markdown, roofline_csv_text
 
 MANIFEST = "manifest.json"
-FIGURES = ("learning_curves", "final_error", "throughput")
+FIGURES = ("learning_curves", "final_error", "throughput", "roofline")
 PAGE_FILES = ("index.html", "plotly.min.js")  # the browsable page and the Plotly script beside it (mnistbench/report/site)
 # Every file a report or a run writes at the top of a results folder (plots as PNG and SVG).
-REPORT_FILES = ("summary.csv", "summary.md", *(f"{f}.{ext}" for f in FIGURES for ext in ("png", "svg")), *PAGE_FILES, MANIFEST,
+REPORT_FILES = ("summary.csv", "roofline.csv", "summary.md", *(f"{f}.{ext}" for f in FIGURES for ext in ("png", "svg")), *PAGE_FILES, MANIFEST,
                 "last_run.json")
 
 
@@ -74,6 +74,9 @@ def render_report(stage: Path, report: Report, plots: bool, source: Path | None 
     results the page shows) is given; return their paths (the manifest is not among them)."""
     csv_path, md_path = stage / "summary.csv", stage / "summary.md"
     write_atomic(csv_path, csv_text(report))
+    roofline = roofline_csv_text(report)
+    if roofline is not None:  # runs recorded before the memory roof have no roofline to write
+        write_atomic(stage / "roofline.csv", roofline)
     figures: list[Path] = []
     if plots:
         from .plots import write_plots
@@ -84,7 +87,7 @@ def render_report(stage: Path, report: Report, plots: bool, source: Path | None 
         from .site import write_page
 
         figures += write_page(stage, report, source)
-    return [csv_path, md_path] + figures
+    return [csv_path] + ([stage / "roofline.csv"] if roofline is not None else []) + [md_path] + figures
 
 
 def commit_report(stage: Path, results_dir: Path, names: list[str]) -> None:

@@ -24,6 +24,7 @@ from ..train.load import throughput_flags
 from ..models.zoo import paper_test_error_pct
 from ..layout import is_cell_file
 from ..results import Machine, RunRecord, complete_machines, load_record, run_files, unify_data
+from .roofline import Point, group_points
 from .rules import RULES, RuleFigure, median_reached, rule_figures
 from .stats import Comparison, Estimate, estimate, welch
 
@@ -177,6 +178,7 @@ class Section:
     speedups: list[dict]
     overhead: Optional[tuple[float, float]]
     ratios: list[dict] = field(default_factory=list)  # time-to-target ratios per rule (rule_ratios)
+    roofline: list[Point] = field(default_factory=list)  # training and inference of each group on the roofline
 
     @property
     def records(self) -> list[RunRecord]:
@@ -209,6 +211,12 @@ class Report:
         if len(self.sections) == 1:
             return self.sections[0].groups
         return [Group(f"{g.label} [{s.context.title}]", g.context, g.records) for s in self.sections for g in s.groups]
+
+    def roofline_points(self) -> list[Point]:
+        """Every section's roofline points, labelled as ``groups`` labels them."""
+        if len(self.sections) == 1:
+            return self.sections[0].roofline
+        return [dataclasses.replace(p, model=f"{p.model} [{s.context.title}]") for s in self.sections for p in s.roofline]
 
 
 def load_runs(results_dir: Path) -> list[tuple[str, RunRecord]]:
@@ -323,7 +331,8 @@ def make_section(context: Context, records: list[RunRecord]) -> Section:
         for a, b in itertools.combinations(ordered, 2)
         if a.finished and b.finished
     ]
-    return Section(context, ordered, rows, comparisons, speedups(ordered, rows), harness_overhead(records), rule_ratios(ordered))
+    return Section(context, ordered, rows, comparisons, speedups(ordered, rows), harness_overhead(records), rule_ratios(ordered),
+                   [p for g in ordered for p in group_points(g.label, g.records)])
 
 
 def _label_keys(records: list[RunRecord], varying: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Figures built from run records alone: learning curves, final test error, training throughput.
+"""Figures built from run records alone: learning curves, final test error, training throughput, the roofline.
 
 Each is written as PNG and SVG next to ``summary.md``. matplotlib is imported lazily and
 used without pyplot (a bare ``Figure`` renders with Agg), so no GUI backend or global
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..files import atomic_path
 from .groups import MIN_SEEDS_FOR_CI, Group, Report, Spread, curve, describe_devices, seeds_words, spread
+from .roofline import Point, drawable, intensity_span, roof_curve, roofs
 from ..results import RunRecord
 
 DPI = 150
@@ -32,7 +33,8 @@ _MARKER_EPOCHS = 25
 
 
 def write_plots(results_dir: str | Path, report: Report) -> list[Path]:
-    """Write learning_curves, final_error and throughput (PNG and SVG) into ``results_dir``; return their paths."""
+    """Write learning_curves, final_error, throughput and (when the runs measured both roofs) roofline, as PNG and SVG,
+    into ``results_dir``; return their paths."""
     from matplotlib import rc_context
 
     results_dir = Path(results_dir)
@@ -48,6 +50,9 @@ def write_plots(results_dir: str | Path, report: Report) -> list[Path]:
         ):
             fig = draw(spec, header, groups)
             written += _save(fig, results_dir / name)
+        points = drawable(report.roofline_points())
+        if points:  # runs recorded before the memory roof have no roofline to draw
+            written += _save(_roofline(spec, header, points), results_dir / "roofline")
     return written
 
 
@@ -296,4 +301,39 @@ def _throughput(spec: str, header: str, groups: list[Group]):
     excluded = "first (warm-up) epoch excluded" + (" except in one-epoch runs" if single else "")
     fig.suptitle(f"{spec}: training throughput\n{header}")
     ax.set_title(f"median over epochs and seeds, bars min–max; {excluded}", fontsize=8.5)
+    return fig
+
+
+_ROOF_STYLES = ("-", "--", ":", "-.")
+
+
+def _roofline(spec: str, header: str, points: list[Point]):
+    """Log-log: each (peak, bandwidth) pair as a roof, each configuration's training (filled circle) and inference
+    (hollow square) pass at its arithmetic intensity and achieved GFLOP/s."""
+    fig = _figure(7.5, 5.5)
+    ax = fig.subplots()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    low, high = intensity_span(points)
+    for k, (peak, bandwidth) in enumerate(roofs(points)):
+        xs, ys = roof_curve(peak, bandwidth, low, high)
+        ax.plot(xs, ys, color="0.25", linestyle=_ROOF_STYLES[k % len(_ROOF_STYLES)], linewidth=1.5,
+                label=f"roof: {peak:,.1f} GFLOP/s, {bandwidth:,.1f} GB/s (ridge {peak / bandwidth:.1f} FLOP/byte)")
+    labels = list(dict.fromkeys(p.model for p in points))
+    for p in points:
+        colour, training = _colour(labels.index(p.model)), p.phase == "training"
+        ax.plot([p.intensity], [p.achieved_gflops], linestyle="none", marker="o" if training else "s", markersize=7,
+                color=colour, markerfacecolor=colour if training else "none", label=f"{p.model} ({p.phase})")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:,.4g}")  # 30 rather than 3x10^1
+    ax.xaxis.set_major_formatter(plain)
+    ax.yaxis.set_major_formatter(plain)
+    ax.set_xlim(low, high)
+    ax.set_xlabel("arithmetic intensity (FLOP/byte, log scale)")
+    ax.set_ylabel("GFLOP/s (log scale)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{spec}: roofline\n{header}")
+    ax.set_title("roofs measured during the run (matmul peak, STREAM bandwidth); points: achieved GFLOP/s, "
+                 "median over seeds", fontsize=8.5)
     return fig

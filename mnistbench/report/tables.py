@@ -18,6 +18,7 @@ FIGURE_TITLES = {
     "learning_curves.png": "Learning curves",
     "final_error.png": "Final test error",
     "throughput.png": "Training throughput",
+    "roofline.png": "Roofline",
 }
 
 
@@ -54,7 +55,18 @@ def _steady_note(groups: list[Group]) -> str:
 
 
 def csv_text(report: Report) -> str:
-    rows = [row for s in report.sections for row in s.rows]
+    return _csv([row for s in report.sections for row in s.rows])
+
+
+def roofline_csv_text(report: Report) -> str | None:
+    """``roofline.csv``: one row per configuration and pass, with its section; None when no run measured both roofs."""
+    points = [(s, p) for s in report.sections for p in s.roofline]
+    if not any(p.placed for _, p in points):
+        return None
+    return _csv([{**p.row(), "spec": s.context.spec, "device": s.context.device} for s, p in points])
+
+
+def _csv(rows: list[dict]) -> str:
     fieldnames = list(dict.fromkeys(k for row in rows for k in row))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=fieldnames, lineterminator="\n")
@@ -263,8 +275,29 @@ def _roofline(s: Section, h: str) -> list[str]:
             "Peak: a float32 matrix multiply timed on the same device with the same thread count during the run "
             "(best of 5; 2048² on the CPU, 8192² on a GPU). FLOPs per sample are counted by torch.utils.flop_counter "
             "(forward + backward for training); GFLOP/s = FLOPs/sample × median samples/s (first epoch excluded). "
-            "Reduced precision (bf16) can exceed the float32 peak. Only the compute roof is shown: there is no "
-            "memory roof, so a low fraction says how far from compute-bound a model runs, not why.", ""]
+            "Reduced precision (bf16) can exceed the float32 peak. The roofline below adds the memory roof: "
+            "it says which roof binds each model and how far below that roof it runs.", ""] + _roofline_table(s, h)
+
+
+def _roofline_table(s: Section, h: str) -> list[str]:
+    body = [[p.model, p.phase, _num(p.flops_per_sample), _num(p.bytes_per_sample), _num(p.intensity, 2),
+             _num(p.bandwidth_gbs, 1), _num(p.ridge, 2), _num(p.attainable, 1), _num(p.achieved_gflops, 1),
+             p.bound or "n/a", _pct(p.fraction_of_attainable, 1) or "n/a"] for p in s.roofline]
+    lines = [f"{h} Roofline", "",
+             _table(body, ["model", "pass", "FLOPs/sample", "bytes/sample", "FLOP/byte", "memory GB/s", "ridge FLOP/byte",
+                           "attainable GFLOP/s", "achieved GFLOP/s", "bound", "% of attainable"]), "",
+             "Memory roof: the better of STREAM's copy and triad on float32 arrays 4× the last-level cache (64–512 MiB; 256 MiB on a GPU), "
+             "timed on the same device with the same thread count during the run (best of 5). Bytes per sample are "
+             "counted per layer from the model's structure, each layer's tensors going through memory once "
+             "(activations read and written forward and backward, weights read, gradients written, optimizer state "
+             "read and written, the last three once per batch; docs/performance.md). FLOP/byte = FLOPs/sample ÷ "
+             "bytes/sample; attainable = min(peak, bandwidth × FLOP/byte). Below the ridge point (peak ÷ bandwidth) "
+             "a pass is memory-bound, above it compute-bound; % of attainable says how far it runs below the roof "
+             "that binds it."]
+    if any(not p.placed for p in s.roofline):
+        lines += ["", "n/a: runs recorded before the memory roof and bytes per sample were measured; run them again "
+                  "to place them."]
+    return lines + [""]
 
 
 def _speedups(s: Section, h: str) -> list[str]:

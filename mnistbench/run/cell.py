@@ -122,18 +122,26 @@ def check_models_here(configs) -> dict[tuple[str, str, Optional[str]], dict]:
     return out
 
 
-def achieved_rates(model: dict, outcome: CellOutcome) -> dict:
-    """Steady-state GFLOP/s of a cell against the matmul peak of its device and thread count."""
-    from ..train.roofline import fraction_of_peak, matmul_peak_gflops
+def achieved_rates(model: dict, outcome: CellOutcome, config) -> dict:
+    """Steady-state GFLOP/s of a cell against the matmul peak of its device and thread count, the memory bandwidth
+    measured there (``stream_bandwidth``) and the bytes a training and an inference sample move (``models.traffic``)."""
+    from ..models.traffic import Traffic, eval_bytes_per_sample, state_buffers, train_bytes_per_sample
+    from ..train.roofline import fraction_of_peak, matmul_peak_gflops, stream_bandwidth
 
     steady = outcome.epochs[1:] or outcome.epochs  # the first epoch pays for warm-up
-    return fraction_of_peak(
+    rates = fraction_of_peak(
         model["train_flops"],
         model["forward_flops"],
         statistics.median(e.train_samples_per_s for e in steady),
         statistics.median(e.eval_samples_per_s for e in steady),
         matmul_peak_gflops(outcome.device, outcome.threads),
     )
+    rates |= stream_bandwidth(outcome.device, outcome.threads).to_dict()
+    if isinstance(model.get("traffic"), dict):
+        t = Traffic(**model["traffic"])
+        rates["train_bytes_per_sample"] = train_bytes_per_sample(t, config.batch_size, state_buffers(config.optimizer, config.momentum))
+        rates["eval_bytes_per_sample"] = eval_bytes_per_sample(t, config.eval_batch_size)
+    return rates
 
 
 def _now() -> str:
@@ -246,7 +254,7 @@ def build_record(
     if spread is not None:
         extra["throughput_spread"] = spread
     if outcome is not None and outcome.epochs:
-        extra["roofline"] = achieved_rates(model, outcome)  # the 0.1 name: achieved rates against the compute peak
+        extra["roofline"] = achieved_rates(model, outcome, config)  # the 0.1 name: rates, roofs and bytes per sample
     if outcome is not None and outcome.peak_rss_bytes is not None:
         extra["peak_rss_bytes"] = outcome.peak_rss_bytes  # the process's peak RSS over the cell (CPU runs)
     sha256s = content_hashes(dataset)

@@ -1,5 +1,5 @@
 """Interactive Plotly figures of a report: learning curves per seed with the mean ± interval, final error,
-throughput, time to accuracy under the three rules. Renderers only: every number comes from ``groups.py``.
+throughput, time to accuracy under the three rules, the roofline. Renderers only: every number comes from ``groups.py``.
 
 Figures are plain data (``Figure``: a fixed id, a title, a caption and Plotly's JSON), so a page embeds them
 without random ids and the same records give byte-identical pages.
@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from ..groups import MIN_SEEDS_FOR_CI, Group, Report, Spread, curve, spread
+from ..roofline import Point, drawable, intensity_span, roof_curve, roofs
 from ..rules import RULES
 
 # Okabe-Ito colours (told apart with colour-blindness), and per group a dash and a marker so greyscale prints do too.
@@ -68,6 +69,9 @@ def figures(report: Report) -> list[Figure]:
     out = [learning_curves(groups), final_error(groups), throughput(groups)]
     if any(g.rules for g in groups):
         out.append(time_to_accuracy(groups))
+    points = drawable(report.roofline_points())
+    if points:  # runs recorded before the memory roof have no roofline
+        out.append(roofline(points))
     return out
 
 
@@ -232,3 +236,28 @@ def time_to_accuracy(groups: list[Group]) -> Figure:
                "label over a bar: seeds meeting the rule. A missing bar: the rule is not met or does not apply (hover "
                "or see the table for why).")
     return Figure("fig-time-to-accuracy", "Time to accuracy", caption, data, layout)
+
+
+def roofline(points: list[Point]) -> Figure:
+    """Log-log: the roofs measured during the run and each configuration's training and inference pass on them."""
+    low, high = intensity_span(points)
+    data = []
+    for k, (peak, bandwidth) in enumerate(roofs(points)):
+        xs, ys = roof_curve(peak, bandwidth, low, high)
+        data.append({"type": "scatter", "mode": "lines", "x": xs, "y": ys, "line": {"color": "#444444", "dash": DASHES[k % len(DASHES)]},
+                     "name": f"roof: {peak:,.1f} GFLOP/s, {bandwidth:,.1f} GB/s", "hoverinfo": "skip"})
+    labels = list(dict.fromkeys(p.model for p in points))
+    for p in points:
+        colour = _style(labels.index(p.model))["colour"]
+        symbol = "circle" if p.phase == "training" else "square-open"
+        data.append({"type": "scatter", "mode": "markers", "x": [p.intensity], "y": [p.achieved_gflops],
+                     "name": f"{p.model} ({p.phase})", "marker": {"color": colour, "symbol": symbol, "size": 12},
+                     "hovertemplate": f"{p.model} ({p.phase})<br>%{{x:.2f}} FLOP/byte, %{{y:,.1f}} GFLOP/s<br>{p.bound}-bound, "
+                                      f"{100 * (p.fraction_of_attainable or 0):.1f}% of attainable<extra></extra>"})
+    layout = {**_LAYOUT, "height": 520, "title": {"text": "Roofline"},
+              "xaxis": {"title": {"text": "arithmetic intensity (FLOP/byte)"}, "type": "log"},
+              "yaxis": {"title": {"text": "GFLOP/s"}, "type": "log"}}
+    caption = ("Roofs measured during the run: the float32 matmul peak and the STREAM bandwidth (slope). Filled circles: "
+               "training, hollow squares: inference, at FLOPs per sample ÷ bytes per sample counted per layer "
+               "(docs/performance.md). Left of a roof's ridge a pass is memory-bound, right of it compute-bound.")
+    return Figure("fig-roofline", "Roofline", caption, data, layout)
