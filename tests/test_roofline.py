@@ -19,7 +19,7 @@ from mnistbench.report.groups import report_from_records
 from mnistbench.report.roofline import Point, attainable_gflops, bound, drawable, roof_curve
 from mnistbench.report.tables import markdown
 from mnistbench.results import EpochMetrics, load_record
-from mnistbench.site.figures import figures
+from mnistbench.report.site.figures import figures
 from mnistbench.spec.schema import CellConfig
 from mnistbench.train import roofline
 from mnistbench.train.engine import CellOutcome
