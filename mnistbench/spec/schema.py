@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from ..data.datasets import DATASETS
 from ..errors import MnistbenchError, SpecErrors, brief
 from ..models.factory import display_name, parse_model_ref
-from ..results import cell_key
+from .keys import DISTORT_RANGES, cell_key
 from .safeyaml import MAX_SPEC_BYTES, load_bounded
 
 Optimizer = Literal["sgd", "adam", "adamw", "adadelta"]
@@ -129,20 +129,11 @@ class CellConfig(BaseModel):
         return self.model_copy(update={"device": device_type, "model_sha256": model_sha256})
 
     def key(self, data_sha256s: list[str] | tuple[str, ...] = (), threads: Optional[int] = None) -> str:
-        """The canonical cell key (see ``results.cell_key``); call it on a ``resolved`` configuration.
-
-        Distortion ranges enter it only when ``distort`` is on: without it they change nothing. ``threads``: the CPU
-        threads the cell runs with, in place of ``threads: None`` (as the device used stands for ``auto``).
-        """
-        settings = self.model_dump()
-        if threads is not None:
-            settings["threads"] = threads
-        if not self.distort:
-            settings = {k: v for k, v in settings.items() if k not in DISTORT_RANGES}
-        return cell_key(settings, data_sha256s)
+        """The canonical cell key (``keys.cell_key``: what enters it); call it on a ``resolved`` configuration.
+        ``threads``: the CPU threads the cell runs with, in place of ``threads: None``."""
+        return cell_key(self.model_dump(), data_sha256s, threads)
 
 
-DISTORT_RANGES = ("distort_translate", "distort_scale", "distort_squeeze", "distort_shear", "distort_rotate")
 RESOLVED = ("model_sha256",)  # set by the run, not in specs
 SETTINGS = tuple(k for k in CellConfig.model_fields if k not in RESOLVED)
 # Settings that change nothing unless another one calls for them (`run --dry-run` lists them only where they apply).
