@@ -1,5 +1,7 @@
 """Specs: validated at the boundary, with one-line messages that name the offending key."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,21 @@ def test_an_unknown_key_names_the_closest_settings_and_stays_short():
     assert "docs/specs.md" in message and len(message) < 200
     assert "did you mean" not in spec_error({"model": "lenet5", "zzzzzz": 1})
     assert "did you mean variants?" in spec_error({"model": "lenet5", "variant": [{}]})
+
+
+def test_a_spec_is_read_and_checked_without_importing_torch():
+    """spec/ names models and datasets from torch-free registries (lint-imports checks the imports; this, a real run)."""
+    code = ("import sys\nfrom mnistbench.spec.schema import parse_spec\n"
+            "spec = parse_spec({'matrix': {'model': ['lenet5', 'examples-net', 'small=./nets.py:build'],"
+            " 'dataset': ['mnist', 'fashion-mnist']}}, 't')\n"
+            "assert len(spec.cells()) == 6\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'ray', 'filelock')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_the_model_names_a_spec_knows_without_the_zoo_are_the_zoo_models():
+    from mnistbench.models import zoo
+    from mnistbench.models.names import BUILTIN_MODELS
+
+    assert tuple(zoo.MODELS.names()[:len(BUILTIN_MODELS)]) == BUILTIN_MODELS

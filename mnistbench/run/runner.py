@@ -178,7 +178,7 @@ def data_dirs_for(data_dir, datasets: list[str]) -> dict[str, str | os.PathLike]
     if data_dir is None:
         return {}
     if isinstance(data_dir, Mapping):
-        from ..data.datasets import DATASETS
+        from ..data.catalog import DATASETS
 
         for name in data_dir:
             if name is not None and name not in DATASETS:

@@ -19,9 +19,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from ..data.datasets import DATASETS
+from ..data.catalog import DATASETS
 from ..errors import MnistbenchError, SpecErrors, brief
-from ..models.factory import display_name, parse_model_ref
+from ..models.names import display_name, parse_model_ref
 from .keys import DISTORT_RANGES, cell_key
 from .safeyaml import MAX_SPEC_BYTES, load_bounded
 
