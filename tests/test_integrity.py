@@ -25,7 +25,8 @@ from typer.testing import CliRunner
 
 from conftest import make_dataset, write_spec
 from mnistbench.run.checkpoint import checkpoint_path, save_checkpoint
-from mnistbench.cli import app, resume_command
+from cli_helpers import resume_hint
+from mnistbench.cli import app
 from mnistbench.data.datasets import load_dataset
 from mnistbench.train.engine import run_cell
 from mnistbench.errors import Interrupted, MnistbenchError
@@ -243,7 +244,8 @@ def test_a_folder_merged_from_two_specs_and_two_devices_gives_separate_labelled_
 
 
 def test_the_resume_hint_repeats_every_option():
-    hint = resume_command(Path("bench/my spec.yaml"), Path("out"), ["fashion-mnist=/d/f", "/d/m"], True)
+    hint = resume_hint("bench/my spec.yaml", "--results-dir", "out", "--data-dir", "fashion-mnist=/d/f", "--data-dir", "/d/m",
+                       "--no-download", "--force")
     assert hint == ("mnistbench run 'bench/my spec.yaml' --results-dir out --data-dir fashion-mnist=/d/f "
                     "--data-dir /d/m --no-download")
 

@@ -154,7 +154,7 @@ def applies(config: CellConfig, key: str) -> bool:
 
 
 class Resources(BaseModel):
-    """What a distributed engine reserves for each cell (``--engine ray``); the sequential runner ignores it.
+    """What a distributed executor reserves for each cell (``--executor ray``); the sequential runner ignores it.
 
     Unset values take per-device defaults (``executors.ray_options``): a CPU cell gets its
     ``threads`` (else 1) CPUs and no GPU, a CUDA cell 1 CPU and 1 GPU. ``gpus`` below 1
