@@ -118,7 +118,7 @@ bench-micro: install
 bench-infer: install
 	$(BIN)/mnistbench infer --spec $(SPEC_INFER) $(ARGS)
 
-# Sequential vs --engine ray, tables compared and wall times written to results/scale-cpu/comparison.md
+# Sequential vs --executor ray, tables compared and wall times written to results/scale-cpu/comparison.md
 # (docs/scale-out.md; the shipped one is reference/scale-cpu); about 5 minutes on 2 idle cores. Nothing else should run meanwhile.
 bench-scale-cpu: install
 	$(BIN)/python scripts/scale_compare.py bench/scale-cpu.yaml results/scale-cpu

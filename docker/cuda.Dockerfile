@@ -38,7 +38,7 @@ RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_conf \
 COPY pyproject.toml /src/
 RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_conf \
     mnistbench-pip --project-deps /src/pyproject.toml
-# --build-arg EXTRAS=ray: Ray for `--engine ray` and the KubeRay and Slurm examples (docs/scale-out.md).
+# --build-arg EXTRAS=ray: Ray for `--executor ray` and the KubeRay and Slurm examples (docs/scale-out.md).
 ARG EXTRAS=
 COPY docker/requirements-ray.txt /tmp/requirements-ray.txt
 RUN --mount=type=secret,id=ca_bundle --mount=type=secret,id=pip_conf \

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .errors import ClusterLost, Interrupted, MnistbenchError, SpecErrors
 from .report.words import counted
@@ -39,7 +40,18 @@ def _flags_without_type() -> None:
 
 _flags_without_type()
 
+class _OneLineUsageErrors(TyperGroup):
+    """A bad option value or an unknown option is bad input like any other: one line, exit 2 (not click's box)."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except typer.TyperException as e:  # click's usage errors (typer carries its own click)
+            fail(e.format_message().replace("Value error, ", ""))
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -79,6 +91,13 @@ def _options(
 
 
 JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables.")
+
+
+class ExecutorKind(str, Enum):
+    """Where the cells of a run are executed (``engine`` names only the training loop)."""
+
+    sequential = "sequential"
+    ray = "ray"
 
 
 @app.command()
@@ -148,17 +167,20 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
 
 @app.command()
 def run(
+    ctx: typer.Context,
     spec_path: Path = typer.Argument(..., metavar="SPEC", help="A benchmark spec (YAML)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded cells (those selected) and exit."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Root folder; results go to <root>/<spec name>/."),
     data_dir: Optional[List[str]] = RunDataDirs,
     force: bool = typer.Option(False, "--force", help="Re-run cells that already finished with the same configuration."),
     no_download: bool = typer.Option(False, "--no-download", help="Never try to download missing data files."),
-    engine: str = typer.Option("sequential", "--engine", metavar="sequential|ray",
-                               help="Where cells run: one after another here, or one Ray task per cell (pip install 'mnistbench\\[ray]')."),
+    executor: ExecutorKind = typer.Option(ExecutorKind.sequential, "--executor", help="Where cells run: one after "
+                                          "another here, or one Ray task per cell (pip install 'mnistbench\\[ray]')."),
+    engine: Optional[ExecutorKind] = typer.Option(None, "--engine", hidden=True, help="The old name of --executor."),
     address: Optional[str] = typer.Option(None, "--address", metavar="ADDR",
-                                          help="With --engine ray: an existing cluster ('auto', host:port, ray://...); else a local one."),
-    max_retries: str = typer.Option("3", "--max-retries", metavar="N", help="With --engine ray: re-runs of a cell whose worker or node is lost."),
+                                          help="With --executor ray: an existing cluster ('auto', host:port, ray://...); else a local one."),
+    max_retries: int = typer.Option(3, "--max-retries", metavar="N", min=0, max=100,
+                                    help="With --executor ray: re-runs of a cell whose worker or node is lost."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="Run only shard I of N (every N-th cell), e.g. from a Slurm array."),
     cell: Optional[List[str]] = typer.Option(None, "--cell", metavar="ID", help="Run only this cell (repeatable); ids as --dry-run lists them."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary (or, with --dry-run, the cells) as one "
@@ -179,7 +201,7 @@ def run(
         spec = load_spec(spec_path)
         dirs = parse_data_dirs(data_dir or [])
         selection = Selection.parse(shard, cell or [])
-        retries = parse_engine(engine, address, max_retries)
+        executor = chosen_executor(ctx, executor, engine, address)
         ref = chosen_reference(spec.name, spec_path, reference, no_reference)
         if dry_run:
             _print_cells(spec, selection, as_json)
@@ -193,15 +215,14 @@ def run(
         from .run.progress import progress_for
         from .run.runner import run_spec
 
-        executor = _executor(engine, address, retries)
+        where = _executor(executor, address, max_retries)
         # With --json, stdout carries the document only: progress and any other message go to stderr.
         quiet = redirect_stdout(sys.stderr) if as_json else nullcontext()
         with quiet, progress_for(sys.stderr if as_json else None) as progress:
             summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download,
-                               executor=executor, selection=selection)
+                               executor=where, selection=selection)
     except (MnistbenchError, Interrupted) as e:
-        _stopped(e, resume_command(spec_path, results_dir, data_dir or [], no_download, engine=engine, address=address,
-                                   max_retries=max_retries, shard=shard, cells=cell or []))
+        _stopped(e, resume_command(ctx))
     vs = _vs_reference(summary.results_dir, ref, as_json)
     _print_run_summary(summary, as_json, vs)
 
@@ -271,19 +292,21 @@ def _exit_without_ray(code: int) -> None:
     os._exit(code)
 
 
-def parse_engine(engine: str, address: Optional[str], max_retries: str) -> int:
-    """Check --engine, --address and --max-retries together; the number of retries."""
-    if engine not in ("sequential", "ray"):
-        raise MnistbenchError(f"--engine {engine}: expected sequential or ray")
-    if engine != "ray" and address is not None:
-        raise MnistbenchError("--address is for --engine ray")
-    if not max_retries.isdigit() or int(max_retries) > 100:
-        raise MnistbenchError(f"--max-retries {max_retries}: expected a whole number from 0 to 100")
-    return int(max_retries)
+def chosen_executor(ctx: typer.Context, executor: ExecutorKind, engine: Optional[ExecutorKind],
+                    address: Optional[str]) -> ExecutorKind:
+    """--executor, or its deprecated old name --engine (with a one-line warning); --address goes with ray only."""
+    if engine is not None:
+        if given(ctx, "executor"):
+            raise MnistbenchError("--engine is the old name of --executor: give --executor only")
+        typer.echo("mnistbench: warning: --engine is deprecated: use --executor (the engine is the training loop)", err=True)
+        executor = engine
+    if executor is not ExecutorKind.ray and address is not None:
+        raise MnistbenchError("--address is for --executor ray")
+    return executor
 
 
-def _executor(engine: str, address: Optional[str], max_retries: int):
-    if engine == "sequential":
+def _executor(kind: ExecutorKind, address: Optional[str], max_retries: int):
+    if kind is ExecutorKind.sequential:
         return None
     from .run.ray import RayExecutor
 
@@ -303,33 +326,44 @@ def parse_data_dirs(values: list[str]) -> dict[Optional[str], str]:
     return out
 
 
-def resume_command(
-    spec_path: Path, results_dir: Path, data_dirs: list[str], no_download: bool, engine: str = "sequential",
-    address: Optional[str] = None, max_retries: str = "3", shard: Optional[str] = None, cells: list[str] = (),
-) -> str:
+# Options the resume hint leaves out: --force would run finished cells again; --dry-run never starts a run.
+_NOT_RESUMED = ("force", "dry_run")
+_RENAMED = {"engine": "--executor"}  # a deprecated option is repeated under its new name
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether parameter ``name`` was given (on the command line or in the environment), not left at its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
+def resume_command(ctx: typer.Context) -> str:
     """The command that continues this run, as it can be typed where it is printed: every option it was given except
-    --force. Under `make bench-cpu` (the Makefile sets $MNISTBENCH_INVOKED_AS) the make command with the options in ARGS."""
+    those in ``_NOT_RESUMED``, read from the parsed command line (a new option needs no change here), and always
+    --results-dir. Under `make bench-cpu` (the Makefile sets $MNISTBENCH_INVOKED_AS) the make command with the options
+    in ARGS (scripts/bench.sh adds the spec)."""
     invoked = os.environ.get("MNISTBENCH_INVOKED_AS")
-    args = [] if invoked else [program(), "run", str(spec_path)]
-    if not invoked or results_dir != Path("results"):
-        args += ["--results-dir", str(results_dir)]
-    for value in data_dirs:
-        args += ["--data-dir", value]
-    if no_download:
-        args.append("--no-download")
-    if engine != "sequential":
-        args += ["--engine", engine]
-    if address is not None:
-        args += ["--address", address]
-    if max_retries != "3":
-        args += ["--max-retries", max_retries]
-    if shard is not None:
-        args += ["--shard", shard]
-    for cell in cells:
-        args += ["--cell", cell]
-    if invoked:  # e.g. "make bench-cpu SPEC=bench/cpu.yaml" (scripts/bench.sh adds the spec)
+    args = [] if invoked else [program(), ctx.info_name or "run"]
+    for param in ctx.command.params:
+        argument = param.param_type_name == "argument"
+        if param.name in _NOT_RESUMED or argument and invoked:
+            continue
+        if given(ctx, param.name) or argument or (param.name == "results_dir" and not invoked):
+            args += _as_typed(param, ctx.params[param.name])
+    if invoked:  # e.g. "make bench-cpu SPEC=bench/cpu.yaml"
         return invoked + (f" ARGS={shlex.quote(shlex.join(args))}" if args else "")
     return shlex.join(args)
+
+
+def _as_typed(param, value) -> list[str]:
+    """A parsed parameter (a click ``Parameter``) as it is typed on the command line."""
+    if param.param_type_name == "argument":
+        return [str(value)]
+    name = _RENAMED.get(param.name, max(param.opts, key=len))
+    if getattr(param, "is_flag", False):
+        return [name] if value else []
+    values = value if getattr(param, "multiple", False) else [value]
+    return [part for v in values for part in (name, str(v.value if isinstance(v, Enum) else v))]
 
 
 def program() -> str:

@@ -1,6 +1,6 @@
 """Run records: one strict-JSON file per cell, the single source every table and plot is built from.
 
-A record's ``key`` is the canonical cell key (``cell_key``): the model, every resolved
+A record's ``key`` is the canonical cell key (``spec.keys.cell_key``): the model, every resolved
 setting (the device as used, not ``auto``; the thread count as used, not ``None``), the seed
 and the SHA-256 of the data files' decompressed content. A *measurement* is a key on one
 machine kind (``Machine``): two records of one measurement are one result, whatever their
@@ -28,30 +28,10 @@ from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter,
 
 from .errors import MnistbenchError
 from .files import write_atomic
+from .spec.keys import cell_key, with_later_defaults
 
 SCHEMA = 2
 STATUSES = ("finished", "diverged", "failed")
-# Settings added after 0.1 enter the key only when they differ from these defaults, so
-# records written before they existed keep their keys (and are not run again). These must
-# equal CellConfig's defaults, and never change.
-KEY_OMITTED_AT_DEFAULT: dict[str, Any] = {
-    "deterministic": False,
-    "distort": False,
-    "distort_translate": 2.0,
-    "distort_scale": 0.1,
-    "distort_squeeze": 0.1,
-    "distort_shear": 10.0,
-    "distort_rotate": 0.0,
-    "validation": 0,
-    "warmup": 0.3,
-    "optimizer_impl": "default",
-    "label_smoothing": 0.0,
-    "ema": None,
-    "batch_size_start": None,
-    "stop_at_target": False,
-    "recipe": "",
-    "model_sha256": None,
-}
 
 
 @dataclass
@@ -223,13 +203,6 @@ class _Extra(TypedDict, total=False):
 # The parts of a record's free-form mappings that the tables and figures read, with the types they rely on.
 _NESTED = {name: TypeAdapter(kind) for name, kind in
            (("config", _Config), ("data", _Data), ("model", _Model), ("environment", _Environment), ("extra", _Extra))}
-
-
-def cell_key(config: dict[str, Any], data_sha256s: list[str] | tuple[str, ...]) -> str:
-    """The canonical key of a cell: resolved settings (seed included) and data, independent of how a spec lays them out."""
-    settings = {k: v for k, v in config.items() if not (k in KEY_OMITTED_AT_DEFAULT and v == KEY_OMITTED_AT_DEFAULT[k])}
-    blob = json.dumps({"config": settings, "data": list(data_sha256s)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def data_identity(data_sha256s: list[str] | tuple[str, ...]) -> str:
@@ -418,7 +391,7 @@ def record_from_dict(raw: Any) -> RunRecord:
         raise ValueError(f"{where}: {err['msg']}") from None
     _check_contents(record)
     # Settings that did not exist when the file was written had their default value.
-    record.config = {**record.config, **{k: v for k, v in KEY_OMITTED_AT_DEFAULT.items() if k not in record.config}}
+    record.config = with_later_defaults(record.config)
     if not record.key:  # schema 1: the key is computed as a current run would compute it
         config = {**record.config, "device": record.device_type}
         record.key = cell_key(config, [f["sha256"] for f in record.data["files"]])

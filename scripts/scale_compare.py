@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run one spec sequentially and with ``--engine ray``, check that their tables agree, and write both wall times.
+"""Run one spec sequentially and with ``--executor ray``, check that their tables agree, and write both wall times.
 
 Usage: scripts/scale_compare.py [SPEC] [OUT]     (``make bench-scale-cpu``: bench/scale-cpu.yaml -> results/scale-cpu;
 the shipped figures are in reference/scale-cpu)
@@ -106,7 +106,7 @@ def markdown(spec: str, payload: dict) -> str:
     per = o["outside_cells_per_cell_s"]
     verdict = "the same" if not payload["differences"] else "DIFFERENT: " + "; ".join(payload["differences"])
     return "\n".join([
-        f"# {spec}: sequential vs `--engine ray`",
+        f"# {spec}: sequential vs `--executor ray`",
         "",
         f"Measured by `scripts/scale_compare.py` on {env['cpu']} ({env['cpu_count']} CPUs), Ray {payload['ray_version']}, "
         f"torch {env['torch']}, at commit `{env['git_commit']}`.",
@@ -137,7 +137,7 @@ def main(spec: str = "bench/scale-cpu.yaml", out: str = "results/scale-cpu") -> 
     import ray
 
     name, root = load_spec(spec).name, Path(out)
-    walls = {"sequential": run(spec, root / "sequential"), "ray": run(spec, root / "ray", "--engine", "ray")}
+    walls = {"sequential": run(spec, root / "sequential"), "ray": run(spec, root / "ray", "--executor", "ray")}
     costs = ray_costs()
     seq, ray_folder = root / "sequential" / name, root / "ray" / name
     cpus_per_cell = load_spec(spec).resources.cpus or 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from mnistbench.results import EpochMetrics, RunRecord, cell_key, data_identity
+from mnistbench.results import EpochMetrics, RunRecord, data_identity
+from mnistbench.spec.keys import cell_key
 
 PARAMETERS = {"lenet5": 44_426, "custom-mlp": 469_160, "mlp-matched": 44_350}
 SPEED = {"lenet5": 2_000.0, "custom-mlp": 2_300.0, "mlp-matched": 27_000.0}  # train samples/s

@@ -192,3 +192,21 @@ def test_help_and_validate_do_not_import_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_the_old_engine_option_still_picks_the_executor_with_a_one_line_warning():
+    result = CliRunner().invoke(app, ["run", "bench/smoke.yaml", "--dry-run", "--engine", "sequential"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == "mnistbench: warning: --engine is deprecated: use --executor (the engine is the training loop)"
+    assert "--engine" not in CliRunner().invoke(app, ["run", "--help"]).output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["export", "x", "--to", "nope"], "Invalid value for '--to': 'nope' is not one of 'tensorboard', 'mlflow'."),
+    (["run", "x", "--executor", "dask"], "Invalid value for '--executor': 'dask' is not one of 'sequential', 'ray'."),
+    (["run", "x", "--max-retries", "-1"], "Invalid value for '--max-retries'"),
+    (["run", "x", "--bogus"], "No such option: --bogus"),
+    (["nope"], "No such command 'nope'"),
+])
+def test_a_bad_choice_or_option_is_one_line_exit_2(args, words):
+    assert_one_line_error(CliRunner().invoke(app, args), words)

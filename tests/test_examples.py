@@ -101,7 +101,7 @@ def test_the_ray_cluster_script_starts_head_and_workers_and_drives_the_run(tmp_p
     assert all("--address=10.1.2.3:6379" in l and "--num-gpus=4" in l for l in starts if l not in heads)
     run = next(l for l in lines if l.startswith("mnistbench run"))
     args = shlex.split(run)[1:]
-    assert args[args.index("--engine") + 1] == "ray" and args[args.index("--address") + 1] == "10.1.2.3:6379"
+    assert args[args.index("--executor") + 1] == "ray" and args[args.index("--address") + 1] == "10.1.2.3:6379"
     dry_run(args)
     # Once the driver ends, the job stops the Ray processes it started, and no others: no `ray stop` on a shared node.
     assert not any(l.split()[:2] == ["ray", "stop"] for l in lines)
@@ -160,7 +160,7 @@ def test_the_rayjob_runs_the_driver_on_the_head_with_the_projects_ray_image():
     assert cluster["rayVersion"] == pin
     args = shlex.split(job["spec"]["entrypoint"])
     assert args[:2] == ["mnistbench", "run"]
-    assert args[args.index("--engine") + 1] == "ray" and args[args.index("--address") + 1] == "auto"
+    assert args[args.index("--executor") + 1] == "ray" and args[args.index("--address") + 1] == "auto"
     user, workdir = image_user_and_workdir("cuda")
     spec_in_image = args[2]
     assert spec_in_image.startswith(f"{workdir}/bench/")

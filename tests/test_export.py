@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mnistbench.results import KEY_OMITTED_AT_DEFAULT
+from mnistbench.spec.keys import KEY_OMITTED_AT_DEFAULT
 from mnistbench.cli import app
 from mnistbench.report.export import METRICS, export_results
 from records_factory import make_record, write_records

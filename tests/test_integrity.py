@@ -25,14 +25,15 @@ from typer.testing import CliRunner
 
 from conftest import make_dataset, write_spec
 from mnistbench.run.checkpoint import checkpoint_path, save_checkpoint
-from mnistbench.cli import app, resume_command
+from cli_helpers import resume_hint
+from mnistbench.cli import app
 from mnistbench.data.datasets import load_dataset
 from mnistbench.train.engine import run_cell
 from mnistbench.errors import Interrupted, MnistbenchError
 from mnistbench.report.groups import build_report
 from mnistbench.models.zoo import MODELS, register_model
 from mnistbench.report.build import check_report, write_report
-from mnistbench.results import cell_key, load_record, load_records
+from mnistbench.results import load_record, load_records
 from mnistbench.run.runner import finished_runs, plan_run, run_spec
 from mnistbench.spec.schema import Cell, CellConfig, check_unique, load_spec, parse_spec
 
@@ -243,7 +244,8 @@ def test_a_folder_merged_from_two_specs_and_two_devices_gives_separate_labelled_
 
 
 def test_the_resume_hint_repeats_every_option():
-    hint = resume_command(Path("bench/my spec.yaml"), Path("out"), ["fashion-mnist=/d/f", "/d/m"], True)
+    hint = resume_hint("bench/my spec.yaml", "--results-dir", "out", "--data-dir", "fashion-mnist=/d/f", "--data-dir", "/d/m",
+                       "--no-download", "--force")
     assert hint == ("mnistbench run 'bench/my spec.yaml' --results-dir out --data-dir fashion-mnist=/d/f "
                     "--data-dir /d/m --no-download")
 
@@ -338,13 +340,6 @@ def test_each_run_records_what_exact_repetition_depends_on(clean):
     assert env["torch"] == torch.__version__ and env["threads"] == 1
     assert {"onednn", "mkl", "cpu_flags", "host", "determinism"} <= set(env)
     assert env["determinism"]["deterministic_algorithms"] is False
-
-
-def test_settings_added_after_0_1_leave_earlier_keys_unchanged():
-    config = CellConfig(model="lenet5", device="cpu").model_dump()
-    before = {k: v for k, v in config.items() if k != "deterministic"}
-    assert cell_key(config, ["x"]) == cell_key(before, ["x"])
-    assert cell_key({**config, "deterministic": True}, ["x"]) != cell_key(config, ["x"])
 
 
 def test_the_committed_cpu_results_keep_their_keys_and_count_as_done_only_on_their_machine_kind(real_data, tmp_path):

@@ -10,7 +10,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from conftest import write_spec
-from mnistbench.cli import app, resume_command
+from cli_helpers import resume_hint
+from mnistbench.cli import app
 from test_makefile import Host
 
 runner = CliRunner()
@@ -25,11 +26,11 @@ def cli(*args):
 
 def test_under_make_the_resume_hint_is_the_make_command_with_the_options_in_args(monkeypatch):
     monkeypatch.setenv("MNISTBENCH_INVOKED_AS", "make bench-cpu SPEC=bench/cpu.yaml")
-    hint = resume_command(Path("bench/cpu.yaml"), Path("results"), ["/data/m nist"], True)
+    hint = resume_hint("bench/cpu.yaml", "--data-dir", "/data/m nist", "--no-download")
     assert hint == "make bench-cpu SPEC=bench/cpu.yaml ARGS=" + shlex.quote("--data-dir '/data/m nist' --no-download")
     assert shlex.split(shlex.split(hint)[-1].removeprefix("ARGS="))[1] == "/data/m nist"  # the shell gives it back
-    assert resume_command(Path("bench/cpu.yaml"), Path("results"), [], False) == "make bench-cpu SPEC=bench/cpu.yaml"
-    assert resume_command(Path("bench/cpu.yaml"), Path("elsewhere"), [], False) == \
+    assert resume_hint("bench/cpu.yaml") == "make bench-cpu SPEC=bench/cpu.yaml"
+    assert resume_hint("bench/cpu.yaml", "--results-dir", "elsewhere") == \
         "make bench-cpu SPEC=bench/cpu.yaml ARGS='--results-dir elsewhere'"
 
 
@@ -38,7 +39,7 @@ def test_outside_the_venv_the_resume_hint_names_the_program_by_its_path(monkeypa
     monkeypatch.setattr(sys, "argv", [str(program), "run"])
     monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))  # not on PATH, as after `make bench-smoke`
     monkeypatch.delenv("MNISTBENCH_INVOKED_AS", raising=False)
-    assert resume_command(Path("s.yaml"), Path("results"), [], False) == f"{program} run s.yaml --results-dir results"
+    assert resume_hint("s.yaml") == f"{program} run s.yaml --results-dir results"
 
 
 def test_make_bench_cpu_tells_mnistbench_how_it_was_invoked(tmp_path):

@@ -121,7 +121,7 @@ def drive(cluster: Cluster, tmp_path: Path, when, fault) -> tuple[int, str, str]
     data = make_dataset(tmp_path / "data", n_train=1024, n_test=256)
     spec = write_spec(tmp_path / "cluster.yaml", SPEC)
     proc = subprocess.Popen([sys.executable, "-m", "mnistbench.cli", "run", str(spec), "--results-dir", str(tmp_path / "results"),
-                             "--data-dir", str(data), "--engine", "ray", "--address", cluster.address],
+                             "--data-dir", str(data), "--executor", "ray", "--address", cluster.address],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={**cluster.env, "PYTHONPATH": str(ROOT)})
     lines = []
@@ -161,7 +161,7 @@ def test_a_lost_head_ends_the_driver_in_one_line_with_the_resume_command(cluster
     assert code == 3, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("mnistbench: error: lost the Ray cluster") and "Resume with: mnistbench run" in last
-    assert f"--engine ray --address {cluster.address}" in last
+    assert f"--executor ray --address {cluster.address}" in last
     folder = tmp_path / "results" / "cluster"
     assert not list(folder.glob(".ray-probe-*"))
     finished = [p.stem for p in (folder / "runs").glob("*.json") if json.loads(p.read_text())["status"] == "finished"]
@@ -179,7 +179,7 @@ def test_a_driver_without_the_clusters_auth_token_is_told_so_in_one_line(tmp_pat
         data = make_dataset(tmp_path / "data")
         env = {k: v for k, v in cluster.env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
         proc = subprocess.run([sys.executable, "-m", "mnistbench.cli", "run", str(write_spec(tmp_path / "cluster.yaml", SPEC)),
-                               "--results-dir", str(tmp_path / "results"), "--data-dir", str(data), "--engine", "ray",
+                               "--results-dir", str(tmp_path / "results"), "--data-dir", str(data), "--executor", "ray",
                                "--address", cluster.address], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                               env={**env, "PYTHONPATH": str(ROOT)})
     finally:

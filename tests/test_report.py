@@ -13,7 +13,8 @@ from mnistbench.errors import MnistbenchError
 from mnistbench.report.groups import report_from_records
 from mnistbench.report.rules import median_reached
 from mnistbench.report.build import write_report
-from mnistbench.results import KEY_OMITTED_AT_DEFAULT, load_records
+from mnistbench.results import load_records
+from mnistbench.spec.keys import KEY_OMITTED_AT_DEFAULT
 
 T_975_DOF2 = 4.302652729911275
 

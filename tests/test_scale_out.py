@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
+import typer
 
 from conftest import TINY_SPEC, make_dataset, write_spec
+from cli_helpers import resume_hint
 from mnistbench.cli import app, resume_command
 from mnistbench.errors import MnistbenchError
 from mnistbench.run.ray import RayExecutor, ray_options
@@ -117,11 +119,26 @@ def test_a_shard_removes_only_the_temporary_files_of_its_own_cells(setup, tmp_pa
 
 
 def test_resume_hint_repeats_every_option():
-    hint = resume_command(Path("bench/x.yaml"), Path("out"), ["d"], True, engine="ray", address="auto",
-                          max_retries="5", shard="2/8", cells=[])
-    assert hint == ("mnistbench run bench/x.yaml --results-dir out --data-dir d --no-download --engine ray "
+    hint = resume_hint("bench/x.yaml", "--results-dir", "out", "--data-dir", "d", "--no-download", "--executor", "ray",
+                       "--address", "auto", "--max-retries", "5", "--shard", "2/8")
+    assert hint == ("mnistbench run bench/x.yaml --results-dir out --data-dir d --no-download --executor ray "
                     "--address auto --max-retries 5 --shard 2/8")
-    assert resume_command(Path("s.yaml"), Path("r"), [], False, cells=["a", "b"]).endswith("--cell a --cell b")
+    assert resume_hint("s.yaml", "--results-dir", "r", "--cell", "a", "--cell", "b").endswith("--cell a --cell b")
+    assert resume_hint("s.yaml", "--engine", "ray") == "mnistbench run s.yaml --results-dir results --executor ray"
+
+
+def test_the_resume_hint_repeats_an_option_added_later_without_being_edited():
+    """It is read from the parsed command line: any command's options, not a list of run's."""
+    later = typer.Typer()
+
+    @later.command()
+    def run(spec: Path, results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+            new_knob: int = typer.Option(0, "--new-knob"), force: bool = typer.Option(False, "--force"),
+            loud: bool = typer.Option(False, "--loud")) -> None:
+        pass
+
+    ctx = typer.main.get_command(later).make_context("run", ["s.yaml", "--new-knob", "7", "--force", "--loud"])
+    assert resume_command(ctx) == "mnistbench run s.yaml --results-dir results --new-knob 7 --loud"
 
 
 def _one_line_error(args: list[str], words: str) -> None:
@@ -138,9 +155,12 @@ def _one_line_error(args: list[str], words: str) -> None:
     (["--shard", "two"], "--shard two: expected I/N"),
     (["--cell", "nope"], "--cell nope: no such cell in this spec (cells: lenet5_seed-0,"),
     (["--shard", "1/2", "--cell", "lenet5_seed-0"], "give one of them"),
-    (["--engine", "dask"], "--engine dask: expected sequential or ray"),
-    (["--address", "auto"], "--address is for --engine ray"),
-    (["--engine", "ray", "--max-retries", "x"], "--max-retries x: expected a whole number"),
+    (["--executor", "dask"], "Invalid value for '--executor': 'dask' is not one of 'sequential', 'ray'."),
+    (["--engine", "dask"], "Invalid value for '--engine': 'dask' is not one of 'sequential', 'ray'."),
+    (["--address", "auto"], "--address is for --executor ray"),
+    (["--executor", "ray", "--max-retries", "x"], "Invalid value for '--max-retries'"),
+    (["--max-retries", "101"], "Invalid value for '--max-retries': Input should be less than or equal to 100"),
+    (["--engine", "ray", "--executor", "ray"], "--engine is the old name of --executor: give --executor only"),
 ])
 def test_bad_scale_out_options_are_one_line_errors(setup, args, words, tmp_path):
     _, data, spec_path, _ = setup
@@ -153,8 +173,8 @@ def test_engine_ray_without_ray_says_which_extra_to_install(setup, tmp_path, mon
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     _, data, spec_path, _ = setup
-    _one_line_error(["run", spec_path, "--results-dir", tmp_path, "--data-dir", data, "--engine", "ray"],
-                    "--engine ray needs Ray, which is not installed: pip install 'mnistbench[ray]'")
+    _one_line_error(["run", spec_path, "--results-dir", tmp_path, "--data-dir", data, "--executor", "ray"],
+                    "--executor ray needs Ray, which is not installed: pip install 'mnistbench[ray]'")
     assert not (tmp_path / "scale").exists()
 
 
@@ -166,7 +186,7 @@ def test_import_help_and_a_ray_dry_run_load_neither_ray_nor_torch():
         "from mnistbench.cli import app\n"
         "assert CliRunner().invoke(app, ['--help']).exit_code == 0\n"
         "assert CliRunner().invoke(app, ['run', '--help']).exit_code == 0\n"
-        "r = CliRunner().invoke(app, ['run', 'bench/smoke.yaml', '--dry-run', '--engine', 'ray', '--shard', '1/2'])\n"
+        "r = CliRunner().invoke(app, ['run', 'bench/smoke.yaml', '--dry-run', '--executor', 'ray', '--shard', '1/2'])\n"
         "assert r.exit_code == 0, r.output\n"
         "print(sorted(m for m in ('ray', 'torch') if m in sys.modules))\n"
     )

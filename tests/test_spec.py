@@ -1,12 +1,15 @@
 """Specs: validated at the boundary, with one-line messages that name the offending key."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from conftest import TINY_SPEC, write_spec
-from mnistbench.errors import MnistbenchError
-from mnistbench.spec.schema import load_spec, parse_spec
+from mnistbench.errors import MnistbenchError, SpecErrors
+from mnistbench.spec.schema import Spec, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,3 +115,50 @@ def test_an_unknown_key_names_the_closest_settings_and_stays_short():
     assert "docs/specs.md" in message and len(message) < 200
     assert "did you mean" not in spec_error({"model": "lenet5", "zzzzzz": 1})
     assert "did you mean variants?" in spec_error({"model": "lenet5", "variant": [{}]})
+
+
+def test_a_spec_is_read_and_checked_without_importing_torch():
+    """spec/ names models and datasets from torch-free registries (lint-imports checks the imports; this, a real run)."""
+    code = ("import sys\nfrom mnistbench.spec.schema import parse_spec\n"
+            "spec = parse_spec({'matrix': {'model': ['lenet5', 'examples-net', 'small=./nets.py:build'],"
+            " 'dataset': ['mnist', 'fashion-mnist']}}, 't')\n"
+            "assert len(spec.cells()) == 6\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'ray', 'filelock')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_the_model_names_a_spec_knows_without_the_zoo_are_the_zoo_models():
+    from mnistbench.models import zoo
+    from mnistbench.models.names import BUILTIN_MODELS
+
+    assert tuple(zoo.MODELS.names()[:len(BUILTIN_MODELS)]) == BUILTIN_MODELS
+
+
+def test_the_spec_structure_is_a_pydantic_model_whose_keys_are_the_settings():
+    """Spec itself refuses what parse_spec refuses: settings, axes and variants are keyed by CellConfig's settings."""
+    for bad in ({"settings": {"epoch": 3}}, {"matrix": {"sed": [1]}}, {"matrix": {"seed": []}}, {"matrix": {"seed": [1, 1]}},
+                {"variants": [{"ep": 1}]}, {"variants": []}, {"cell_timeout": 0}, {"cell_timeout": True}, {"name": ".."}):
+        with pytest.raises(ValidationError):
+            Spec.model_validate({"name": "x", **bad})
+    spec = Spec.model_validate({"name": "x", "settings": {"model": "lenet5"}, "matrix": {"seed": 3}, "cell_timeout": 5})
+    assert spec.matrix == {"seed": [3]} and spec.cell_timeout == 5.0 and len(spec.cells()) == 1
+
+
+def test_every_structure_problem_is_one_line_found_in_one_pass():
+    with pytest.raises(SpecErrors) as e:
+        parse_spec({"model": "lenet5", "name": "a/b", "epoch": 3, "matrix": {"sed": [1], "lr": [0.1]}, "lr": 0.2,
+                    "variants": [{"ep": 1}], "cell_timeout": 0, "resources": {"cpu": 1}, "batch_size": -1}, "t")
+    assert [line.split(": ")[1] for line in e.value.lines] == [
+        "name", "epoch", "matrix.sed", "variants[0].ep", "resources.cpu", "cell_timeout", "lr", "batch_size"]
+    assert e.value.lines[4] == "t: resources.cpu: unknown key (known: cpus, gpus)"
+    assert e.value.lines[5] == "t: cell_timeout: seconds, a number above 0 and at most 2592000, got 0"
+
+
+def test_an_unknown_key_of_any_type_is_named_as_written():
+    assert spec_error({"model": "lenet5", "matrix": {10**5000: [1]}}).startswith(
+        "t: matrix.<an integer of 16610 bits>: unknown key")
+    with pytest.raises(SpecErrors) as e:
+        parse_spec({"model": "lenet5", "variants": [{"ep": 1}, 5]}, "t")
+    assert e.value.lines == ["t: variants[0].ep: unknown key (every setting is listed in docs/specs.md)",
+                             "t: variants: must be a non-empty list of mappings of settings"]

@@ -18,7 +18,7 @@ import torch
 
 from ..data.datasets import load_dataset, normalize
 from ..errors import MnistbenchError
-from ..models.factory import display_name
+from ..models.names import display_name
 from ..results import RunRecord
 from ..weights import finished_runs, trained_model
 from .backends import BackendContext, backend, eager

@@ -10,11 +10,12 @@ from pathlib import Path
 def describe_models(detail: bool = False, refs: list[str] | None = None, base_dir: str | Path = "") -> dict:
     """Every known model (registry, entry points) and each of ``refs``: name, parameters, forward FLOPs per sample,
     description; with ``detail``, also its layers (weights, biases, parameters each). A bad reference is one line."""
-    from .factory import checked_model, describe, known_names
+    from .factory import checked_model, describe
+    from .names import list_models
     from .zoo import layer_params
 
     models = []
-    for name in known_names() + list(refs or []):
+    for name in list_models() + list(refs or []):
         source, m = checked_model(name, base_dir)
         counted = describe(source, m)  # the same counts a run record stores
         entry = {

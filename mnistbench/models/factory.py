@@ -1,17 +1,9 @@
 """Models from outside the package: named by import path, file path or entry point; loaded, hashed and checked.
 
-What a spec's ``model:`` may say (docs/models.md):
-
-- ``lenet5``: a built-in model (``mnistbench models``);
-- ``my_pkg.nets:SmallCNN``: an attribute of an importable module;
-- ``./nets.py:build``: an attribute of a Python file, relative to the spec's folder;
-- ``smallcnn``: a model an installed package declares in the entry-point group ``mnistbench.models``;
-- ``small=./nets.py:build``: any import-path or file reference with a display name for tables and
-  cell ids (else the attribute's name).
-
-The attribute is a factory: called with no arguments it returns an ``nn.Module`` that maps
-N x 1 x 28 x 28 images to N x 10 logits. Parsing a reference imports nothing (so ``validate``
-stays fast); loading it imports the code and hashes the file that defines the factory.
+What a spec's ``model:`` may say is parsed, without importing anything, by ``names.parse_model_ref`` (docs/models.md).
+The attribute a reference names is a factory: called with no arguments it returns an ``nn.Module`` that maps
+N x 1 x 28 x 28 images to N x 10 logits. Loading a reference imports the code and hashes the file that defines
+the factory.
 """
 
 from __future__ import annotations
@@ -19,92 +11,17 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
-import re
 import sys
 import types
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import MnistbenchError, brief
+from .names import ModelRef, entry_points, parse_model_ref
 from .zoo import INPUT_SHAPE, MODELS
 
-ENTRY_POINT_GROUP = "mnistbench.models"
 NUM_LOGITS = 10
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model reference as written, taken apart: what it names and how it is shown."""
-
-    text: str  # as written in the spec
-    name: str  # display name: tables, cell ids
-    kind: str  # "builtin", "entry-point", "module" or "file"
-    target: str = ""  # the module path or file path of a reference
-    attr: str = ""  # the (dotted) attribute of a reference
-
-    @property
-    def builtin(self) -> bool:
-        return self.kind == "builtin"
-
-
-@lru_cache(maxsize=None)
-def entry_points() -> dict[str, Any]:
-    """The models installed packages declare in the ``mnistbench.models`` entry-point group, by name (nothing imported)."""
-    from importlib.metadata import entry_points as installed
-
-    return {ep.name: ep for ep in installed(group=ENTRY_POINT_GROUP)}
-
-
-def known_names() -> list[str]:
-    return MODELS.names() + [n for n in entry_points() if n not in MODELS]
-
-
-def unknown_model_message(text: object) -> str:
-    return (f"unknown model {brief(text)} (known: {', '.join(known_names())}; or a reference such as "
-            "my_pkg.nets:SmallCNN or ./nets.py:build)")
-
-
-def parse_model_ref(text: str) -> ModelRef:
-    """The parts of a model reference, from its text alone; ValueError says in one line what is wrong."""
-    if text in MODELS:
-        return ModelRef(text, text, "builtin")
-    name, sep, body = text.partition("=")
-    if not sep or not name or "/" in name or ":" in name:
-        name, body = "", text
-    if ":" not in body:
-        if name:
-            raise ValueError(f"model {brief(text)}: a display name goes with an import path or a file, e.g. small=./nets.py:build")
-        if text in entry_points():
-            return ModelRef(text, text, "entry-point")
-        raise ValueError(unknown_model_message(text))
-    target, _, attr = body.rpartition(":")
-    if not _DOTTED.fullmatch(attr):
-        raise ValueError(f"model {brief(text)}: {brief(attr)} is not an attribute name (expected module:attr or ./file.py:attr)")
-    if target.endswith(".py"):
-        kind = "file"
-    elif _DOTTED.fullmatch(target):
-        kind = "module"
-    else:
-        raise ValueError(f"model {brief(text)}: {brief(target)} is neither a dotted module path nor a .py file")
-    display = name or attr.rsplit(".", 1)[-1]
-    if not _NAME.fullmatch(display):
-        raise ValueError(f"model {brief(text)}: display name {brief(display)} must be 1-64 letters, digits, '.', '_' or '-'")
-    if display in MODELS or display in entry_points():
-        raise ValueError(f"model {brief(text)} would be shown as {brief(display)}, which names another model: "
-                         f"give it its own, e.g. my-{display}={body}")
-    return ModelRef(text, display, kind, target, attr)
-
-
-def display_name(text: str) -> str:
-    """How a model is shown in tables and cell ids: its name, or a reference's display name."""
-    try:
-        return parse_model_ref(text).name
-    except ValueError:
-        return text
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def import_ray(local: bool):
     try:
         import ray
     except ImportError:
-        raise MnistbenchError(f"--engine ray needs Ray, which is not installed: {RAY_EXTRA}") from None
+        raise MnistbenchError(f"--executor ray needs Ray, which is not installed: {RAY_EXTRA}") from None
     return ray
 
 
@@ -76,7 +76,7 @@ class RayExecutor:
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
-            raise MnistbenchError(f"--engine ray needs Ray, which is not installed: {RAY_EXTRA}")
+            raise MnistbenchError(f"--executor ray needs Ray, which is not installed: {RAY_EXTRA}")
         self.address, self.max_retries = address, max_retries
         self._ray = None
         self._started = False

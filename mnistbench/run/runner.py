@@ -76,9 +76,9 @@ def run_spec(
 ) -> RunSummary:
     """Run every selected cell of ``spec`` not already done with the same key, then rebuild the report."""
     started = time.perf_counter()
-    with executor or Sequential() as engine:
-        plan = plan_run(spec, Path(results_root), data_dir, allow_download, force, engine.device_type, selection,
-                        engine.threads)
+    with executor or Sequential() as executor:
+        plan = plan_run(spec, Path(results_root), data_dir, allow_download, force, executor.device_type, selection,
+                        executor.threads)
         summary = RunSummary(plan.folder)
         ids = [t.cell.id for t in plan.tasks]
         with cell_locks(plan.folder, ids), StopFlag() as stop:
@@ -92,7 +92,7 @@ def run_spec(
                                                   "when its cell finishes"))
             work = Work(todo, plan.datasets, plan.folder, spec.resources, spec.cell_timeout)
             try:
-                for record in engine.run(work, on_event, stop):
+                for record in executor.run(work, on_event, stop):
                     summary.ran.append(record)
             except BaseException as stopped:
                 # Whatever stopped the cells, the tables describe the run files present; the first error is the one reported.
@@ -178,7 +178,7 @@ def data_dirs_for(data_dir, datasets: list[str]) -> dict[str, str | os.PathLike]
     if data_dir is None:
         return {}
     if isinstance(data_dir, Mapping):
-        from ..data.datasets import DATASETS
+        from ..data.catalog import DATASETS
 
         for name in data_dir:
             if name is not None and name not in DATASETS:

@@ -15,14 +15,15 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, NoReturn, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
-from ..data.datasets import DATASETS
+from ..data.catalog import DATASETS
 from ..errors import MnistbenchError, SpecErrors, brief
-from ..models.factory import display_name, parse_model_ref
-from ..results import cell_key
+from ..models.names import display_name, parse_model_ref
+from .keys import DISTORT_RANGES, cell_key
 from .safeyaml import MAX_SPEC_BYTES, load_bounded
 
 Optimizer = Literal["sgd", "adam", "adamw", "adadelta"]
@@ -129,20 +130,11 @@ class CellConfig(BaseModel):
         return self.model_copy(update={"device": device_type, "model_sha256": model_sha256})
 
     def key(self, data_sha256s: list[str] | tuple[str, ...] = (), threads: Optional[int] = None) -> str:
-        """The canonical cell key (see ``results.cell_key``); call it on a ``resolved`` configuration.
-
-        Distortion ranges enter it only when ``distort`` is on: without it they change nothing. ``threads``: the CPU
-        threads the cell runs with, in place of ``threads: None`` (as the device used stands for ``auto``).
-        """
-        settings = self.model_dump()
-        if threads is not None:
-            settings["threads"] = threads
-        if not self.distort:
-            settings = {k: v for k, v in settings.items() if k not in DISTORT_RANGES}
-        return cell_key(settings, data_sha256s)
+        """The canonical cell key (``keys.cell_key``: what enters it); call it on a ``resolved`` configuration.
+        ``threads``: the CPU threads the cell runs with, in place of ``threads: None``."""
+        return cell_key(self.model_dump(), data_sha256s, threads)
 
 
-DISTORT_RANGES = ("distort_translate", "distort_scale", "distort_squeeze", "distort_shear", "distort_rotate")
 RESOLVED = ("model_sha256",)  # set by the run, not in specs
 SETTINGS = tuple(k for k in CellConfig.model_fields if k not in RESOLVED)
 # Settings that change nothing unless another one calls for them (`run --dry-run` lists them only where they apply).
@@ -162,7 +154,7 @@ def applies(config: CellConfig, key: str) -> bool:
 
 
 class Resources(BaseModel):
-    """What a distributed engine reserves for each cell (``--engine ray``); the sequential runner ignores it.
+    """What a distributed executor reserves for each cell (``--executor ray``); the sequential runner ignores it.
 
     Unset values take per-device defaults (``executors.ray_options``): a CPU cell gets its
     ``threads`` (else 1) CPUs and no GPU, a CUDA cell 1 CPU and 1 GPU. ``gpus`` below 1
@@ -187,18 +179,44 @@ class Cell:
     id: str
     config: CellConfig
 
+SPEC_KEYS = ("name", "description", "matrix", "variants", "resources", "cell_timeout")
+Setting = Literal[SETTINGS]  # a key of CellConfig that a spec may set
+MAX_CELL_TIMEOUT = 30 * 24 * 3600  # seconds: a month
+
+
+def _distinct(values: list) -> list:
+    if _has_repeats(values):
+        raise ValueError("repeated value")
+    return values
+
+
+# A matrix axis: a non-empty list of distinct values (a single value is an axis of one).
+Axis = Annotated[list[Any], BeforeValidator(lambda v: v if isinstance(v, list) else [v]), Field(min_length=1),
+                 AfterValidator(_distinct)]
+
 
 class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A spec's structure. Its keys are checked here; the values of settings by ``CellConfig``, cell by cell, where
+    an error in a matrix value names its axis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str
     description: str = ""
-    settings: dict[str, Any]
-    matrix: dict[str, list[Any]]
-    variants: list[dict[str, Any]] = [{}]
+    settings: dict[Setting, Any] = {}  # one value for every cell (the spec file's top-level settings)
+    matrix: dict[Setting, Axis] = {}
+    variants: list[dict[Setting, Any]] = Field([{}], min_length=1)
     resources: Resources = Resources()
-    cell_timeout: Optional[float] = None  # seconds a cell may take in its own process (docs/specs.md); None: no bound
+    # Seconds a cell may take in its own process (docs/specs.md); None: no bound.
+    cell_timeout: Optional[float] = Field(None, gt=0, le=MAX_CELL_TIMEOUT)
     source: str = ""  # the spec file: referenced models' files are relative to its folder
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_segment(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", v) or v in (".", ".."):
+            raise ValueError(NAME_RULE)
+        return v
 
     def axes(self) -> list[str]:
         """The settings that vary between cells: matrix keys, then keys the variants override."""
@@ -273,8 +291,6 @@ def _one_line(error: dict) -> str:
     return msg
 
 
-SPEC_KEYS = ("name", "description", "matrix", "variants", "resources", "cell_timeout")
-
 
 def unknown_key(key: Any, extra: tuple[str, ...] = ()) -> str:
     """'unknown key', with the closest known settings when the key looks like a typo, and where all are listed."""
@@ -325,112 +341,105 @@ def parse_spec(raw: Any, name: str, source: str = "") -> Spec:
     where = source or name
     if not isinstance(raw, dict):
         raise MnistbenchError(f"{where}: a spec must be a mapping of settings, got {type(raw).__name__}")
-    raw, problems = dict(raw), []
-    spec_name = raw.pop("name", name)
-    description = raw.pop("description", "")
-    matrix = _checked_matrix(raw.pop("matrix", None), raw, problems)
-    variants = raw.pop("variants", [{}])
-    try:
-        resources = parse_resources(raw.pop("resources", None), where)
-    except MnistbenchError as e:
-        problems.append(str(e).removeprefix(f"{where}: "))
-        resources = Resources()
-    try:
-        cell_timeout = parse_cell_timeout(raw.pop("cell_timeout", None), where)
-    except MnistbenchError as e:
-        problems.append(str(e).removeprefix(f"{where}: "))
-        cell_timeout = None
-    if not isinstance(spec_name, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", spec_name) or spec_name in (".", ".."):
-        problems.append(f"name: must be 1-100 letters, digits, '.', '_' or '-' (not '.' or '..'), got {brief(spec_name)}")
-        spec_name = name
-    if not isinstance(description, str):
-        problems.append("description: must be a string")
-        description = ""
-    for key in [k for k in raw if k not in SETTINGS]:
-        problems.append(f"{_key_text(key)}: {unknown_key(key, SPEC_KEYS)}")
-        del raw[key]  # so the values of the other settings are still checked
-    variants = _checked_variants(variants, matrix, problems)
-    check_cell_count(matrix, variants, where)
-    spec = Spec(name=spec_name, description=description, settings=raw, matrix=matrix, variants=variants,
-                resources=resources, cell_timeout=cell_timeout, source=source)
+    problems: list[str] = []
+    spec = _without_overlaps(_structure(raw, name, source, problems), problems)
+    check_cell_count(spec.matrix, spec.variants, where)
     invalid: list[dict] = []
     cells = spec.cells(invalid)
     cascade = bool(problems)  # a dropped axis or key would read as "missing": say only what is wrong
-    problems += dict.fromkeys(f"{_loc(err, set(matrix))}: {_one_line(err)}" for err in invalid
+    problems += dict.fromkeys(f"{_loc(err, set(spec.matrix))}: {_one_line(err)}" for err in invalid
                               if not (cascade and err["type"] == "missing"))  # each problem once, not once per cell
     if problems:
-        raise SpecErrors([f"{where}: {p}" for p in problems[:MAX_PROBLEMS]]
-                         + ([f"{where}: … and {len(problems) - MAX_PROBLEMS} more"] if len(problems) > MAX_PROBLEMS else []))
+        _refuse(problems, where)
     check_unique(cells, where)
     return spec
 
 
+def _refuse(problems: list[str], where: str) -> NoReturn:
+    """Raise ``SpecErrors``: each problem once, at most ``MAX_PROBLEMS`` of them."""
+    problems = list(dict.fromkeys(problems))
+    raise SpecErrors([f"{where}: {p}" for p in problems[:MAX_PROBLEMS]]
+                     + ([f"{where}: … and {len(problems) - MAX_PROBLEMS} more"] if len(problems) > MAX_PROBLEMS else []))
+
+
 MAX_PROBLEMS = 20  # problems of one spec listed at once
+NAME_RULE = "must be 1-100 letters, digits, '.', '_' or '-' (not '.' or '..')"
+# Clearer words than pydantic's for a whole part of the spec that has the wrong form.
+_FORM = {
+    "name": NAME_RULE,
+    "matrix": "must be a mapping of setting -> list of values",
+    "variants": "must be a non-empty list of mappings of settings",
+    "resources": "must be a mapping, e.g. {cpus: 1, gpus: 0.25}",
+    "cell_timeout": f"seconds, a number above 0 and at most {MAX_CELL_TIMEOUT}",
+}
 
 
-def _checked_matrix(matrix: Any, settings: dict, problems: list[str]) -> dict[str, list]:
-    """The matrix with every axis a non-empty list of distinct values; the axes that are not go to ``problems``."""
-    if matrix is None:
-        return {}
-    if not isinstance(matrix, dict):
-        problems.append("matrix: must be a mapping of setting -> list of values")
-        return {}
-    out = {}
-    for key, values in matrix.items():
-        if key not in SETTINGS:
-            problems.append(f"matrix.{_key_text(key)}: {unknown_key(key)}")
-        elif key in settings:
-            problems.append(f"{key}: set both at the top level and in the matrix")
-        elif isinstance(values, list) and not values:
-            problems.append(f"matrix.{key}: empty list, the matrix would hold no cells")
-        elif isinstance(values, list) and _has_repeats(values):
-            problems.append(f"matrix.{key}: repeated value")
+def _structure(raw: dict, name: str, source: str, problems: list[str]) -> Spec:
+    """The spec's structure, validated by pydantic: the top-level settings gathered under ``settings``, each problem
+    a line in ``problems``, and each part at fault left out so that the rest (the cells' values) is still checked."""
+    fields = {"name": name, **{k: v for k, v in raw.items() if k in SPEC_KEYS}, "source": source,
+              "settings": {k: v for k, v in raw.items() if k not in SPEC_KEYS}}
+    for _ in range(len(SPEC_KEYS)):  # each round leaves out what failed: the next passes, or finds what hid behind it
+        try:
+            return Spec.model_validate(fields)
+        except ValidationError as e:
+            problems += [f"{_where(_path(err))}: {_structure_problem(err)}" for err in e.errors()]
+            fields = _without(fields, [_path(err) for err in e.errors()])
+    _refuse(problems, source or name)
+
+
+def _path(err: dict) -> tuple:
+    """Where a structure error is, as keys: ``("matrix", "seed")``; an unknown key as written (its loc holds its text)."""
+    top, *rest = err["loc"]
+    if rest[-1:] == ["[key]"]:
+        rest[-2:] = [err["input"]]
+    return (top, *rest)
+
+
+def _where(path: tuple) -> str:
+    """A structure error's place as the spec file shows it: ``lr``, ``matrix.seed``, ``variants[0].lr``, ``resources.cpus``."""
+    top, *rest = path
+    if top == "settings":
+        return _key_text(rest[0])
+    if top == "variants":
+        return "variants" if len(rest) < 2 else f"variants[{rest[0]}].{_key_text(rest[1])}"
+    return ".".join([str(top), *(_key_text(p) for p in rest[:1])])
+
+
+def _structure_problem(err: dict) -> str:
+    loc, kind = err["loc"], err["type"]
+    if loc[-1] == "[key]":
+        return unknown_key(err["input"], SPEC_KEYS if loc[0] == "settings" else ())
+    if loc[0] == "resources" and kind == "extra_forbidden":
+        return "unknown key (known: cpus, gpus)"
+    if loc[0] == "matrix" and kind == "too_short":
+        return "empty list, the matrix would hold no cells"
+    if loc[0] in _FORM and (len(loc) == 1 or loc[0] == "variants" and len(loc) == 2):
+        return _FORM[loc[0]] + (f", got {brief(err['input'])}" if loc[0] in ("name", "cell_timeout") else "")
+    return _one_line(err)
+
+
+def _without(fields: dict, paths: list[tuple]) -> dict:
+    """``fields`` without the parts at ``paths`` (a key, an axis, a variant's key, or a whole part)."""
+    out = {**fields, "settings": dict(fields["settings"])}
+    for top, *rest in paths:
+        if top in ("settings", "matrix") and rest:
+            out[top] = {k: v for k, v in out[top].items() if k != rest[0]}
+        elif top == "variants" and len(rest) >= 2:
+            out[top] = [{k: v for k, v in x.items() if k != rest[1]} if i == rest[0] else x for i, x in enumerate(out[top])]
+        elif top == "name":
+            out["name"] = "spec"  # a stand-in: the problem is listed, and the spec is never returned
         else:
-            out[key] = values if isinstance(values, list) else [values]
+            out.pop(top, None)
     return out
 
 
-def _checked_variants(variants: Any, matrix: dict, problems: list[str]) -> list[dict]:
-    """The variants, each without the keys that are unknown or also a matrix axis (those go to ``problems``)."""
-    if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):
-        problems.append("variants: must be a non-empty list of mappings of settings")
-        return [{}]
-    out = []
-    for i, variant in enumerate(variants):
-        for key in variant:
-            if key not in SETTINGS:
-                problems.append(f"variants[{i}].{_key_text(key)}: {unknown_key(key)}")
-            elif key in matrix:
-                problems.append(f"variants[{i}].{key}: also a matrix axis")
-        out.append({k: v for k, v in variant.items() if k in SETTINGS and k not in matrix})
-    return out
-
-
-MAX_CELL_TIMEOUT = 30 * 24 * 3600  # seconds: a month
-
-
-def parse_cell_timeout(raw: Any, where: str) -> Optional[float]:
-    """``cell_timeout:`` of a spec: seconds (a positive number), or absent/null for no bound."""
-    if raw is None:
-        return None
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw <= MAX_CELL_TIMEOUT:
-        raise MnistbenchError(f"{where}: cell_timeout: seconds, a number above 0 and at most {MAX_CELL_TIMEOUT}, got {brief(raw)}")
-    return float(raw)
-
-
-def parse_resources(raw: Any, where: str) -> Resources:
-    """``resources:`` of a spec (``cpus``, ``gpus`` per cell), with one-line errors."""
-    if raw is None:
-        return Resources()
-    if not isinstance(raw, dict):
-        raise MnistbenchError(f"{where}: resources: must be a mapping, e.g. {{cpus: 1, gpus: 0.25}}")
-    try:
-        return Resources.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key (known: cpus, gpus)" if err["type"] == "extra_forbidden" else _one_line(err)
-        raise MnistbenchError(f"{where}: resources.{key}: {msg}") from None
+def _without_overlaps(spec: Spec, problems: list[str]) -> Spec:
+    """A key the matrix varies is not also set at the top level or in a variant: each such place is a problem, left out."""
+    problems += [f"{k}: set both at the top level and in the matrix" for k in spec.settings if k in spec.matrix]
+    problems += [f"variants[{i}].{k}: also a matrix axis" for i, v in enumerate(spec.variants) for k in v if k in spec.matrix]
+    return spec.model_copy(update={"settings": {k: v for k, v in spec.settings.items() if k not in spec.matrix},
+                                   "variants": [{k: x for k, x in v.items() if k not in spec.matrix} for v in spec.variants]})
 
 
 def read_spec_text(path: Path) -> str:
