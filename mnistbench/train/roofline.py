@@ -56,3 +56,18 @@ def fraction_of_peak(train_flops: int, forward_flops: int, train_samples_per_s: 
         "train_fraction_of_peak": train_gflops / peak_gflops,
         "eval_fraction_of_peak": eval_gflops / peak_gflops,
     }
+
+
+def achieved_rates(model: dict, outcome) -> dict:
+    """Steady-state GFLOP/s of a cell (``engine.CellOutcome``; ``model``: its record's description) against the
+    matmul peak of its device and thread count."""
+    import statistics
+
+    steady = outcome.epochs[1:] or outcome.epochs  # the first epoch pays for warm-up
+    return fraction_of_peak(
+        model["train_flops"],
+        model["forward_flops"],
+        statistics.median(e.train_samples_per_s for e in steady),
+        statistics.median(e.eval_samples_per_s for e in steady),
+        matmul_peak_gflops(outcome.device, outcome.threads),
+    )
