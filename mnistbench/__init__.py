@@ -29,7 +29,7 @@ _PUBLIC = {
     "compare_folders": "mnistbench.report.compare",
     "load_records": "mnistbench.results",
     "RunRecord": "mnistbench.results",
-    "create_model": "mnistbench.models.zoo",
+    "create_model": "mnistbench.models.factory",
     "MODELS": "mnistbench.models.zoo",
     "load_dataset": "mnistbench.data.datasets",
     "DATASETS": "mnistbench.data.datasets",

@@ -147,7 +147,7 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
             configs = [c.config for c in spec.cells()]
             external = [c for c in configs if not parse_model_ref(c.model).builtin]
             if external:
-                from .run.cell import check_models  # imports torch: only for specs that bring their own models
+                from .run.preflight import check_models  # imports torch: only for specs that bring their own models
 
                 check_models(external, spec.cell_timeout)
         except MnistbenchError as e:
@@ -493,7 +493,8 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print one JSON docum
 
 @app.command("profile-step")
 def profile_step(
-    model: str = typer.Option("lenet5", "--model", help="A registered model (`mnistbench models` lists them)."),
+    model: str = typer.Option("lenet5", "--model", help="A registered model (`mnistbench models` lists them) "
+                              "or a reference such as ./nets.py:build."),
     batch_size: int = typer.Option(64, "--batch-size", help="Training batch size."),
     steps: int = typer.Option(300, "--steps", help="Timed steps per configuration."),
     warmup: int = typer.Option(30, "--warmup", help="Untimed steps before them."),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Iterator, TypeVar
 
 from .errors import MnistbenchError, brief
 
@@ -33,6 +34,15 @@ class Registry(Generic[T]):
             return factory
 
         return decorate
+
+    @contextmanager
+    def registered(self, name: str, description: str, factory: Callable[..., T], **meta) -> Iterator[str]:
+        """``factory`` registered as ``name`` for the block only (a test's model): afterwards the registry is as before."""
+        self.register(name, description, **meta)(factory)
+        try:
+            yield name
+        finally:
+            del self._entries[name]
 
     def names(self) -> list[str]:
         return list(self._entries)

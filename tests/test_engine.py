@@ -8,7 +8,7 @@ import torch
 from mnistbench.data.datasets import load_dataset
 from mnistbench.train.engine import build_optimizer, build_scheduler, resolve_device, run_cell
 from mnistbench.errors import MnistbenchError
-from mnistbench.models.zoo import MODELS, register_model
+from mnistbench.models.zoo import MODELS
 from mnistbench.results import derive_status
 from mnistbench.spec.schema import CellConfig
 
@@ -82,26 +82,25 @@ def test_time_to_accuracy_counts_training_time_until_the_target(tiny):
     assert never.time_to_target_s is None
 
 
-def test_a_loss_that_becomes_nan_ends_the_cell_as_diverged(tiny):
-    name = "test-nan-net"
-    if name not in MODELS:
+class NanNet(torch.nn.Module):
+    """Outputs NaN after the first step, to test divergence handling."""
 
-        @register_model(name, "outputs NaN after the first step, to test divergence handling")
-        def nan_net():
-            class NanNet(torch.nn.Module):
-                def __init__(self):
-                    super().__init__()
-                    self.fc = torch.nn.Linear(784, 10)
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
 
-                def forward(self, x):
-                    out = self.fc(x.flatten(1))
-                    return out * float("nan") if not self.training or self.fc.weight.grad is not None else out
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        return out * float("nan") if not self.training or self.fc.weight.grad is not None else out
 
-            return NanNet()
 
-    out = run_cell(cfg(model=name, epochs=3), tiny)
+def test_a_loss_that_becomes_nan_ends_the_cell_as_diverged_and_its_model_leaves_no_trace(tiny):
+    before = MODELS.names()
+    with MODELS.registered("test-nan-net", "outputs NaN after the first step", NanNet) as name:
+        out = run_cell(cfg(model=name, epochs=3), tiny)
     status, note = derive_status(out.epochs)
     assert status == "diverged" and len(out.epochs) == 1 and "nan" in note
+    assert MODELS.names() == before  # the rest of the test run sees the registry as it was
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):

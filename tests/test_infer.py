@@ -25,7 +25,7 @@ from mnistbench.infer.options import InferOptions, with_overrides
 from mnistbench.infer.plot import pareto_front
 from mnistbench.infer.report import FLAG, markdown, readme_block, summarize
 from mnistbench.layout import runs_dir, weights_file
-from mnistbench.models.zoo import create_model
+from mnistbench.models.factory import create_model
 from mnistbench.results import data_identity
 from mnistbench.weights import save_weights, weights_bytes
 from records_factory import make_record

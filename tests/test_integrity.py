@@ -31,7 +31,7 @@ from mnistbench.data.datasets import load_dataset
 from mnistbench.train.engine import run_cell
 from mnistbench.errors import Interrupted, MnistbenchError
 from mnistbench.report.groups import build_report
-from mnistbench.models.zoo import MODELS, register_model
+from mnistbench.models.zoo import MODELS
 from mnistbench.report.build import check_report, write_report
 from mnistbench.results import load_record, load_records
 from mnistbench.run.runner import finished_runs, plan_run, run_spec
@@ -253,28 +253,25 @@ def test_the_resume_hint_repeats_every_option():
 # 8 -------------------------------------------------------------------------------------------
 
 
+class ExplodingNet(torch.nn.Module):
+    """Raises during its second epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.training and self.calls > 6:  # 256 samples / batch 64 = 4 batches an epoch
+            raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
+        return self.fc(x.flatten(1))
+
+
 @pytest.fixture
 def exploding_model():
-    name = "explodes-in-epoch-2"
-    if name not in MODELS:
-
-        @register_model(name, "test model: raises during its second epoch")
-        def explodes():
-            class Net(torch.nn.Module):
-                def __init__(self):
-                    super().__init__()
-                    self.fc = torch.nn.Linear(784, 10)
-                    self.calls = 0
-
-                def forward(self, x):
-                    self.calls += 1
-                    if self.training and self.calls > 6:  # 256 samples / batch 64 = 4 batches an epoch
-                        raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
-                    return self.fc(x.flatten(1))
-
-            return Net()
-
-    return name
+    with MODELS.registered("explodes-in-epoch-2", "test model: raises during its second epoch", ExplodingNet) as name:
+        yield name
 
 
 def test_a_cell_that_raises_is_recorded_failed_and_the_matrix_goes_on(data, tmp_path, exploding_model):

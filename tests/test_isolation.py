@@ -16,7 +16,8 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import make_dataset, write_spec
-from mnistbench.run.cell import CellTask, check_models_here, execute
+from mnistbench.run.cell import CellTask, execute
+from mnistbench.run.preflight import check_models_here
 from mnistbench.cli import app
 from mnistbench.data.datasets import load_dataset
 from mnistbench.errors import Interrupted, MnistbenchError

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from mnistbench.errors import MnistbenchError
-from mnistbench.models.zoo import count_params, create_model, forward_flops, layer_params, list_models, train_flops
+from mnistbench.models.describe import count_params, forward_flops, layer_params, train_flops
+from mnistbench.models.factory import create_model, list_models
+from mnistbench.models.zoo import MODELS
 
 
 def per_layer(name):
@@ -48,3 +50,22 @@ def test_flops_are_counted_not_typed_in():
 def test_an_unknown_model_lists_the_known_ones():
     with pytest.raises(MnistbenchError, match="unknown model 'resnet50'.*lenet5, custom-mlp, mlp-matched"):
         create_model("resnet50")
+
+
+def test_a_model_registered_for_a_block_is_built_there_and_gone_after_it_even_when_the_block_raises():
+    before = MODELS.names()
+    linear = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))  # noqa: E731
+    with pytest.raises(RuntimeError, match="inside the block"):
+        with MODELS.registered("block-net", "a test model", linear):
+            assert "block-net" in list_models() and create_model("block-net")(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+            raise RuntimeError("inside the block")
+    assert MODELS.names() == before
+    with pytest.raises(MnistbenchError, match="unknown model 'block-net'"):
+        create_model("block-net")
+
+
+def test_a_model_given_by_reference_is_built_by_the_same_factory(tmp_path):
+    (tmp_path / "nets.py").write_text("from torch import nn\n\n\ndef build():\n"
+                                      "    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
+    model = create_model("./nets.py:build", tmp_path)
+    assert count_params(model) == 7_850 and model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)

@@ -123,7 +123,7 @@ def test_the_wall_clock_in_the_last_line_counts_from_the_start_of_the_command(mo
 
 
 def test_one_is_singular_in_progress_and_dry_run(tmp_path):
-    from mnistbench.run.cell import Event
+    from mnistbench.run.events import Event
     from mnistbench.run.progress import progress_for
     from mnistbench.spec.schema import Cell, CellConfig
 

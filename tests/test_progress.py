@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
-from mnistbench.run.cell import Event
+from mnistbench.run.events import Event
 from mnistbench.run.progress import Eta, PlainProgress, RichProgress, clock_words
 from mnistbench.spec.schema import Cell, CellConfig
 
@@ -90,3 +93,9 @@ def test_time_a_cell_spends_outside_its_epochs_counts_for_the_cells_to_come():
     clock.t += 5  # evaluating, saving the weights and the run file
     eta.done(Event("done", a))
     assert eta.cell_left(b.id) == 2 * 10 + 5 and eta.overall_left() == 25
+
+
+def test_drawing_progress_imports_no_torch():
+    code = "import sys, mnistbench.run.progress; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stderr

@@ -19,7 +19,7 @@ from mnistbench.robust.corruptions import CORRUPTIONS, corrupt
 from mnistbench.robust.evaluate import Normalize
 from mnistbench.robust.markdown import render
 from mnistbench.robust.shifts import DIRECTIONS, shift_pixels
-from mnistbench.models.zoo import create_model
+from mnistbench.models.factory import create_model
 from mnistbench.weights import save_weights, weights_bytes
 
 SMALL = Settings(shifts=(0, 3), angles=(-30, 0, 30), attacks=AttackSettings(epsilons=(0.1, 0.3), steps=2, subset=16),

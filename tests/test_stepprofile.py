@@ -139,3 +139,33 @@ def test_on_cuda_the_pinned_path_is_measured_and_trains_like_the_device_tensor(t
     pinned = configs["pinned host buffers"]
     assert pinned["skipped"] is None and pinned["batches"] == "pinned" and pinned["median_us"]["batch"] > 0
     assert pinned["train_loss"] == pytest.approx(configs["baseline"]["train_loss"], rel=1e-4)  # the same batches
+
+
+NETS = '''\
+from torch import nn
+
+
+def build():
+    """A linear read-out of the pixels."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+'''
+
+
+def test_a_model_given_by_reference_is_profiled_like_a_built_in_one(tiny_data, tmp_path, monkeypatch):
+    (tmp_path / "nets.py").write_text(NETS)
+    monkeypatch.chdir(tmp_path)  # a file reference is relative to the working folder
+    result = cli("profile-step", "--data-dir", tiny_data, "--model", "./nets.py:build", *FAST, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["model"] == "./nets.py:build"
+    measured = [c for c in doc["configurations"] if c["skipped"] is None]
+    assert measured and all(c["median_us"]["forward"] > 0 and math.isfinite(c["train_loss"]) for c in measured)
+
+
+def test_a_reference_that_cannot_be_built_is_one_line_and_exit_2_before_any_data_is_read(tmp_path, monkeypatch):
+    (tmp_path / "nets.py").write_text(NETS)
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(cli("profile-step", "--data-dir", tmp_path / "missing", "--model", "./nets.py:buld", *FAST),
+                          "nets.py has no attribute 'buld' (did you mean build?)")
+    assert_one_line_error(cli("profile-step", "--data-dir", tmp_path / "missing", "--model", "./gone.py:build", *FAST),
+                          "file not found")

@@ -9,7 +9,7 @@ from conftest import make_dataset, write_spec
 from mnistbench.data.datasets import load_dataset, normalize
 from mnistbench.errors import MnistbenchError
 from mnistbench.layout import weights_file
-from mnistbench.models.zoo import create_model
+from mnistbench.models.factory import create_model
 from mnistbench.results import load_record
 from mnistbench.run.runner import run_spec
 from mnistbench.spec.schema import load_spec

@@ -1,4 +1,4 @@
-"""Models from outside the package: named by import path, file path or entry point; loaded, hashed and checked.
+"""The one model factory: a built-in name, an import path, a file path or an entry point to a checked ``nn.Module``.
 
 What a spec's ``model:`` may say is parsed, without importing anything, by ``names.parse_model_ref`` (docs/models.md).
 The attribute a reference names is a factory: called with no arguments it returns an ``nn.Module`` that maps
@@ -64,13 +64,13 @@ def load_model_source(text: str, base_dir: str | Path = "") -> ModelSource:
     package = ""
     if ref.kind == "entry-point":
         ep = entry_points()[ref.name]
-        obj, module = _guarded(ref, f"loading entry point {ep.value}", ep.load), None
+        obj, module = guarded(ref, f"loading entry point {ep.value}", ep.load), None
         package = f"{ep.dist.name} {ep.dist.version}" if getattr(ep, "dist", None) else ""
     else:
         if ref.kind == "file":
             module = _import_file(ref, Path(base_dir or ".") / ref.target)
         else:
-            module = _guarded(ref, f"importing {ref.target}", importlib.import_module, ref.target)
+            module = guarded(ref, f"importing {ref.target}", importlib.import_module, ref.target)
         obj = _attribute(ref, module)
     _check_factory(ref, obj)
     file = _defining_file(obj, module)
@@ -83,7 +83,8 @@ def load_model_source(text: str, base_dir: str | Path = "") -> ModelSource:
     return ModelSource(ref, obj, file.name, sha256, package)
 
 
-def _guarded(ref: ModelRef, doing: str, call: Callable, *args):
+def guarded(ref: ModelRef, doing: str, call: Callable, *args):
+    """``call(*args)``, user code: whatever it raises becomes one line naming the reference and what was being done."""
     try:
         return call(*args)
     except (Exception, SystemExit) as e:  # noqa: BLE001 - user code: whatever it raises is one line
@@ -157,7 +158,7 @@ def build_model(source: ModelSource):
     """Call the factory; a factory that raises or returns no ``nn.Module`` is one line naming the reference."""
     from torch import nn
 
-    model = _guarded(source.ref, f"calling {source.ref.attr or source.ref.name}()", source.factory)
+    model = guarded(source.ref, f"calling {source.ref.attr or source.ref.name}()", source.factory)
     if not isinstance(model, nn.Module):
         raise _fail(source.ref, f"{source.ref.attr or source.ref.name}() returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -171,7 +172,7 @@ def check_logits(source: ModelSource, model) -> None:
     model.eval()
     try:
         with torch.no_grad():
-            out = _guarded(source.ref, "the forward pass of a 1x1x28x28 batch", model, torch.zeros(1, *INPUT_SHAPE))
+            out = guarded(source.ref, "the forward pass of a 1x1x28x28 batch", model, torch.zeros(1, *INPUT_SHAPE))
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor):
@@ -199,13 +200,7 @@ def checked_model(text: str, base_dir: str | Path = "", expected_sha256: Optiona
     return source, model
 
 
-def describe(source: ModelSource, model) -> dict:
-    """Display name, parameter count, counted FLOPs per sample, per-sample traffic counts (``traffic``) and
-    provenance, as a run record stores them."""
-    from .traffic import model_traffic
-    from .zoo import count_params, forward_flops, train_flops
-
-    flops = _guarded(source.ref, "counting FLOPs", lambda: (forward_flops(model), train_flops(model)))
-    traffic = _guarded(source.ref, "counting the bytes it moves", model_traffic, model, INPUT_SHAPE)
-    return {"name": source.ref.name, "parameters": count_params(model), "forward_flops": flops[0], "train_flops": flops[1],
-            "traffic": traffic.to_dict(), **source.provenance()}
+def create_model(text: str, base_dir: str | Path = "", expected_sha256: Optional[str] = None):
+    """The model ``text`` names (a built-in name, an entry point, an import path or a file relative to
+    ``base_dir``), built and, for a reference, checked to give 10 logits: the one way from a name to a model."""
+    return checked_model(text, base_dir, expected_sha256)[1]

@@ -1,4 +1,4 @@
-"""The model zoo. Adding a model is one decorated function returning an ``nn.Module``.
+"""The model zoo. Adding a model is one decorated function returning an ``nn.Module``; ``factory.create_model`` builds it.
 
 Every model takes a batch of 1x28x28 images and returns 10 logits.
 Layers are named so the per-layer parameter table reads like the paper's figure.
@@ -7,7 +7,6 @@ Layers are named so the per-layer parameter table reads like the paper's figure.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 # The registry lives in names.py, which the spec stage reads without importing this module (or torch): a model
 # added here is named in names.BUILTIN_MODELS too.
@@ -94,70 +93,6 @@ def examples_net():
     )
 
 
-def create_model(name: str):
-    """Build a registered model by name (raises MnistbenchError listing the known names)."""
-    return MODELS.get(name).factory()
-
-
-def list_models() -> list[str]:
-    return MODELS.names()
-
-
 def paper_test_error_pct(name: str, distorted: bool = False) -> float | None:
     """The 1998 paper's test error for the model's counterpart there, if it has one (trained with distortions, or without)."""
     return MODELS.get(name).meta.get("paper_distorted_error_pct" if distorted else "paper_error_pct") if name in MODELS else None
-
-
-@dataclass(frozen=True)
-class LayerParams:
-    layer: str
-    kind: str
-    weights: int
-    biases: int
-
-    @property
-    def total(self) -> int:
-        return self.weights + self.biases
-
-
-def layer_params(model) -> list[LayerParams]:
-    """Weights and biases of every module that owns parameters, in forward order."""
-    rows = []
-    for name, module in model.named_modules():
-        own = dict(module.named_parameters(recurse=False))
-        if not own:
-            continue
-        weights = sum(p.numel() for n, p in own.items() if n != "bias")
-        biases = own["bias"].numel() if "bias" in own else 0
-        rows.append(LayerParams(name, type(module).__name__, weights, biases))
-    return rows
-
-
-def count_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def forward_flops(model, batch: int = 1) -> int:
-    """Forward FLOPs per sample, counted by ``torch.utils.flop_counter`` (a multiply-add is 2 FLOPs)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(batch, *INPUT_SHAPE)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() // batch
-
-
-def train_flops(model, batch: int = 2) -> int:
-    """Forward + backward FLOPs per training sample, counted by ``torch.utils.flop_counter``."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(batch, *INPUT_SHAPE)
-    y = torch.zeros(batch, dtype=torch.long)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() // batch

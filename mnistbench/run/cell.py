@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,29 +20,15 @@ from .checkpoint import checkpoint_for, load_checkpoint, save_checkpoint, set_as
 from ..data.datasets import Dataset, content_hashes
 from ..train.engine import CellOutcome, ResumeError, ResumeState, run_cell
 from ..environment import environment
+from .events import Event, OnEvent
 from ..layout import run_file
 from ..train.load import LoadMonitor, throughput_spread
+from ..train.roofline import achieved_rates
 from ..errors import Interrupted, MnistbenchError
+from .preflight import describe_model
 from ..results import EpochMetrics, Measurement, RunRecord, data_identity, derive_status
 from ..spec.schema import Cell
 from ..weights import save_weights, weights_bytes
-
-
-@dataclass
-class Event:
-    """What the runner tells its front end (progress bar or plain lines)."""
-
-    kind: str  # "start", "skip", "cell", "epoch", "done", "warning", "report"; "status" (counts, from a parallel executor)
-    cell: Optional[Cell] = None
-    index: int = 0
-    total: int = 0
-    epoch: int = 0
-    epochs: int = 0
-    message: str = ""
-    todo: tuple = ()  # "start": the cells (Cell) this run will train, for the progress's time estimate
-
-
-OnEvent = Callable[[Event], None]
 
 
 @dataclass
@@ -68,80 +53,6 @@ class CellTask:
 
     def run_file(self, folder: Path) -> Path:
         return run_file(folder, self.stem or self.cell.id)
-
-
-# (model, base_dir, sha256) -> description: filled by the checks before a run (``check_models``), so the driver
-# describes a referenced model without running its code again (e.g. for the record of a cell whose process died).
-DESCRIBED: dict[tuple[str, str, Optional[str]], dict] = {}
-
-
-def describe_model(name: str, base_dir: str = "", sha256: Optional[str] = None) -> dict:
-    """Name, parameter count and counted FLOPs per sample (and a referenced model's file and hash), stored with every run.
-
-    ``sha256``: the hash of a referenced model's file the run was planned with (a changed file is an error). A
-    referenced model is also checked to give 10 logits; any problem is one line naming the reference.
-    """
-    from ..models.factory import checked_model, describe
-
-    key = (name, base_dir, sha256)
-    if key not in DESCRIBED:
-        with torchstate.kept():  # a factory's global side effects stay inside the check
-            DESCRIBED[key] = describe(*checked_model(name, base_dir, sha256))
-    return DESCRIBED[key]
-
-
-def check_models(configs, timeout: Optional[float] = None) -> dict[str, Optional[str]]:
-    """Before any training: load, build, check and describe each distinct model once; model -> SHA-256 of its file
-    (None for a built-in model). Referenced models are checked in a child process (``isolation``), within ``timeout``."""
-    from ..models.factory import load_model_source, parse_model_ref
-
-    distinct = list({c.model: c for c in configs}.values())
-    referenced = [c for c in distinct if not parse_model_ref(c.model).builtin]
-    hashes: dict[str, Optional[str]] = {}
-    if referenced:
-        from .isolation import check_in_child
-
-        for (model, base_dir, sha256), description in check_in_child(referenced, timeout).items():
-            DESCRIBED[(model, base_dir, sha256)] = description
-            hashes[model] = sha256
-    for c in distinct:
-        if c.model not in hashes:
-            hashes[c.model] = load_model_source(c.model, c.base_dir).sha256
-            describe_model(c.model, c.base_dir, hashes[c.model])
-    return hashes
-
-
-def check_models_here(configs) -> dict[tuple[str, str, Optional[str]], dict]:
-    """What a child process answers for ``check_models``: each model loaded, checked and described in this process."""
-    from ..models.factory import load_model_source
-
-    out = {}
-    for c in configs:
-        sha256 = load_model_source(c.model, c.base_dir).sha256
-        out[(c.model, c.base_dir, sha256)] = describe_model(c.model, c.base_dir, sha256)
-    return out
-
-
-def achieved_rates(model: dict, outcome: CellOutcome, config) -> dict:
-    """Steady-state GFLOP/s of a cell against the matmul peak of its device and thread count, the memory bandwidth
-    measured there (``stream_bandwidth``) and the bytes a training and an inference sample move (``models.traffic``)."""
-    from ..models.traffic import Traffic, eval_bytes_per_sample, state_buffers, train_bytes_per_sample
-    from ..train.roofline import fraction_of_peak, matmul_peak_gflops, stream_bandwidth
-
-    steady = outcome.epochs[1:] or outcome.epochs  # the first epoch pays for warm-up
-    rates = fraction_of_peak(
-        model["train_flops"],
-        model["forward_flops"],
-        statistics.median(e.train_samples_per_s for e in steady),
-        statistics.median(e.eval_samples_per_s for e in steady),
-        matmul_peak_gflops(outcome.device, outcome.threads),
-    )
-    rates |= stream_bandwidth(outcome.device, outcome.threads).to_dict()
-    if isinstance(model.get("traffic"), dict):
-        t = Traffic(**model["traffic"])
-        rates["train_bytes_per_sample"] = train_bytes_per_sample(t, config.batch_size, state_buffers(config.optimizer, config.momentum))
-        rates["eval_bytes_per_sample"] = eval_bytes_per_sample(t, config.eval_batch_size)
-    return rates
 
 
 def _now() -> str:

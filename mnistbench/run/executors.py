@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Protocol
 
-from .cell import CellTask, OnEvent, execute
+from .cell import CellTask, execute
 from ..data.datasets import Dataset, Split
 from ..errors import Interrupted
+from .events import OnEvent
 from ..results import RunRecord
 from ..spec.schema import CellConfig, Resources
 

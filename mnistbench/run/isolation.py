@@ -254,7 +254,8 @@ def _cell_work(task, dataset, send, should_stop):
 def run_cell(task, dataset, on_event: Callable, should_stop: Callable[[], int], timeout: Optional[float]):
     """One cell (a ``CellTask``) in a child process: its ``RunRecord``; a child that ends without a record, or runs past
     ``timeout``, gives a failed one."""
-    from .cell import Event, build_record
+    from .cell import build_record
+    from .events import Event
     from ..layout import runs_dir
 
     task = _tagged(task)
@@ -278,13 +279,13 @@ def _tagged(task):
 
 
 def _check_work(configs: list, send, should_stop) -> dict:  # noqa: ARG001 - a check sends no events
-    from .cell import check_models_here
+    from .preflight import check_models_here
 
     return check_models_here(configs)
 
 
 def check_in_child(configs: list, timeout: Optional[float]) -> dict:
-    """``cell.check_models_here`` for the referenced models, in a child process: (model, base_dir, sha256) -> description."""
+    """``preflight.check_models_here`` for the referenced models, in a child process: (model, base_dir, sha256) -> description."""
     bound = CHECK_TIMEOUT if timeout is None else timeout * len(configs)  # each model gets the cell's bound
     names = ", ".join(brief(c.model) for c in configs)
     try:

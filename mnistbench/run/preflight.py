@@ -1,4 +1,5 @@
-"""What a run checks in its results folder before the first epoch: layout, file-name lengths, free space.
+"""What a run checks before the first epoch: its models (built and described once), and in its results folder
+layout, file-name lengths, free space.
 
 Each problem here would otherwise surface only after training, when a run file, a
 checkpoint or the report is written. The free-space estimate (docs/robustness.md) is
@@ -110,9 +111,64 @@ def check_before_training(folder: Path, cells: list) -> None:
 
 def _parameters(config) -> int:
     """The cell's model's parameter count (built and checked once by the plan); 0 for one that cannot be built."""
-    from .cell import describe_model
-
     try:
         return describe_model(config.model, config.base_dir, config.model_sha256)["parameters"]
     except Exception:  # noqa: BLE001 - the cell itself reports why the model cannot be built
         return 0
+
+
+# --------------------------------------------------------------------------- the run's models, checked once
+
+# (model, base_dir, sha256) -> ``models.describe.describe``'s dict: filled by the checks before a run (``check_models``),
+# so the driver describes a referenced model without running its code again (e.g. for the record of a cell whose
+# process died).
+DESCRIBED: dict[tuple[str, str, str | None], dict] = {}
+
+
+def describe_model(name: str, base_dir: str = "", sha256: str | None = None) -> dict:
+    """The model's description as every run record stores it (``models.describe.describe``), built once per process.
+
+    ``sha256``: the hash of a referenced model's file the run was planned with (a changed file is an error). A
+    referenced model is also checked to give 10 logits; any problem is one line naming the reference.
+    """
+    from ..models.describe import describe
+    from ..models.factory import checked_model
+    from ..train import torchstate
+
+    key = (name, base_dir, sha256)
+    if key not in DESCRIBED:
+        with torchstate.kept():  # a factory's global side effects stay inside the check
+            DESCRIBED[key] = describe(*checked_model(name, base_dir, sha256))
+    return DESCRIBED[key]
+
+
+def check_models(configs, timeout: float | None = None) -> dict[str, str | None]:
+    """Before any training: load, build, check and describe each distinct model once; model -> SHA-256 of its file
+    (None for a built-in model). Referenced models are checked in a child process (``isolation``), within ``timeout``."""
+    from ..models.factory import load_model_source, parse_model_ref
+
+    distinct = list({c.model: c for c in configs}.values())
+    referenced = [c for c in distinct if not parse_model_ref(c.model).builtin]
+    hashes: dict[str, str | None] = {}
+    if referenced:
+        from .isolation import check_in_child
+
+        for (model, base_dir, sha256), description in check_in_child(referenced, timeout).items():
+            DESCRIBED[(model, base_dir, sha256)] = description
+            hashes[model] = sha256
+    for c in distinct:
+        if c.model not in hashes:
+            hashes[c.model] = load_model_source(c.model, c.base_dir).sha256
+            describe_model(c.model, c.base_dir, hashes[c.model])
+    return hashes
+
+
+def check_models_here(configs) -> dict[tuple[str, str, str | None], dict]:
+    """What a child process answers for ``check_models``: each model loaded, checked and described in this process."""
+    from ..models.factory import load_model_source
+
+    out = {}
+    for c in configs:
+        sha256 = load_model_source(c.model, c.base_dir).sha256
+        out[(c.model, c.base_dir, sha256)] = describe_model(c.model, c.base_dir, sha256)
+    return out

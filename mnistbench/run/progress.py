@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .cell import Event
+from .events import Event
 from ..report.words import counted
 
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from .cell import CellTask, Event, OnEvent, build_record, execute
+from .cell import CellTask, build_record, execute
 from ..data.datasets import Dataset
 from ..errors import ClusterLost, Interrupted, MnistbenchError
+from .events import Event, OnEvent
 from .executors import Work, portable
 from ..files import write_atomic
 from ..layout import weights_file

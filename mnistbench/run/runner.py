@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
-from .cell import CellTask, Event, OnEvent, check_models
+from .cell import CellTask
 from ..data.datasets import Dataset, check_holdout, content_hashes, load_dataset
 from ..errors import Interrupted, MnistbenchError
+from .events import Event, OnEvent
 from .executors import Executor, Sequential, Work
 from ..files import write_atomic
 from .locks import cell_locks, remove_cell_temporaries, remove_report_temporaries, report_lock
-from .preflight import check_before_training, check_layout, check_name_lengths
+from .preflight import check_before_training, check_layout, check_models, check_name_lengths
 from ..layout import runs_dir
 from ..results import Machine, Measurement, RunRecord, load_record, machine_of, run_file_for, run_files
 from ..spec.selection import Selection

@@ -138,3 +138,27 @@ def fraction_of_peak(train_flops: int, forward_flops: int, train_samples_per_s: 
         "train_fraction_of_peak": train_gflops / peak_gflops,
         "eval_fraction_of_peak": eval_gflops / peak_gflops,
     }
+
+
+def achieved_rates(model: dict, outcome, config) -> dict:
+    """Steady-state GFLOP/s of a cell (``engine.CellOutcome``; ``model``: its record's description) against the
+    matmul peak of its device and thread count, the memory bandwidth measured there (``stream_bandwidth``) and the
+    bytes a training and an inference sample move (``models.traffic``)."""
+    import statistics
+
+    from ..models.traffic import Traffic, eval_bytes_per_sample, state_buffers, train_bytes_per_sample
+
+    steady = outcome.epochs[1:] or outcome.epochs  # the first epoch pays for warm-up
+    rates = fraction_of_peak(
+        model["train_flops"],
+        model["forward_flops"],
+        statistics.median(e.train_samples_per_s for e in steady),
+        statistics.median(e.eval_samples_per_s for e in steady),
+        matmul_peak_gflops(outcome.device, outcome.threads),
+    )
+    rates |= stream_bandwidth(outcome.device, outcome.threads).to_dict()
+    if isinstance(model.get("traffic"), dict):
+        t = Traffic(**model["traffic"])
+        rates["train_bytes_per_sample"] = train_bytes_per_sample(t, config.batch_size, state_buffers(config.optimizer, config.momentum))
+        rates["eval_bytes_per_sample"] = eval_bytes_per_sample(t, config.eval_batch_size)
+    return rates

@@ -53,7 +53,7 @@ VARIANTS = (
 class ProfileConfig:
     """What to profile; checked when built, so a bad option is one line before any data is read."""
 
-    model: str = "lenet5"
+    model: str = "lenet5"  # what a spec's ``model:`` may say; a file reference is relative to the working folder
     batch_size: int = 64
     steps: int = 300
     warmup: int = 30
@@ -61,9 +61,12 @@ class ProfileConfig:
     data_dir: Optional[Path] = None
 
     def __post_init__(self) -> None:
-        from ..models.zoo import MODELS
+        from ..models.factory import parse_model_ref
 
-        MODELS.get(self.model)  # an unknown name fails here, listing the known ones
+        try:  # an unknown name fails here, listing the known ones; a reference (./nets.py:build) is loaded later
+            parse_model_ref(self.model)
+        except ValueError as e:
+            raise MnistbenchError(str(e)) from None
         for option, value, least in (("--batch-size", self.batch_size, 1), ("--steps", self.steps, 1),
                                      ("--warmup", self.warmup, 0)):
             if value < least:
@@ -198,7 +201,7 @@ class Trainer:
         import torch
 
         from .engine import OPTIMIZER_IMPL
-        from ..models.zoo import create_model
+        from ..models.factory import create_model
 
         torch.manual_seed(SEED)
         model = create_model(model_name).to(device)
@@ -282,8 +285,10 @@ def profile_steps(config: ProfileConfig, dataset=None) -> StepProfile:
     from ..data.datasets import load_dataset, normalize
     from .engine import resolve_device
     from ..environment import environment
+    from ..models.factory import create_model
 
     device = resolve_device(config.device)
+    create_model(config.model)  # a reference that cannot be built, or gives no 10 logits, fails before the data is read
     if dataset is None:
         dataset = load_dataset("mnist", config.data_dir)
     # Pinning needs CUDA: never called without it.

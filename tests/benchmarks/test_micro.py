@@ -11,7 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnistbench.models.zoo import INPUT_SHAPE, count_params, create_model, list_models
+from mnistbench.models.describe import count_params
+from mnistbench.models.factory import create_model, list_models
+from mnistbench.models.zoo import INPUT_SHAPE
 
 BATCHES = [1, 64, 1024]
 
