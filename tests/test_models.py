@@ -5,7 +5,8 @@ import torch
 
 from mnistbench.errors import MnistbenchError
 from mnistbench.models.describe import count_params, forward_flops, layer_params, train_flops
-from mnistbench.models.factory import create_model, list_models
+from mnistbench.models.factory import create_model
+from mnistbench.models.names import list_models
 from mnistbench.models.zoo import MODELS
 
 

@@ -13,7 +13,8 @@ from records_factory import make_record, write_records
 
 from mnistbench.models.traffic import (ELEMENT_BYTES, LayerShape, Traffic, eval_bytes_per_sample, layer_shapes,
                                        model_traffic, state_buffers, train_bytes_per_sample)
-from mnistbench.models.zoo import INPUT_SHAPE, create_model
+from mnistbench.models.factory import create_model
+from mnistbench.models.zoo import INPUT_SHAPE
 from mnistbench.report.build import write_report
 from mnistbench.report.groups import report_from_records
 from mnistbench.report.roofline import Point, attainable_gflops, bound, drawable, roof_curve
@@ -48,8 +49,9 @@ def _epoch(k: int) -> EpochMetrics:
 
 
 def test_a_cells_rates_carry_the_measured_bandwidth_and_its_bytes_per_sample(monkeypatch):
-    from mnistbench.models.factory import checked_model, describe
-    from mnistbench.run.cell import achieved_rates
+    from mnistbench.models.describe import describe
+    from mnistbench.models.factory import checked_model
+    from mnistbench.train.roofline import achieved_rates
 
     # Real measurements, on small operands so the test stays fast.
     monkeypatch.setattr(roofline, "stream_bandwidth", functools.partial(roofline.stream_bandwidth, array_bytes=SMALL, repeats=2))

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from mnistbench.models.describe import count_params
-from mnistbench.models.factory import create_model, list_models
+from mnistbench.models.factory import create_model
+from mnistbench.models.names import list_models
 from mnistbench.models.zoo import INPUT_SHAPE
 
 BATCHES = [1, 64, 1024]
