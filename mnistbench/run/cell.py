@@ -9,7 +9,6 @@ stops the run (they would stop every cell after it too).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ from ..train.engine import CellOutcome, ResumeError, ResumeState, run_cell
 from ..environment import environment
 from ..layout import run_file
 from ..train.load import LoadMonitor, throughput_spread
-from ..errors import Interrupted, MnistbenchError
-from ..results import EpochMetrics, Measurement, RunRecord, data_identity, derive_status
+from ..errors import Interrupted, MnistbenchError, reason
+from ..results import EpochMetrics, Measurement, RunRecord, data_identity, derive_status, now
 from ..spec.schema import Cell
 from ..weights import save_weights, weights_bytes
 
@@ -136,15 +135,6 @@ def achieved_rates(model: dict, outcome: CellOutcome) -> dict:
     )
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _reason(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
-
-
 def _raised_by_code(e: BaseException, should_stop) -> str:
     """A ``SystemExit`` or ``KeyboardInterrupt`` from the cell's code is the cell's failure, not the run's end.
 
@@ -155,7 +145,7 @@ def _raised_by_code(e: BaseException, should_stop) -> str:
         raise e
     if should_stop is not None and should_stop():
         raise Interrupted(should_stop()) from None
-    return f"the model's code raised {_reason(e)}"
+    return f"the model's code raised {reason(e)}"
 
 
 def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None, should_stop=None) -> RunRecord:
@@ -168,7 +158,7 @@ def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None
     if message:
         on_event(Event("warning", cell, task.index, task.total, message=message))
     on_event(Event("cell", cell, task.index, task.total, epoch=len(resume.epochs) if resume else 0, epochs=cell.config.epochs))
-    started, wall = _now(), time.perf_counter()
+    started, wall = now(), time.perf_counter()
     done: list[EpochMetrics] = list(resume.epochs) if resume else []
     load = LoadMonitor()  # the machine's load during this cell's epochs (docs/statistics.md)
 
@@ -196,7 +186,7 @@ def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None
             where = f" ({e.filename})" if e.filename else ""
             raise MnistbenchError(f"cell {cell.id}: {e.strerror or e}{where}") from None
         except Exception as e:  # noqa: BLE001 - any failure of the cell itself is recorded, and the matrix goes on
-            failure = _reason(e)
+            failure = reason(e)
     if state.changed:
         task = dataclasses.replace(task, extra={**task.extra, "torch_settings_restored": state.changed})
         on_event(Event("warning", cell, task.index, task.total,
@@ -263,7 +253,7 @@ def build_record(
         epochs=epochs,
         environment=cell_environment(outcome),
         started=started,
-        finished=_now(),
+        finished=now(),
         device=outcome.device if outcome else config.device,
         time_to_target_s=outcome.time_to_target_s if outcome else None,
         epochs_to_target=outcome.epochs_to_target if outcome else None,

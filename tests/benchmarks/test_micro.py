@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnistbench.models.zoo import INPUT_SHAPE, count_params, create_model, list_models
+from mnistbench.models.zoo import INPUT_SHAPE, MODELS, count_params, create_model
 
 BATCHES = [1, 64, 1024]
 
 # Every registered model, so a new one is benchmarked without touching this file.
 cases = pytest.mark.parametrize(
-    "name, batch", [pytest.param(n, b, id=f"{n}-b{b}") for n in list_models() for b in BATCHES]
+    "name, batch", [pytest.param(n, b, id=f"{n}-b{b}") for n in MODELS.names() for b in BATCHES]
 )
 
 
