@@ -540,15 +540,15 @@ def compare(
     as_json: bool = JsonOption,
 ) -> None:
     """Compare two results folders configuration by configuration: accuracy, loss (B − A), throughput (B / A)."""
-    from .report.compare import compare_folders, evaluate, markdown, parse_check, to_json
+    from .report.compare import check, compare_folders, comparison_markdown, parse_check, to_json
 
     try:
         checks = [parse_check(text) for text in fail_on or []]
         comparison = compare_folders(a, b)
     except MnistbenchError as e:
         fail(str(e))
-    outcomes = evaluate(comparison, checks)
-    typer.echo(json.dumps(to_json(comparison, outcomes), indent=2) if as_json else markdown(comparison, outcomes))
+    outcomes = check(comparison, checks)
+    typer.echo(json.dumps(to_json(comparison, outcomes), indent=2) if as_json else comparison_markdown(comparison, outcomes))
     for w in comparison.warnings:
         typer.echo(f"mnistbench: warning: {w}", err=True)
     failed = [o for o in outcomes if o.failed]

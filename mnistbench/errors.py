@@ -46,6 +46,12 @@ class Interrupted(Exception):
         self.exit_code = 128 + signum
 
 
+def reason(e: BaseException, limit: int = 200) -> str:
+    """What an exception says, in one line: its type and its message (whitespace collapsed, cut to ``limit``)."""
+    text = " ".join(str(e).split())[:limit]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 QUOTE_LIMIT = 100  # characters of an offending value an error message quotes
 
 

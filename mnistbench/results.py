@@ -15,6 +15,7 @@ value, in ``non_finite`` (``{"epochs[3].train_loss": "nan"}``). Files written by
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
@@ -335,6 +336,16 @@ def derive_status(epochs: list[EpochMetrics], failed: str = "") -> tuple[str, st
             if not math.isfinite(value):
                 return "diverged", f"{name.replace('_', ' ')} became {value} in epoch {e.epoch}"
     return "finished", ""
+
+
+def finite_or_none(x: Any) -> Any:
+    """``x``, or None for a non-finite float: a value strict JSON can hold (NaN and infinity have no JSON form)."""
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def now() -> str:
+    """The current time as run files store it (``started``, ``finished``): UTC, ISO 8601, to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _finite_only(value: Any, path: str, found: dict[str, str]) -> Any:

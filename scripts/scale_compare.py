@@ -20,12 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-# summary.csv columns that are measured speed, not results: they may differ between two runs.
-TIMING = {
-    "train_samples_per_s_median", "train_samples_per_s_min", "train_samples_per_s_max", "eval_samples_per_s_median",
-    "seconds_per_epoch_median", "time_to_target_s_median", "peak_gflops", "train_gflops", "train_fraction_of_peak",
-    "eval_gflops", "eval_fraction_of_peak",
-}
+# summary.csv's columns that say how fast, how big or under what load a machine ran, not what was learned
+# (SummaryRow's measured fields): two runs may differ in them.
+from mnistbench.report.rows import MEASURED_COLUMNS
+
 METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
 
 # Ray alone, as mnistbench starts it: a local cluster's start and stop, and an empty task's round trip.
@@ -64,7 +62,8 @@ def records(folder: Path) -> dict[str, dict]:
 
 
 def table(folder: Path) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(io.StringIO((folder / "summary.csv").read_text()))]
+    rows = csv.DictReader(io.StringIO((folder / "summary.csv").read_text()))
+    return [{k: v for k, v in row.items() if k not in MEASURED_COLUMNS} for row in rows]
 
 
 def differences(seq: Path, ray: Path) -> list[str]:
@@ -101,7 +100,7 @@ def overheads(walls: dict, seq: Path, ray: Path, slots: float) -> dict:
     }
 
 
-def markdown(spec: str, payload: dict) -> str:
+def comparison_markdown(spec: str, payload: dict) -> str:
     w, o, c, env = payload["wall_s"], payload["overhead"], payload["ray_alone"], payload["machine"]
     per = o["outside_cells_per_cell_s"]
     verdict = "the same" if not payload["differences"] else "DIFFERENT: " + "; ".join(payload["differences"])
@@ -152,7 +151,7 @@ def main(spec: str = "bench/scale-cpu.yaml", out: str = "results/scale-cpu") -> 
         "differences": differences(seq, ray_folder),
     }
     (root / "comparison.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (root / "comparison.md").write_text(markdown(name, payload))
+    (root / "comparison.md").write_text(comparison_markdown(name, payload))
     print((root / "comparison.md").read_text())
     return 1 if payload["differences"] else 0
 

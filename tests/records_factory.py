@@ -125,6 +125,13 @@ def write_records(results_dir: Path, records: list[RunRecord]) -> Path:
     return Path(results_dir)
 
 
+def report_of(records: list[RunRecord], results_dir: Path):
+    """The report ``mnistbench report`` builds from these records once saved as run files in ``results_dir``."""
+    from mnistbench import build_report
+
+    return build_report(write_records(results_dir, records))
+
+
 def comparison(results_dir: Path, seeds: int = 3, epochs: int = 5) -> Path:
     """The founding comparison with made-up numbers, ``final_accuracy(model, seed)`` and ``final_loss(model, seed)``."""
     records = [

@@ -12,11 +12,10 @@ from mnistbench.run.checkpoint import load_checkpoint, save_checkpoint
 from mnistbench.data.datasets import TensorBatches, load_dataset
 from mnistbench.train.engine import run_cell
 from mnistbench.errors import MnistbenchError
-from mnistbench.report.groups import report_from_records
 from mnistbench.run.runner import run_spec
 from mnistbench.spec.schema import CellConfig, load_spec, parse_spec
-from mnistbench.report.tables import markdown
-from records_factory import make_record
+from mnistbench.report.tables import summary_markdown
+from records_factory import make_record, report_of
 
 NONE = AffineRanges(0, 0, 0, 0, 0)
 
@@ -142,15 +141,16 @@ def test_distortion_and_validation_settings_are_checked_and_keyed():
     assert key(validation=10_000) != key()
 
 
-def test_the_paper_reference_follows_distortion_dataset_and_split():
+def test_the_paper_reference_follows_distortion_dataset_and_split(tmp_path):
     records = [make_record("lenet5", s, distort=d) for s in range(2) for d in (False, True)]
     records += [make_record("custom-mlp", 0, distort=True), make_record("custom-mlp", 0, distort=True, validation=100)]
     records += [make_record("lenet5", 0, spec="fm", dataset="fashion-mnist")]
-    report = report_from_records(records)
-    papers = {(g.model, g.records[0].config.get("distort"), g.records[0].config.get("validation"), g.context.dataset):
+    report = report_of(records, tmp_path)
+    papers = {(g.model, g.config.get("distort"), g.config.get("validation"), g.context.dataset):
               g.paper_error_pct() for g in report.groups()}
-    assert papers == {("lenet5", False, None, "mnist"): 0.95, ("lenet5", True, None, "mnist"): 0.8,
-                      ("custom-mlp", True, None, "mnist"): 2.45, ("custom-mlp", True, 100, "mnist"): None,
-                      ("lenet5", None, None, "fashion-mnist"): None}
-    text = markdown(report)
+    # Read back from the run files, settings left out are at their defaults (distort False, validation 0).
+    assert papers == {("lenet5", False, 0, "mnist"): 0.95, ("lenet5", True, 0, "mnist"): 0.8,
+                      ("custom-mlp", True, 0, "mnist"): 2.45, ("custom-mlp", True, 100, "mnist"): None,
+                      ("lenet5", False, 0, "fashion-mnist"): None}
+    text = summary_markdown(report)
     assert "**Validation split:** runs with `validation` hold out the last 100 training samples" in text

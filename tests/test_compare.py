@@ -15,7 +15,7 @@ from scipy import stats as st
 from typer.testing import CliRunner
 
 from mnistbench.cli import app
-from mnistbench.report.compare import compare_folders, evaluate, parse_check
+from mnistbench.report.compare import check, compare_folders, parse_check
 from mnistbench.errors import MnistbenchError
 from mnistbench.results import data_identity
 
@@ -66,7 +66,7 @@ def test_accuracy_and_loss_differences_are_b_minus_a_with_welchs_interval_and_p_
 def test_throughput_ratio_is_the_ratio_of_medians_with_the_range_of_epoch_ratios(before_after):
     [m] = compare_folders(*before_after).matches
     # Steady epochs: A 1900..2200, median (2050 + 2100) / 2; B 1500..1800, median (1600 + 1650) / 2.
-    assert (m.a.row["train_samples_per_s_median"], m.b.row["train_samples_per_s_median"]) == (2075.0, 1625.0)
+    assert (m.a.row.train_samples_per_s_median, m.b.row.train_samples_per_s_median) == (2075.0, 1625.0)
     assert m.throughput.ratio == 1625.0 / 2075.0
     assert (m.throughput.low, m.throughput.high) == (1500.0 / 2200.0, 1800.0 / 1900.0)
 
@@ -250,9 +250,9 @@ def test_a_folder_without_run_files_is_bad_input(tmp_path, before_after):
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("mnistbench: error: no run files in ")
 
 
-def test_evaluate_applies_every_check_to_every_configuration(before_after):
+def test_check_applies_every_condition_to_every_configuration(before_after):
     c = compare_folders(*before_after)
-    outcomes = evaluate(c, [parse_check("accuracy<-0.2"), parse_check("throughput<0.5")])
+    outcomes = check(c, [parse_check("accuracy<-0.2"), parse_check("throughput<0.5")])
     assert [(o.check.text, o.label, o.failed) for o in outcomes] == [("accuracy<-0.2", "lenet5", True),
                                                                      ("throughput<0.5", "lenet5", False)]
     assert outcomes[1].value == 1625.0 / 2075.0

@@ -138,7 +138,7 @@ def one_line_error(args):
     return result.stderr.strip()
 
 
-@pytest.mark.parametrize("to, blocked, extra", [("tensorboard", "torch.utils.tensorboard", "tensorboard"), ("mlflow", "mlflow", "mlflow")])
+@pytest.mark.parametrize("to, blocked, extra", [("tensorboard", "tensorboard", "tensorboard"), ("mlflow", "mlflow", "mlflow")])
 def test_a_missing_extra_names_the_pip_install(results, monkeypatch, to, blocked, extra):
     # Importing the package or any of its modules now raises ImportError, as when it is not installed.
     for name in [blocked] + [m for m in sys.modules if m.startswith(blocked + ".")]:

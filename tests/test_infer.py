@@ -23,7 +23,7 @@ from mnistbench.infer.backends import Backend, BackendContext, eager
 from mnistbench.infer.measure import Latency, PeakMemory, quantile_interval, single_stream
 from mnistbench.infer.options import InferOptions, with_overrides
 from mnistbench.infer.plot import pareto_front
-from mnistbench.infer.report import FLAG, markdown, readme_block, summarize
+from mnistbench.infer.report import FLAG, inference_markdown, readme_block, summarize
 from mnistbench.layout import runs_dir, weights_file
 from mnistbench.models.factory import create_model
 from mnistbench.results import data_identity
@@ -103,7 +103,7 @@ def test_cold_start_and_warm_up_are_reported_apart_from_the_timed_queries(measur
     for r in measured.runs:
         assert r.startup.cold_s > 0 and r.startup.warmup_queries == 5 and r.startup.warmup_mean_s > 0
         assert r.latency.queries >= 30 and r.latency.min <= r.latency.p50 <= r.latency.p90 <= r.latency.p99
-    text = markdown(measured, [])
+    text = inference_markdown(measured, [])
     assert "cold query ms" in text and "warm-up mean µs" in text
 
 
@@ -142,7 +142,7 @@ def test_a_backend_below_999_of_fp32_is_flagged_in_every_table(trained, monkeypa
     bad = [r for r in result.runs if r.backend == "onnxruntime"]
     assert all(r.gate.flagged and r.gate.delta < -0.5 for r in bad)
     assert not any(r.gate.flagged for r in result.runs if r.backend == "eager")
-    text = markdown(result, [])
+    text = inference_markdown(result, [])
     for title in ("Inference", "Batch-1 latency", "Throughput", "Peak memory"):
         section = text.split(title, 1)[1].split("##", 1)[0]
         assert f"onnxruntime {FLAG}" in section, title
@@ -155,7 +155,7 @@ def test_a_missing_backend_library_is_not_installed_not_a_traceback(trained, mon
                         Backend("openvino", eager, ("mnistbench_no_such_module",)))
     result = run_inference(folder, InferOptions(backends=("openvino",), **FAST), data)
     assert {r.status for r in result.runs} == {"not installed"}
-    assert "mnistbench[infer]" in result.runs[0].reason and "## Not measured" in markdown(result, [])
+    assert "mnistbench[infer]" in result.runs[0].reason and "## Not measured" in inference_markdown(result, [])
 
 
 class Allocates256MiB(torch.nn.Module):

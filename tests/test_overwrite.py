@@ -371,13 +371,11 @@ def test_temporaries_of_a_cells_second_measurement_are_removed_at_the_next_start
     assert not any(p.exists() for p in mine) and theirs.exists()
 
 
-def test_two_machines_whose_words_agree_get_sections_told_apart_by_their_machine_id():
-    from records_factory import ENVIRONMENT, make_record
-
-    from mnistbench.report.groups import report_from_records
+def test_two_machines_whose_words_agree_get_sections_told_apart_by_their_machine_id(tmp_path):
+    from records_factory import ENVIRONMENT, make_record, report_of
 
     env = {**ENVIRONMENT, "cpu_capability": "AVX2", "cpu_flags": ["avx", "avx2"]}
     records = [make_record("lenet5", 0, environment=env),
                make_record("lenet5", 1, environment={**env, "cpu_flags": ["avx", "avx2", "fma"]})]
-    titles = [s.context.title for s in report_from_records(records).sections]
+    titles = [s.context.title for s in report_of(records, tmp_path).sections]
     assert len(titles) == 2 and len(set(titles)) == 2 and all("[machine " in t for t in titles)

@@ -221,4 +221,4 @@ def test_the_summary_names_both_machines_and_says_what_is_beyond_noise(tmp_path)
     [row] = vs.rows
     assert row.difference == pytest.approx(-1.0) and row.ci_high < 0 and row.within_noise is False
     assert "| no " in text and "Different data files (reference " in text
-    assert row.throughput_ratio == pytest.approx(10_000.0 / vs.comparison.matches[0].a.row["train_samples_per_s_median"])
+    assert row.throughput_ratio == pytest.approx(10_000.0 / vs.comparison.matches[0].a.row.train_samples_per_s_median)

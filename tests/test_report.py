@@ -7,12 +7,12 @@ import math
 from pathlib import Path
 
 import pytest
-from records_factory import comparison, final_accuracy, make_record, write_records
+from records_factory import comparison, final_accuracy, make_record, report_of, write_records
 
 from mnistbench.errors import MnistbenchError
-from mnistbench.report.groups import report_from_records
 from mnistbench.report.rules import median_reached
 from mnistbench.report.build import write_report
+from mnistbench.report.tables import summary_markdown
 from mnistbench.results import load_records
 from mnistbench.spec.keys import KEY_OMITTED_AT_DEFAULT
 
@@ -75,7 +75,7 @@ def test_models_come_in_registry_order_not_file_name_order(three_seeds):
 
 def test_settings_that_vary_label_the_groups_and_sort_as_numbers(tmp_path):
     records = [make_record("lenet5", s, lr=lr) for lr in (0.01, 0.001, 0.1) for s in range(2)]
-    groups = report_from_records(records).sections[0].groups
+    groups = report_of(records, tmp_path).sections[0].groups
     assert [g.label for g in groups] == ["lenet5, lr=0.001", "lenet5, lr=0.01", "lenet5, lr=0.1"]
     assert all([r.seed for r in g.records] == [0, 1] for g in groups)
 
@@ -177,14 +177,17 @@ def test_speedups_compare_each_variant_with_its_models_first_cell(tmp_path):
         r = make_record("lenet5", 0, epochs=3, train_samples_per_s=[speed / 2, speed, speed], loader=loader)
         r.extra["cell_index"] = index
         records.append(r)
-    rows = report_from_records(records).sections[0].speedups
-    assert rows == [{"model": "lenet5", "setting": "loader", "baseline": "torchvision", "variant": "tensor", "ratio": 4.0,
-                     "baseline_samples_per_s": 3_000.0, "variant_samples_per_s": 12_000.0}]
+    report = report_of(records, tmp_path)
+    assert report.sections[0].speedups == [{"model": "lenet5", "setting": "loader", "baseline": "torchvision",
+                                            "variant": "tensor", "ratio": 4.0, "baseline_samples_per_s": 3_000.0,
+                                            "variant_samples_per_s": 12_000.0}]
+    # A section of its own, at the level of the others (one section: "##"), not nested under the one before it.
+    headings = [line for line in summary_markdown(report).splitlines() if line.startswith("#")]
+    assert "## Speed-ups between settings" in headings
+    assert {h.split(" ")[0] for h in headings[1:]} == {"##"}
 
 
 def test_roofline_and_harness_overhead_appear_in_the_summary(tmp_path):
-    from mnistbench.report.tables import markdown
-
     r = make_record("lenet5", 0, epochs=3)
     r.extra.update(
         wall_seconds=100.0,
@@ -192,6 +195,6 @@ def test_roofline_and_harness_overhead_appear_in_the_summary(tmp_path):
         roofline={"peak_gflops": 150.0, "train_gflops": 45.0, "eval_gflops": 30.0,
                   "train_fraction_of_peak": 0.3, "eval_fraction_of_peak": 0.2},
     )
-    text = markdown(report_from_records([r]))
+    text = summary_markdown(report_of([r], tmp_path))
     assert "| lenet5 " in text and "| 150.0 " in text and "| 45.0 " in text and "| 30.0 " in text
     assert "Harness overhead: 4.0% of the cells' 100.0 s wall time" in text

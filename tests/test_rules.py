@@ -1,6 +1,7 @@
 """Time to accuracy under three rules (fixed-budget, mlperf, first-crossing), and the recipe levers they judge."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -9,11 +10,10 @@ from mnistbench.run.checkpoint import load_checkpoint, save_checkpoint
 from mnistbench.data.datasets import load_dataset
 from mnistbench.train.engine import build_scheduler, run_cell
 from mnistbench.errors import MnistbenchError
-from mnistbench.report.groups import report_from_records
 from mnistbench.report.rules import FIXED_BUDGET_MIN_SEEDS, fixed_budget, first_crossing, mlperf, rule_figures
 from mnistbench.spec.schema import CellConfig, parse_spec
-from mnistbench.report.tables import markdown
-from records_factory import make_record
+from mnistbench.report.tables import summary_markdown
+from records_factory import make_record, report_of
 
 
 def timed(record, ttt=None, wall=None):
@@ -61,35 +61,36 @@ def test_mlperf_and_first_crossing_count_a_seed_that_never_got_there_as_slowest(
     assert first_crossing([timed(r) for r in records[:2]], 0.99).seconds is None
 
 
-def test_mlperf_says_not_recorded_for_run_files_written_before_the_wall_clock():
+def test_mlperf_says_not_recorded_for_run_files_written_before_the_wall_clock(tmp_path):
     old = [timed(r, 1.0, None) for r in seeds(3, [0.995])]
     figure = mlperf(old, 0.99)
     assert figure.seconds is None and figure.verdict.startswith("not recorded")
-    assert "not recorded (older run files)" in markdown(report_from_records(old))
+    assert "not recorded (older run files)" in summary_markdown(report_of(old, tmp_path))
     assert rule_figures([make_record("lenet5", 0)]) == {}  # no target: no rules
 
 
-def test_the_report_shows_three_rules_and_the_ratio_of_each_recipe_to_the_fastest():
+def test_the_report_shows_three_rules_and_the_ratio_of_each_recipe_to_the_fastest(tmp_path):
     fast = [timed(r, 0.8, 1.1) for r in seeds(10, [0.992], recipe="fast", epochs=2)]
     slow = [timed(r, 30.0, 40.0) for r in seeds(10, [0.991], recipe="slow", epochs=8, train_samples_per_s=[1000.0] * 8)]
-    section = report_from_records(fast + slow).sections[0]
+    report = report_of(fast + slow, tmp_path)
+    section = report.sections[0]
     assert [g.label for g in section.groups] == ["lenet5, fast", "lenet5, slow"]
     by_rule = {r["rule"]: r for r in section.ratios}
     assert set(by_rule) == {"fixed-budget", "mlperf", "first-crossing"}
     assert by_rule["mlperf"]["ratio"] == pytest.approx(40.0 / 1.1) and by_rule["mlperf"]["recipe"] == "lenet5, slow"
     fast_total = sum(e.train_seconds for e in fast[0].epochs)
     assert by_rule["fixed-budget"]["ratio"] == pytest.approx(8 * 60.0 / fast_total, rel=0.05)
-    text = markdown(report_from_records(fast + slow))
+    text = summary_markdown(report)
     assert "Time to accuracy under three rules" in text and "first-crossing s (optimistic)" in text
     assert "Time-to-target ratios (this run)" in text and f"{by_rule['mlperf']['ratio']:.2f}×" in text
-    row = next(r for r in section.rows if r["model"] == "lenet5, fast")
-    assert row["fixed_budget_verdict"] == "met" and row["mlperf_s_median"] == 1.1 and row["first_crossing_s_median"] == 0.8
+    row = next(r for r in section.rows if r.model == "lenet5, fast")
+    assert row.fixed_budget_verdict == "met" and row.mlperf_s_median == 1.1 and row.first_crossing_s_median == 0.8
 
 
-def test_no_ratio_is_printed_for_a_rule_that_a_recipe_does_not_meet():
+def test_no_ratio_is_printed_for_a_rule_that_a_recipe_does_not_meet(tmp_path):
     fast = [timed(r, 0.8, 1.1) for r in seeds(5, [0.992], recipe="fast")]  # too few seeds for fixed-budget
     slow = [timed(r, 30.0, 40.0) for r in seeds(10, [0.991], recipe="slow")]
-    rules = {r["rule"] for r in report_from_records(fast + slow).sections[0].ratios}
+    rules = {r["rule"] for r in report_of(fast + slow, tmp_path).sections[0].ratios}
     assert rules == {"mlperf", "first-crossing"}
 
 
@@ -167,10 +168,14 @@ def test_the_warmup_fraction_moves_the_peak_of_the_one_cycle():
     assert lrs.index(max(lrs)) in (9, 10)
 
 
-@pytest.mark.parametrize("impl", ["for-loop", "foreach", "fused"])
-def test_every_optimizer_implementation_trains(tiny, impl):
-    out = run_cell(cfg(optimizer_impl=impl, epochs=1), tiny)
-    assert out.epochs[0].test_accuracy > 0
+def test_every_optimizer_implementation_learns_and_they_agree(tiny):
+    # After one epoch on the synthetic digits: a random guess scores 10% with a test loss of ln 10 = 2.30.
+    got = {impl: finals(run_cell(cfg(optimizer_impl=impl, epochs=1), tiny))[0] for impl in ("for-loop", "foreach", "fused")}
+    for impl, (train_loss, test_loss, accuracy) in got.items():
+        assert accuracy >= 0.3 and test_loss < math.log(10) and train_loss < math.log(10), impl
+    # The three are one algorithm: the same losses and accuracy, up to rounding.
+    assert list(got["foreach"]) == pytest.approx(got["for-loop"], rel=1e-4)
+    assert list(got["fused"]) == pytest.approx(got["for-loop"], rel=1e-4)
 
 
 @pytest.mark.parametrize("settings, words", [
@@ -188,13 +193,13 @@ def test_recipe_settings_that_do_not_fit_are_one_line_spec_errors(settings, word
     assert "\n" not in str(info.value)
 
 
-def test_a_recipe_that_stops_at_the_target_says_so_where_its_final_accuracy_is_shown():
+def test_a_recipe_that_stops_at_the_target_says_so_where_its_final_accuracy_is_shown(tmp_path):
     records = []
     for s in range(3):
         r = timed(make_record("examples-net", s, final_accuracy=0.9905, epochs=4 + s % 2, target_accuracy=0.99,
                               stop_at_target=True, recipe="peer"), 100.0, 120.0)
         r.config["epochs"] = 14
         records.append(r)
-    text = markdown(report_from_records(records))
+    text = summary_markdown(report_of(records, tmp_path))
     assert "4–5 of 14 (stopped at target)" in text and "not the end of a budget" in text
     assert "does not apply: the runs stop at the target" in text

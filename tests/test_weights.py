@@ -74,7 +74,7 @@ def test_weights_of_another_model_do_not_load(folder):
 def test_a_cpu_cell_records_its_peak_rss_and_the_summary_shows_it(folder):
     from mnistbench.train import memory
     from mnistbench.report.groups import build_report
-    from mnistbench.report.tables import markdown
+    from mnistbench.report.tables import summary_markdown
 
     if not memory.reset_peak():
         pytest.skip("needs Linux's resettable VmHWM")
@@ -82,4 +82,4 @@ def test_a_cpu_cell_records_its_peak_rss_and_the_summary_shows_it(folder):
     for run_file in sorted((results / "runs").glob("*.json")):
         peak = load_record(run_file).extra["peak_rss_bytes"]
         assert 50 * 2**20 < peak < 8 * 2**30  # the process's peak: torch and the data at least, far below the machine
-    assert "peak memory MiB" in markdown(build_report(results))
+    assert "peak memory MiB" in summary_markdown(build_report(results))

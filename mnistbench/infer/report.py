@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from tabulate import tabulate
-
 from ..report.stats import Estimate, estimate
+from ..report.words import table
 from .options import ACCURACY_FLOOR
 from .result import BackendRun, InferenceResult
 
@@ -87,10 +86,6 @@ def _acc(e: Estimate) -> str:
     return f"{100 * e.mean:.2f} [{100 * e.ci_low:.2f}, {100 * e.ci_high:.2f}]"
 
 
-def _table(rows: list[list], headers: list[str]) -> str:
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-
-
 def _largest(s: Summary) -> str:
     if not s.throughput:
         return "n/a"
@@ -102,7 +97,7 @@ def headline(summaries: list[Summary]) -> str:
     rows = [[s.model, s.label, str(len(s.runs)), _acc(s.accuracy), f"{100 * s.delta:+.2f}", f"{s.max_abs_logit_diff:.2g}",
              _us(s.p50), _us(s.p99), _largest(s), _mib(s.peak_bytes),
              "n/a" if s.size_bytes is None else f"{s.size_bytes / 1000:,.1f}", f"{s.parameters:,}"] for s in summaries]
-    return _table(rows, ["model", "backend", "seeds", "test acc % [95% CI]", "Δ vs fp32 (points)", "max |Δ logit|",
+    return table(rows, ["model", "backend", "seeds", "test acc % [95% CI]", "Δ vs fp32 (points)", "max |Δ logit|",
                          "batch-1 p50 µs", "batch-1 p99 µs", "images/s", "peak MiB over baseline", "size kB",
                          "parameters"])
 
@@ -116,7 +111,7 @@ def latency_table(result: InferenceResult, flagged: set[tuple[str, str]]) -> str
         rows.append([r.cell, _label(r, flagged), f"{st.prepare_s:.3f}", f"{1e3 * st.cold_s:,.2f}", _us(st.warmup_mean_s),
                      f"{lat.queries:,}", _us(lat.min), _us(lat.mean), _us(lat.p50), _us(lat.p90), _us_ci(lat.p90_ci),
                      _us(lat.p99), _us_ci(lat.p99_ci), _us(lat.p999)])
-    return _table(rows, ["run", "backend", "prepare s", "cold query ms", "warm-up mean µs", "queries", "min µs",
+    return table(rows, ["run", "backend", "prepare s", "cold query ms", "warm-up mean µs", "queries", "min µs",
                          "mean µs", "p50 µs", "p90 µs", "p90 95% CI", "p99 µs", "p99 95% CI", "p99.9 µs"])
 
 
@@ -128,7 +123,7 @@ def throughput_table(summaries: list[Summary]) -> str:
     sizes = sorted({bs for s in summaries for bs in s.throughput})
     rows = [[s.model, s.label] + [f"{s.throughput[bs]:,.0f}" if bs in s.throughput else "n/a" for bs in sizes]
             for s in summaries]
-    return _table(rows, ["model", "backend"] + [f"batch {bs:,} images/s" for bs in sizes])
+    return table(rows, ["model", "backend"] + [f"batch {bs:,} images/s" for bs in sizes])
 
 
 def memory_table(result: InferenceResult, flagged: set[tuple[str, str]]) -> str:
@@ -136,10 +131,10 @@ def memory_table(result: InferenceResult, flagged: set[tuple[str, str]]) -> str:
     rows = [[r.cell, _label(r, flagged), _mib(r.memory_baseline_bytes)] + [_mib(r.peak_memory_bytes.get(k)) for k in names]
             + [", ".join(f"{k} {v / 1000:,.1f} kB" for k, v in r.files.items())]
             for r in result.runs if r.status == "ok"]
-    return _table(rows, ["run", "backend", "baseline MiB"] + [f"{k} MiB" for k in names] + ["files on disk"])
+    return table(rows, ["run", "backend", "baseline MiB"] + [f"{k} MiB" for k in names] + ["files on disk"])
 
 
-def markdown(result: InferenceResult, figures: list[str]) -> str:
+def inference_markdown(result: InferenceResult, figures: list[str]) -> str:
     summaries = summarize(result)
     flagged = {(s.model, s.backend) for s in summaries if s.flagged}
     env = result.environment
@@ -174,7 +169,7 @@ def readme_block(result: InferenceResult, folder: str) -> str:
     return "\n".join([
         f"Measured on {env.get('cpu') or result.device}, {result.threads} threads, torch {env.get('torch')}, commit "
         f"{env.get('git_commit')}; every table in [`{folder}/summary.md`]({folder}/summary.md).", "",
-        _table(rows, ["model", "backend", "test acc % [95% CI]", "Δ vs fp32", "batch-1 p50 µs", "images/s",
+        table(rows, ["model", "backend", "test acc % [95% CI]", "Δ vs fp32", "batch-1 p50 µs", "images/s",
                       "peak MiB", "size kB"]), ""])
 
 
@@ -182,5 +177,5 @@ def write_markdown(out: Path, result: InferenceResult, figures: list[str]) -> Pa
     from ..files import write_atomic
 
     path = out / "summary.md"
-    write_atomic(path, markdown(result, figures).encode())
+    write_atomic(path, inference_markdown(result, figures).encode())
     return path

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..data.datasets import load_dataset, normalize
-from ..errors import MnistbenchError
+from ..errors import MnistbenchError, reason
 from ..models.names import display_name
 from ..results import RunRecord
 from ..weights import finished_runs, trained_model
@@ -120,7 +120,7 @@ def measure(name: str, t: Trained, ctx: BackendContext, data: TestSet, reference
     except MnistbenchError as e:
         row.status, row.reason = "failed", str(e)
     except Exception as e:  # noqa: BLE001 - a backend library's own error becomes the row's one-line reason
-        row.status, row.reason = "failed", f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        row.status, row.reason = "failed", reason(e)
     # The torch backends run the safetensors file itself; the others their own format (``Prepared.files``).
     row.files = {"safetensors": t.record.extra["weights"]["bytes"]} if b.torch_native else {}
     if row.status == "ok":
@@ -140,10 +140,10 @@ def measure_isolated(name: str, t: Trained, ctx: BackendContext, data: TestSet, 
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             return pool.submit(_measure_in_child, name, t, ctx, data, reference, options).result()
     except BrokenProcessPool:
-        reason = "the measuring process died (out of memory, or a crash in the backend's library)"
+        why = "the measuring process died (out of memory, or a crash in the backend's library)"
     except Exception as e:  # noqa: BLE001 - e.g. a model class that cannot be sent to a child process
-        reason = f"cannot measure in a fresh process ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
-    return BackendRun(t.record.cell, display_name(t.record.config["model"]), t.record.seed, name, "failed", reason)
+        why = f"cannot measure in a fresh process ({reason(e, 160)})"
+    return BackendRun(t.record.cell, display_name(t.record.config["model"]), t.record.seed, name, "failed", why)
 
 
 def _measure_in_child(name: str, t: Trained, ctx: BackendContext, data: TestSet, reference: np.ndarray,

@@ -3,10 +3,10 @@ the dataset, spec, cells and run documents that ``--json`` prints."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..results import finite_or_none
 from .zoo import INPUT_SHAPE
 
 
@@ -137,18 +137,14 @@ def describe_cells(spec) -> dict:
     return {"spec": spec.name, "cells": [{"id": c.id, "config": c.config.model_dump(mode="json")} for c in spec.cells()]}
 
 
-def _finite(x):
-    return None if isinstance(x, float) and not math.isfinite(x) else x
-
-
 def describe_run(summary) -> dict:
     """A finished ``run``: the cells it ran (status, note, final test accuracy and loss), those it skipped, the times.
 
     A non-finite value (the loss of a diverged run) is null, so the document is strict JSON.
     """
     cells = [{"cell": r.cell, "status": r.status, "note": r.note, "epochs": len(r.epochs),
-              "final_test_accuracy": _finite(r.final.test_accuracy) if r.epochs else None,
-              "final_test_loss": _finite(r.final.test_loss) if r.epochs else None} for r in summary.ran]
+              "final_test_accuracy": finite_or_none(r.final.test_accuracy) if r.epochs else None,
+              "final_test_loss": finite_or_none(r.final.test_loss) if r.epochs else None} for r in summary.ran]
     return {
         "results_dir": str(summary.results_dir),
         "ran": len(summary.ran),

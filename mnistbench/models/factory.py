@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import MnistbenchError, brief
+from ..errors import MnistbenchError, brief, reason
 from .names import ModelRef, entry_points, parse_model_ref
 from .zoo import INPUT_SHAPE, MODELS
 
@@ -46,11 +46,6 @@ def _fail(ref: ModelRef | str, what: str) -> MnistbenchError:
     text = ref.text if isinstance(ref, ModelRef) else ref
     what = what if len(what) <= 300 else what[:299] + "…"  # paths and module names come from the spec: bounded
     return MnistbenchError(f"model {brief(text)}: {what}")
-
-
-def _reason(e: BaseException) -> str:
-    text = " ".join(str(e).split())[:200]
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def load_model_source(text: str, base_dir: str | Path = "") -> ModelSource:
@@ -89,7 +84,7 @@ def guarded(ref: ModelRef, doing: str, call: Callable, *args):
         return call(*args)
     except (Exception, SystemExit) as e:  # noqa: BLE001 - user code: whatever it raises is one line
         hint = " (is it installed, or on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) else ""
-        raise _fail(ref, f"{doing} raised {_reason(e)}{hint}") from None
+        raise _fail(ref, f"{doing} raised {reason(e)}{hint}") from None
 
 
 def _import_file(ref: ModelRef, path: Path) -> types.ModuleType:
@@ -111,7 +106,7 @@ def _import_file(ref: ModelRef, path: Path) -> types.ModuleType:
         exec(compile(blob, str(path), "exec"), module.__dict__)  # noqa: S102 - the user's own model file
     except (Exception, SystemExit) as e:  # noqa: BLE001
         del sys.modules[name]
-        raise _fail(ref, f"importing {path.name} raised {_reason(e)}") from None
+        raise _fail(ref, f"importing {path.name} raised {reason(e)}") from None
     finally:
         if str(path.parent) in sys.path:  # the file's own code may have removed it already
             sys.path.remove(str(path.parent))

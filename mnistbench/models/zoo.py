@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 # The registry lives in names.py, which the spec stage reads without importing this module (or torch): a model
 # added here is named in names.BUILTIN_MODELS too.
-from .names import MODELS, register_model
+from .names import MODELS, register_model  # noqa: F401 - MODELS re-exported: importing the zoo fills it
 
 INPUT_SHAPE = (1, 28, 28)
 
@@ -27,11 +27,7 @@ def _mlp(*widths: int):
     return nn.Sequential(OrderedDict(layers))
 
 
-# paper_error_pct: MNIST test error reported by LeCun, Bottou, Bengio & Haffner (1998), "Gradient-Based
-# Learning Applied to Document Recognition", for the models that have a counterpart there; the
-# paper_distorted_error_pct figures are with distorted copies of the training images added.
-@register_model("lenet5", "LeNet-5 on 28x28: conv6@5x5-pool-conv16@5x5-pool-FC120-FC84-FC10, ReLU, max-pool",
-                paper_error_pct=0.95, paper_distorted_error_pct=0.8)
+@register_model("lenet5", "LeNet-5 on 28x28: conv6@5x5-pool-conv16@5x5-pool-FC120-FC84-FC10, ReLU, max-pool")
 def lenet5():
     from torch import nn
 
@@ -55,8 +51,7 @@ def lenet5():
     )
 
 
-@register_model("custom-mlp", "The founding document's 'comparable' MLP: 784-500-150-10, ReLU (10x LeNet-5's parameters)",
-                paper_error_pct=2.95, paper_distorted_error_pct=2.45)
+@register_model("custom-mlp", "The founding document's 'comparable' MLP: 784-500-150-10, ReLU (10x LeNet-5's parameters)")
 def custom_mlp():
     return _mlp(784, 500, 150, 10)
 
@@ -93,6 +88,3 @@ def examples_net():
     )
 
 
-def paper_test_error_pct(name: str, distorted: bool = False) -> float | None:
-    """The 1998 paper's test error for the model's counterpart there, if it has one (trained with distortions, or without)."""
-    return MODELS.get(name).meta.get("paper_distorted_error_pct" if distorted else "paper_error_pct") if name in MODELS else None

@@ -22,7 +22,7 @@ from ..errors import MnistbenchError
 from ..files import write_atomic
 from .groups import Report, build_report
 from ..results import run_files
-from .tables import csv_text, markdown, roofline_csv_text
+from .tables import csv_text, roofline_csv_text, summary_markdown
 
 MANIFEST = "manifest.json"
 FIGURES = ("learning_curves", "final_error", "throughput", "roofline")
@@ -82,7 +82,7 @@ def render_report(stage: Path, report: Report, plots: bool, source: Path | None 
         from .plots import write_plots
 
         figures = write_plots(stage, report)
-    write_atomic(md_path, markdown(report, [p.name for p in figures]))
+    write_atomic(md_path, summary_markdown(report, [p.name for p in figures]))
     if source is not None:
         from .site import write_page
 

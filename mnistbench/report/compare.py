@@ -14,7 +14,7 @@ so every epoch-by-epoch ratio lies inside it. It is a range, not a confidence in
 Throughput measured under load or with a wide epoch spread on either side (``load.py``) is
 flagged, and a ``--fail-on`` throughput check refuses to judge it (``Outcome.refused``).
 
-Imports only ``groups``, ``stats`` and ``errors`` (and tabulate): no torch.
+Imports no torch (an import-linter contract in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from tabulate import tabulate
-
 from ..errors import MnistbenchError
+from ..results import finite_or_none
 from .groups import Group, Report, build_reports
+from .rows import SummaryRow
 from ..train.load import THRESHOLDS
 from .stats import Comparison, welch
+from .words import table
 
 # Settings that do not decide whether two groups are "the same configuration".
 MATCH_IGNORES = ("seed", "device")
@@ -87,10 +88,17 @@ class Ratio:
 
 @dataclass
 class Side:
-    """One folder's group of a configuration, with its summary row (``groups.summary_row``)."""
+    """One folder's group of a configuration."""
 
     group: Group
-    row: dict
+
+    @property
+    def row(self) -> SummaryRow:
+        return self.group.row
+
+    @property
+    def config(self) -> dict:
+        return self.group.config
 
     @property
     def context_words(self) -> str:
@@ -148,19 +156,19 @@ class Outcome:
 
 
 def config_key(g: Group) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in g.records[0].config.items() if k not in MATCH_IGNORES))
+    return tuple(sorted((k, repr(v)) for k, v in g.config.items() if k not in MATCH_IGNORES))
 
 
 def sides(report: Report) -> list[Side]:
-    return [Side(g, row) for s in report.sections for g, row in zip(s.groups, s.rows)]
+    return [Side(g) for s in report.sections for g in s.groups]
 
 
 def labeller(all_sides: list[Side]):
     """Label = the model and the settings that vary among the configurations of both folders."""
-    configs = [s.group.records[0].config for s in all_sides]
+    configs = [s.config for s in all_sides]
     keys = dict.fromkeys(k for c in configs for k in c)
     varying = sorted(k for k in keys if k not in MATCH_IGNORES + ("model",) and len({repr(c.get(k)) for c in configs}) > 1)
-    return lambda side: ", ".join([side.group.model] + [f"{k}={side.group.records[0].config.get(k)}" for k in varying])
+    return lambda side: ", ".join([side.group.model] + [f"{k}={side.config.get(k)}" for k in varying])
 
 
 def pair(a_sides: list[Side], b_sides: list[Side]) -> tuple[list[tuple[Side, Side]], list[Side], list[Side], list[str]]:
@@ -198,10 +206,10 @@ def _by_key(side_list: list[Side]) -> dict[tuple, list[Side]]:
 
 def closest(side: Side, others: list[Side], side_is_a: bool) -> Optional[dict[str, tuple]]:
     """The settings (as A value, B value) in which the most similar group of the other folder, same model, differs."""
-    mine = side.group.records[0].config
+    mine = side.config
     best = None
     for other in others:
-        theirs = other.group.records[0].config
+        theirs = other.config
         if theirs.get("model") != mine.get("model"):
             continue
         keys = [k for k in dict.fromkeys([*mine, *theirs]) if k not in MATCH_IGNORES]
@@ -218,10 +226,13 @@ def _welch_b_minus_a(a: Group, b: Group, attr: str) -> Optional[Comparison]:
     return welch(xb, xa) if xa and xb else None
 
 
-def throughput_ratio(a: dict, b: dict) -> Optional[Ratio]:
+def _speeds(r: SummaryRow) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    return r.train_samples_per_s_median, r.train_samples_per_s_min, r.train_samples_per_s_max
+
+
+def throughput_ratio(a: SummaryRow, b: SummaryRow) -> Optional[Ratio]:
     """B / A of the median training samples/s, with the range min(B)/max(A) .. max(B)/min(A)."""
-    ka = [a[f"train_samples_per_s_{k}"] for k in ("median", "min", "max")]
-    kb = [b[f"train_samples_per_s_{k}"] for k in ("median", "min", "max")]
+    ka, kb = _speeds(a), _speeds(b)
     if any(v is None for v in ka + kb) or min(ka) <= 0:
         return None
     return Ratio(kb[0] / ka[0], kb[1] / ka[2], kb[2] / ka[1])
@@ -264,44 +275,43 @@ def _disambiguate(matches: list[Match]) -> None:
             m.label = f"{label} [{'; '.join(w)}]"
 
 
-def check_value(check: Check, m: Match) -> tuple[Optional[float], str]:
-    """The matched configuration's value in the check's unit, or None and why there is none."""
-    if check.metric == "throughput":
+def check_value(condition: Check, m: Match) -> tuple[Optional[float], str]:
+    """The matched configuration's value in the condition's unit, or None and why there is none."""
+    if condition.metric == "throughput":
         return (m.throughput.ratio, "") if m.throughput else (None, "no training throughput on one side")
-    c = m.accuracy if check.metric == "accuracy" else m.loss
+    c = m.accuracy if condition.metric == "accuracy" else m.loss
     if c is None:
         side = "A" if not m.a.group.finished else "B"
         return None, f"no finished (not diverged, not failed) run in {side}"
-    return (100 * c.difference if check.metric == "accuracy" else c.difference), ""
+    return (100 * c.difference if condition.metric == "accuracy" else c.difference), ""
 
 
-def evaluate(comparison: FolderComparison, checks: list[Check]) -> list[Outcome]:
-    """Every check on every matched configuration. A check fails closed: where it cannot be made
-    (no finished run, no throughput) or when no configuration is in both folders, it fails. A throughput
-    check on a configuration measured under load or with a wide spread is refused, neither passed nor failed."""
+def check(comparison: FolderComparison, conditions: list[Check]) -> list[Outcome]:
+    """Every ``--fail-on`` condition on every matched configuration. A condition fails closed: where it cannot be
+    checked (no finished run, no throughput) or when no configuration is in both folders, it fails. A throughput
+    condition on a configuration measured under load or with a wide spread is refused, neither passed nor failed."""
     out = []
-    for check in checks:
+    for condition in conditions:
         if not comparison.matches:
-            out.append(Outcome(check, None, None, True, f"{check.text} checked nothing: no configuration is in both folders"))
-        for m in comparison.matches:
-            value, why = check_value(check, m)
-            flags = m.throughput_flags() if check.metric == "throughput" else []
-            if flags:
-                out.append(Outcome(check, m.label, value, False, f"{m.label}: {check.text} not judged: {'; '.join(flags)}",
-                                   refused=True))
-                continue
-            if value is None:
-                out.append(Outcome(check, m.label, None, True, f"{m.label}: {check.text} cannot be checked: {why}"))
-                continue
-            v = round(value, CHECK_DECIMALS)
-            failed = v < check.threshold if check.op == "<" else v > check.threshold
-            unit = " points" if check.metric == "accuracy" else ""
-            what = {"accuracy": "accuracy B − A", "loss": "loss B − A", "throughput": "throughput B / A"}[check.metric]
-            verdict = check.op if failed else ("≥" if check.op == "<" else "≤")
-            shown = f"{value:.4g}" if check.metric == "throughput" else f"{value:+.4g}"  # a ratio, or a signed difference
-            message = f"{m.label}: {what} = {shown}{unit} {verdict} {check.threshold:g}"
-            out.append(Outcome(check, m.label, value, failed, message))
+            out.append(Outcome(condition, None, None, True, f"{condition.text} checked nothing: no configuration is in both folders"))
+        out += [_outcome(condition, m) for m in comparison.matches]
     return out
+
+
+def _outcome(condition: Check, m: Match) -> Outcome:
+    value, why = check_value(condition, m)
+    flags = m.throughput_flags() if condition.metric == "throughput" else []
+    if flags:
+        return Outcome(condition, m.label, value, False, f"{m.label}: {condition.text} not judged: {'; '.join(flags)}", refused=True)
+    if value is None:
+        return Outcome(condition, m.label, None, True, f"{m.label}: {condition.text} cannot be checked: {why}")
+    v = round(value, CHECK_DECIMALS)
+    failed = v < condition.threshold if condition.op == "<" else v > condition.threshold
+    unit = " points" if condition.metric == "accuracy" else ""
+    what = {"accuracy": "accuracy B − A", "loss": "loss B − A", "throughput": "throughput B / A"}[condition.metric]
+    verdict = condition.op if failed else ("≥" if condition.op == "<" else "≤")
+    shown = f"{value:.4g}" if condition.metric == "throughput" else f"{value:+.4g}"  # a ratio, or a signed difference
+    return Outcome(condition, m.label, value, failed, f"{m.label}: {what} = {shown}{unit} {verdict} {condition.threshold:g}")
 
 
 # ---- JSON -------------------------------------------------------------------------------------------------
@@ -313,25 +323,21 @@ SIDE_FIELDS = ("seeds", "diverged", "failed", "final_test_acc_mean", "final_test
                "final_test_loss_std", "train_samples_per_s_median", "train_samples_per_s_min", "train_samples_per_s_max")
 
 
-def _finite(x):
-    return None if isinstance(x, float) and not math.isfinite(x) else x
-
-
 def _comparison_json(c: Optional[Comparison]) -> Optional[dict]:
     if c is None:
         return None
-    return {k: _finite(v) for k, v in (("difference", c.difference), ("ci95_low", c.ci_low), ("ci95_high", c.ci_high),
+    return {k: finite_or_none(v) for k, v in (("difference", c.difference), ("ci95_low", c.ci_low), ("ci95_high", c.ci_high),
                                        ("p_value", c.p_value), ("dof", c.dof))}
 
 
 def _side_json(s: Side) -> dict:
     c = s.group.context
     return {"spec": c.spec, "dataset": c.dataset, "data_identity": c.data_identity, "device": c.device,
-            "finished": len(s.group.finished), **{k: _finite(s.row[k]) for k in SIDE_FIELDS}}
+            "finished": len(s.group.finished), **{k: finite_or_none(getattr(s.row, k)) for k in SIDE_FIELDS}}
 
 
 def _config_json(s: Side) -> dict:
-    return {k: v for k, v in s.group.records[0].config.items() if k not in MATCH_IGNORES}
+    return {k: v for k, v in s.config.items() if k not in MATCH_IGNORES}
 
 
 def _folder_json(folder: Path, report: Report) -> dict:
@@ -358,7 +364,7 @@ def to_json(c: FolderComparison, outcomes: list[Outcome]) -> dict:
         "matched": matched,
         "only_in_a": alone(c.only_a),
         "only_in_b": alone(c.only_b),
-        "checks": [{"check": o.check.text, "configuration": o.label, "value": _finite(o.value), "failed": o.failed,
+        "checks": [{"check": o.check.text, "configuration": o.label, "value": finite_or_none(o.value), "failed": o.failed,
                     "refused": o.refused, "message": o.message} for o in outcomes],
         "regressions": sum(o.failed for o in outcomes),
         "refused": sum(o.refused for o in outcomes),
@@ -369,16 +375,12 @@ def to_json(c: FolderComparison, outcomes: list[Outcome]) -> dict:
 # ---- Markdown ---------------------------------------------------------------------------------------------
 
 
-def _table(rows: list[list], headers: list[str]) -> str:
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-
-
 def _n(m: Match) -> str:
     return f"{len(m.a.group.finished)} / {len(m.b.group.finished)}"
 
 
-def _mean(row: dict, key: str, scale: float, digits: int) -> str:
-    return "n/a" if row[key] is None else f"{scale * row[key]:.{digits}f}"
+def _mean(x: Optional[float], scale: float, digits: int) -> str:
+    return "n/a" if x is None else f"{scale * x:.{digits}f}"
 
 
 def _diff(c: Optional[Comparison], scale: float, digits: int) -> list[str]:
@@ -389,8 +391,8 @@ def _diff(c: Optional[Comparison], scale: float, digits: int) -> list[str]:
     return [f"{scale * c.difference:+.{digits}f}", ci, "n/a" if math.isnan(c.p_value) else f"{c.p_value:.3g}"]
 
 
-def _speed(row: dict) -> str:
-    med, lo, hi = (row[f"train_samples_per_s_{k}"] for k in ("median", "min", "max"))
+def _speed(row: SummaryRow) -> str:
+    med, lo, hi = _speeds(row)
     return "n/a" if med is None else f"{med:,.0f} [{lo:,.0f}–{hi:,.0f}]"
 
 
@@ -422,15 +424,15 @@ def _several_sections(c: FolderComparison) -> bool:
 
 
 def _accuracy_and_loss(c: FolderComparison) -> list[str]:
-    acc = [[m.label, _n(m), _mean(m.a.row, "final_test_acc_mean", 100, 2), _mean(m.b.row, "final_test_acc_mean", 100, 2),
+    acc = [[m.label, _n(m), _mean(m.a.row.final_test_acc_mean, 100, 2), _mean(m.b.row.final_test_acc_mean, 100, 2),
             *_diff(m.accuracy, 100, 2)] for m in c.matches]
-    loss = [[m.label, _n(m), _mean(m.a.row, "final_test_loss_mean", 1, 4), _mean(m.b.row, "final_test_loss_mean", 1, 4),
+    loss = [[m.label, _n(m), _mean(m.a.row.final_test_loss_mean, 1, 4), _mean(m.b.row.final_test_loss_mean, 1, 4),
              *_diff(m.loss, 1, 4)] for m in c.matches]
     return [
         "## Final test accuracy", "",
-        _table(acc, ["configuration", "n A / n B", "A %", "B %", "B − A (points)", "95% CI", "p-value"]), "",
+        table(acc, ["configuration", "n A / n B", "A %", "B %", "B − A (points)", "95% CI", "p-value"]), "",
         "## Final test loss", "",
-        _table(loss, ["configuration", "n A / n B", "A", "B", "B − A", "95% CI", "p-value"]), "",
+        table(loss, ["configuration", "n A / n B", "A", "B", "B − A", "95% CI", "p-value"]), "",
         "n: finished seeds (diverged and failed runs are left out). Means over seeds; B − A with its 95% "
         "Welch–Satterthwaite interval and two-sided p-value (n/a with fewer than two seeds a side). p-values are "
         "not corrected for the number of configurations.", "",
@@ -444,7 +446,7 @@ def _throughput(c: FolderComparison) -> list[str]:
         rows.append([m.label, _speed(m.a.row), _speed(m.b.row), "n/a" if t is None else f"{t.ratio:.3f}×",
                      "n/a" if t is None else f"[{t.low:.3f}–{t.high:.3f}]"])
     return ["## Training throughput", "",
-            _table(rows, ["configuration", "A samples/s median [min–max]", "B samples/s median [min–max]", "B / A",
+            table(rows, ["configuration", "A samples/s median [min–max]", "B samples/s median [min–max]", "B / A",
                           "range"]), "",
             "Samples/s: median and range over steady epochs (each run's first epoch left out) and seeds. B / A: ratio "
             "of the medians; range: B's slowest over A's fastest to B's fastest over A's slowest epoch, which holds "
@@ -466,7 +468,7 @@ def _sides_table(c: FolderComparison) -> list[str]:
     if not c.matches or not _several_sections(c):
         return []
     rows = [[m.label, m.a.context_words, m.b.context_words] for m in c.matches]
-    return ["## Where each side ran", "", _table(rows, ["configuration", "A", "B"]), ""]
+    return ["## Where each side ran", "", table(rows, ["configuration", "A", "B"]), ""]
 
 
 def _closest_words(u: Unmatched, other: str) -> str:
@@ -504,7 +506,8 @@ def _checks(outcomes: list[Outcome]) -> list[str]:
     return lines + [""]
 
 
-def markdown(c: FolderComparison, outcomes: list[Outcome]) -> str:
+def comparison_markdown(c: FolderComparison, outcomes: list[Outcome]) -> str:
+    """``compare``'s report: the matched configurations' differences, those in one folder only, and the checks."""
     body = _header(c)
     if c.matches:
         body += _accuracy_and_loss(c) + _throughput(c) + _sides_table(c)

@@ -9,6 +9,7 @@ Exporting again replaces what an earlier export wrote for the same cells.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -80,10 +81,15 @@ def _missing_extra(extra: str, package: str) -> MnistbenchError:
 
 
 def to_tensorboard(records: list[RunRecord], out: Path, summary: ExportSummary) -> None:
-    """One run folder per cell, ``out/<cell>/``, holding one event file of scalars."""
+    """One run folder per cell, ``out/<cell>/``, holding one event file of scalars.
+
+    Written with the tensorboard package's own event writer and protocol buffers (what torch's SummaryWriter
+    uses underneath), so the report stage imports no torch."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # torch raises this when the tensorboard package is absent
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    except ImportError:
         raise _missing_extra("tensorboard", "tensorboard") from None
 
     for record in records:
@@ -91,11 +97,12 @@ def to_tensorboard(records: list[RunRecord], out: Path, summary: ExportSummary) 
         # A second event file would repeat every point; the earlier export's files make way.
         for old in folder.glob("events.out.tfevents.*"):
             old.unlink()
-        writer = SummaryWriter(log_dir=str(folder))
+        writer = EventFileWriter(str(folder))
         try:
             for name, points in metric_series(record).items():
                 for epoch, value in points:
-                    writer.add_scalar(name, value, global_step=epoch)
+                    scalar = Summary(value=[Summary.Value(tag=name, simple_value=value)])
+                    writer.add_event(Event(summary=scalar, wall_time=time.time(), step=epoch))
         finally:
             writer.close()
         summary.written.append(record.cell)

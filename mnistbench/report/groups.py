@@ -21,10 +21,11 @@ from typing import Optional
 
 from ..errors import MnistbenchError
 from ..train.load import throughput_flags
-from ..models.zoo import paper_test_error_pct
+from ..models.facts import builtin_rank, paper_test_error_pct
 from ..layout import is_cell_file
 from ..results import Machine, RunRecord, complete_machines, load_record, run_files, unify_data
 from .roofline import Point, group_points
+from .rows import SummaryRow
 from .rules import RULES, RuleFigure, median_reached, rule_figures
 from .stats import Comparison, Estimate, estimate, welch
 
@@ -109,16 +110,30 @@ class Group:
     records: list[RunRecord]
 
     @property
+    def config(self) -> dict:
+        """The configuration the group's records share (all but the seed)."""
+        return self.records[0].config
+
+    @property
+    def settings(self) -> dict:
+        """The configuration with the thread count as used (``settings_of``)."""
+        return settings_of(self.records[0])
+
+    @property
     def model(self) -> str:
-        return self.records[0].config["model"]
+        return self.config["model"]
+
+    @functools.cached_property
+    def row(self) -> SummaryRow:
+        """The group in plain numbers, as summary.csv gives it. Read once the group's records are complete."""
+        return summary_row(self)
 
     def paper_error_pct(self) -> float | None:
         """The 1998 paper's MNIST test error for this configuration's counterpart (with distortions or without);
         none for another dataset or a validation split."""
-        config = self.records[0].config
-        if config.get("dataset") != "mnist" or config.get("validation"):
+        if self.config.get("dataset") != "mnist" or self.config.get("validation"):
             return None
-        return paper_test_error_pct(self.model, bool(config.get("distort")))
+        return paper_test_error_pct(self.model, bool(self.config.get("distort")))
 
     @property
     def finished(self) -> list[RunRecord]:
@@ -173,12 +188,15 @@ class Section:
 
     context: Context
     groups: list[Group]
-    rows: list[dict]
     comparisons: list[tuple[Group, Group, Comparison]]
     speedups: list[dict]
     overhead: Optional[tuple[float, float]]
     ratios: list[dict] = field(default_factory=list)  # time-to-target ratios per rule (rule_ratios)
     roofline: list[Point] = field(default_factory=list)  # training and inference of each group on the roofline
+
+    @property
+    def rows(self) -> list[SummaryRow]:
+        return [g.row for g in self.groups]
 
     @property
     def records(self) -> list[RunRecord]:
@@ -254,11 +272,6 @@ def build_report(results_dir: Path) -> Report:
     return report_from_runs(load_runs(results_dir))
 
 
-def report_from_records(records: list[RunRecord]) -> Report:
-    """The report of records in memory, as if each were saved under its cell's name."""
-    return report_from_runs([(f"{r.cell}.json", r) for r in records])
-
-
 def build_reports(*folders: Path) -> list[Report]:
     """The reports of several folders, their records' data identities and machine kinds made comparable across them
     (``unify_data``, ``complete_machines``)."""
@@ -303,8 +316,6 @@ def make_section(context: Context, records: list[RunRecord]) -> Section:
     Groups come in the model registry's order (lenet5, custom-mlp, mlp-matched), then by
     the varying settings; records within a group by seed. File names play no part.
     """
-    from ..models.zoo import MODELS
-
     varying = sorted(
         k for k in dict.fromkeys(k for r in records for k in r.config)
         if k not in ("model", "seed", "device", "model_sha256") and len({repr(settings_of(r).get(k)) for r in records}) > 1
@@ -318,20 +329,14 @@ def make_section(context: Context, records: list[RunRecord]) -> Section:
         groups.setdefault(_group_key(r), Group(_label(r, label_keys), context, [])).records.append(r)
     for g in groups.values():
         g.records.sort(key=lambda r: (_sortable(r.config.get("seed")), r.cell))
-    names = MODELS.names()
-
-    def order(g: Group) -> tuple:
-        rank = names.index(g.model) if g.model in names else len(names)
-        return (rank, g.model, tuple(_sortable(settings_of(g.records[0]).get(k)) for k in varying))
-
-    ordered = sorted(groups.values(), key=order)
-    rows = [summary_row(g) for g in ordered]
+    ordered = sorted(groups.values(), key=lambda g: (builtin_rank(g.model), g.model,
+                                                     tuple(_sortable(g.settings.get(k)) for k in varying)))
     comparisons = [
         (a, b, welch([r.final.test_accuracy for r in a.finished], [r.final.test_accuracy for r in b.finished]))
         for a, b in itertools.combinations(ordered, 2)
         if a.finished and b.finished
     ]
-    return Section(context, ordered, rows, comparisons, speedups(ordered, rows), harness_overhead(records), rule_ratios(ordered),
+    return Section(context, ordered, comparisons, speedups(ordered), harness_overhead(records), rule_ratios(ordered),
                    [p for g in ordered for p in group_points(g.label, g.records)])
 
 
@@ -391,7 +396,7 @@ def _median_range(values: list[float]) -> tuple[float | None, float | None, floa
     return statistics.median(values), min(values), max(values)
 
 
-def summary_row(g: Group) -> dict:
+def summary_row(g: Group) -> SummaryRow:
     """One row of plain numbers per group: the data behind both tables."""
     first = g.records[0]
     acc, best, loss = g.final_accuracy(), g.best_accuracy(), g.final_loss()
@@ -400,50 +405,50 @@ def summary_row(g: Group) -> dict:
     epoch_s, _, _ = _median_range(g.steady_epochs("train_seconds"))
     targeted = [r for r in g.records if r.config.get("target_accuracy") is not None and r.status != "failed"]
     ttt = [r.time_to_target_s for r in targeted]
-    return {
-        "model": g.label,
-        "parameters": first.model["parameters"],
-        "epochs": first.config["epochs"],
-        "seeds": len(g.records),
-        "diverged": len(g.with_status("diverged")),
-        "final_test_acc_mean": acc.mean if acc else None,
-        "final_test_acc_std": acc.std if acc else None,
-        "final_test_acc_ci95_low": acc.ci_low if acc else None,
-        "final_test_acc_ci95_high": acc.ci_high if acc else None,
-        "best_test_acc_mean": best.mean if best else None,
-        "best_test_acc_max": max(max(e.test_accuracy for e in r.epochs) for r in g.finished) if g.finished else None,
-        "final_test_loss_mean": loss.mean if loss else None,
-        "final_test_loss_std": loss.std if loss else None,
-        "final_test_error_pct": 100 * (1 - acc.mean) if acc else None,
-        "paper_test_error_pct": g.paper_error_pct(),
-        "train_samples_per_s_median": train_med,
-        "train_samples_per_s_min": train_min,
-        "train_samples_per_s_max": train_max,
-        "throughput_flag": "; ".join(g.throughput_flags()),
-        "eval_samples_per_s_median": eval_med,
-        "seconds_per_epoch_median": epoch_s,
-        "target_accuracy": first.config.get("target_accuracy"),
-        "time_to_target_s_median": median_reached(ttt),
-        "epochs_to_target_median": median_reached([r.epochs_to_target for r in targeted]),
-        "target_reached": f"{sum(t is not None for t in ttt)}/{len(ttt)}" if ttt else None,
+    return SummaryRow(
+        model=g.label,
+        parameters=first.model["parameters"],
+        epochs=first.config["epochs"],
+        seeds=len(g.records),
+        diverged=len(g.with_status("diverged")),
+        final_test_acc_mean=acc.mean if acc else None,
+        final_test_acc_std=acc.std if acc else None,
+        final_test_acc_ci95_low=acc.ci_low if acc else None,
+        final_test_acc_ci95_high=acc.ci_high if acc else None,
+        best_test_acc_mean=best.mean if best else None,
+        best_test_acc_max=max(max(e.test_accuracy for e in r.epochs) for r in g.finished) if g.finished else None,
+        final_test_loss_mean=loss.mean if loss else None,
+        final_test_loss_std=loss.std if loss else None,
+        final_test_error_pct=100 * (1 - acc.mean) if acc else None,
+        paper_test_error_pct=g.paper_error_pct(),
+        train_samples_per_s_median=train_med,
+        train_samples_per_s_min=train_min,
+        train_samples_per_s_max=train_max,
+        throughput_flag="; ".join(g.throughput_flags()),
+        eval_samples_per_s_median=eval_med,
+        seconds_per_epoch_median=epoch_s,
+        target_accuracy=first.config.get("target_accuracy"),
+        time_to_target_s_median=median_reached(ttt),
+        epochs_to_target_median=median_reached([r.epochs_to_target for r in targeted]),
+        target_reached=f"{sum(t is not None for t in ttt)}/{len(ttt)}" if ttt else None,
         **_rule_columns(g),
         **_roofline_columns(g),
-        **_memory_columns(g),
-        "failed": len(g.with_status("failed")),
-        "spec": g.context.spec,
-        "dataset": g.context.dataset,
-        "data_identity": g.context.data_identity,
-        "device": g.context.device,
-        "hosts": len(g.hosts()) or None,
-    }
+        peak_memory_mib_max=_peak_memory_mib(g),
+        failed=len(g.with_status("failed")),
+        spec=g.context.spec,
+        dataset=g.context.dataset,
+        data_identity=g.context.data_identity,
+        device=g.context.device,
+        hosts=len(g.hosts()) or None,
+    )
 
 
-def _memory_columns(g: Group) -> dict:
+def _peak_memory_mib(g: Group) -> float | None:
     """The largest training peak over seeds (CPU: the process's RSS high-water mark; CUDA: max_memory_allocated);
-    no column for records written before it was measured, so their summaries stay as they were."""
+    None for records written before it was measured."""
     peaks = [r.extra.get("peak_rss_bytes") if r.peak_memory_bytes is None else r.peak_memory_bytes for r in g.records]
     peaks = [p for p in peaks if isinstance(p, int)]
-    return {"peak_memory_mib_max": max(peaks) / 2**20} if peaks else {}
+    return max(peaks) / 2**20 if peaks else None
 
 
 def _rule_columns(g: Group) -> dict:
@@ -462,7 +467,7 @@ def rule_ratios(groups: list[Group]) -> list[dict]:
     out = []
     for rule in RULES:
         met = [(g, g.rules[rule]) for g in groups if rule in g.rules and g.rules[rule].met]
-        targets = {g.records[0].config.get("target_accuracy") for g, _ in met}
+        targets = {g.config.get("target_accuracy") for g, _ in met}
         if len(met) < 2 or len(targets) != 1:
             continue
         fastest, best = min(met, key=lambda m: m[1].seconds)
@@ -484,7 +489,7 @@ def _roofline_columns(g: Group) -> dict:
     return {"train_flops_per_sample": g.records[0].model.get("train_flops"), **{k: med(k) for k in ROOFLINE_COLUMNS[1:]}}
 
 
-def speedups(groups: list[Group], rows: list[dict]) -> list[dict]:
+def speedups(groups: list[Group]) -> list[dict]:
     """Training throughput of each variant against its model's baseline, where they differ in one setting.
 
     The baseline is the model's group that comes first in the spec (the first matrix value, or
@@ -494,16 +499,16 @@ def speedups(groups: list[Group], rows: list[dict]) -> list[dict]:
         return min(r.extra.get("cell_index", i) for i, r in enumerate(g.records))
 
     out = []
-    by_model: dict[str, list[tuple[Group, dict]]] = {}
-    for g, row in zip(groups, rows):
-        by_model.setdefault(g.model, []).append((g, row))
+    by_model: dict[str, list[Group]] = {}
+    for g in groups:
+        by_model.setdefault(g.model, []).append(g)
     for model, members in by_model.items():
-        base, base_row = min(members, key=lambda m: position(m[0]))
-        base_cfg = settings_of(base.records[0])
-        for g, row in members:
-            cfg = settings_of(g.records[0])
+        base = min(members, key=position)
+        base_cfg = base.settings
+        for g in members:
+            cfg = g.settings
             diff = [k for k in cfg if k not in ("seed", "device") and cfg.get(k) != base_cfg.get(k)]
-            base_speed, speed = base_row["train_samples_per_s_median"], row["train_samples_per_s_median"]
+            base_speed, speed = base.row.train_samples_per_s_median, g.row.train_samples_per_s_median
             if g is base or len(diff) != 1 or not base_speed or not speed:
                 continue
             out.append({"model": model, "setting": diff[0], "baseline": base_cfg.get(diff[0]), "variant": cfg.get(diff[0]),

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from tabulate import tabulate
-
-from .compare import FolderComparison, Match, compare_folders, markdown, to_json
+from .compare import FolderComparison, Match, comparison_markdown, compare_folders, to_json
 from ..errors import MnistbenchError
 from ..files import write_atomic
 from .groups import Report, describe_devices
 from ..layout import runs_dir
+from .words import table
 
 REFERENCE = "reference"
 VS_MD, VS_JSON = "vs_reference.md", "vs_reference.json"
@@ -103,7 +102,7 @@ def row_of(m: Match) -> Row:
     known = c is not None and math.isfinite(c.ci_low)
     return Row(
         m.label, len(m.b.group.finished), len(m.a.group.finished),
-        _pct(m.b.row["final_test_acc_mean"]), _pct(m.a.row["final_test_acc_mean"]),
+        _pct(m.b.row.final_test_acc_mean), _pct(m.a.row.final_test_acc_mean),
         None if c is None else _pct(c.difference), _pct(c.ci_low) if known else None, _pct(c.ci_high) if known else None,
         (c.ci_low <= 0 <= c.ci_high) if known else None,
         None if m.throughput is None else m.throughput.ratio,
@@ -148,9 +147,8 @@ def summary_text(vs: VsReference) -> str:
     lines = [f"Compared with the reference {vs.reference}:",
              f"this machine: {vs.machine_here}; reference: {vs.machine_reference} ({same}).", ""]
     if rows:
-        lines += [tabulate(rows, headers=["configuration", "seeds here/ref", "acc % here", "acc % ref", "diff (points)",
-                                          "95% CI", "within noise?", "speed here/ref"],
-                           tablefmt="github", disable_numparse=True), ""]
+        lines += [table(rows, ["configuration", "seeds here/ref", "acc % here", "acc % ref", "diff (points)", "95% CI",
+                               "within noise?", "speed here/ref"]), ""]
     else:
         lines.append("No configuration of this run is in the reference.")
     data = sorted({(m.a.group.context.data_identity[:8], m.b.group.context.data_identity[:8]) for m in c.matches})
@@ -176,7 +174,7 @@ def vs_reference_json(vs: VsReference) -> dict:
 def write_vs_reference(vs: VsReference) -> list[Path]:
     """``vs_reference.md`` (the short table, then the full ``compare`` report) and ``vs_reference.json``."""
     md = f"# {vs.results} vs the reference\n\n{summary_text(vs)}\n\n## Full comparison (A = reference, B = this run)\n\n"
-    md += markdown(vs.comparison, []).replace("# Compare:", "### Compare:", 1) + "\n"
+    md += comparison_markdown(vs.comparison, []).replace("# Compare:", "### Compare:", 1) + "\n"
     paths = [vs.results / VS_MD, vs.results / VS_JSON]
     write_atomic(paths[0], md)
     write_atomic(paths[1], json.dumps(vs_reference_json(vs), indent=2) + "\n")

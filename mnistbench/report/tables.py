@@ -6,11 +6,10 @@ import csv
 import io
 import math
 
-from tabulate import tabulate
-
 from .groups import Group, Report, Section, describe_devices
+from .rows import SummaryRow
 from ..train.load import THRESHOLDS
-from .words import counted
+from .words import counted, table
 from .rules import FIXED_BUDGET_MIN_SEEDS, RULES, RuleFigure
 from .stats import Estimate
 
@@ -44,10 +43,6 @@ def _num(x, digits=0) -> str:
     return "n/a" if x is None else f"{x:,.{digits}f}"
 
 
-def _table(rows: list[list], headers: list[str]) -> str:
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-
-
 def _steady_note(groups: list[Group]) -> str:
     if all(len(r.epochs) > 1 for g in groups for r in g.records):
         return "first (warm-up) epoch of each run excluded"
@@ -55,7 +50,8 @@ def _steady_note(groups: list[Group]) -> str:
 
 
 def csv_text(report: Report) -> str:
-    return _csv([row for s in report.sections for row in s.rows])
+    """``summary.csv``: a line per group (``SummaryRow``), floats to six significant digits, None an empty cell."""
+    return _csv([g.row.csv_cells() for s in report.sections for g in s.groups])
 
 
 def roofline_csv_text(report: Report) -> str | None:
@@ -76,7 +72,7 @@ def _csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def markdown(report: Report, figures: list[str] | None = None) -> str:
+def summary_markdown(report: Report, figures: list[str] | None = None) -> str:
     """The human-readable summary: per section a headline table, statistics, comparisons, provenance; then figures."""
     figures = list(figures or [])
     several = len(report.sections) > 1
@@ -141,31 +137,29 @@ def _overview(s: Section) -> list[str]:
     return lines + [""]
 
 
-def _seeds_cell(r: dict) -> str:
-    extra = [f"{r[k]} {k}" for k in ("diverged", "failed") if r[k]]
-    return f"{r['seeds']} ({', '.join(extra)})" if extra else str(r["seeds"])
+def _seeds_cell(r: SummaryRow) -> str:
+    extra = [f"{n} {k}" for k, n in (("diverged", r.diverged), ("failed", r.failed)) if n]
+    return f"{r.seeds} ({', '.join(extra)})" if extra else str(r.seeds)
+
+
+def _headline_cells(g: Group, memory: bool) -> list:
+    r = g.row
+    cells = [r.model, f"{r.parameters:,}", _epochs_cell(g), _seeds_cell(r), _mean_std(g.final_accuracy()),
+             _pct(r.best_test_acc_max) or "n/a", "n/a" if r.final_test_loss_mean is None else f"{r.final_test_loss_mean:.4f}",
+             _num(r.train_samples_per_s_median) + (" ⚠" if r.throughput_flag else ""), _num(r.eval_samples_per_s_median),
+             _num(r.seconds_per_epoch_median, 2)]
+    return cells + [_num(r.peak_memory_mib_max, 1)] if memory else cells
 
 
 def _headline(s: Section) -> list[str]:
-    rows = [
-        [
-            r["model"], f"{r['parameters']:,}", _epochs_cell(g), _seeds_cell(r), _mean_std(g.final_accuracy()),
-            _pct(r["best_test_acc_max"]) or "n/a",
-            "n/a" if r["final_test_loss_mean"] is None else f"{r['final_test_loss_mean']:.4f}",
-            _num(r["train_samples_per_s_median"]) + (" ⚠" if r["throughput_flag"] else ""), _num(r["eval_samples_per_s_median"]),
-            _num(r["seconds_per_epoch_median"], 2),
-        ]
-        for r, g in zip(s.rows, s.groups)
-    ]
+    memory = any(r.peak_memory_mib_max is not None for r in s.rows)  # CPU: peak RSS of the process; CUDA: max_memory_allocated
+    rows = [_headline_cells(g, memory) for g in s.groups]
     headers = ["model", "parameters", "epochs", "seeds", "final test acc % (mean ± std)", "best test acc %",
-               "final test loss", "train samples/s", "eval samples/s", "s/epoch"]
-    if any("peak_memory_mib_max" in r for r in s.rows):  # CPU: peak RSS of the process; CUDA: max_memory_allocated
-        headers.append("peak memory MiB")
-        rows = [row + [_num(r.get("peak_memory_mib_max"), 1)] for row, r in zip(rows, s.rows)]
-    stopped = [g.label for g in s.groups if g.records[0].config.get("stop_at_target")]
+               "final test loss", "train samples/s", "eval samples/s", "s/epoch"] + (["peak memory MiB"] if memory else [])
+    stopped = [g.label for g in s.groups if g.config.get("stop_at_target")]
     note = (f" {', '.join(stopped)}: runs stop at the first epoch that meets the target (`stop_at_target`), so their "
             "final accuracy is that epoch's, selected by the target, not the end of a budget.") if stopped else ""
-    return [_table(rows, headers), "", f"Throughput and s/epoch: median over epochs and seeds, {_steady_note(s.groups)}.{note}", ""]
+    return [table(rows, headers), "", f"Throughput and s/epoch: median over epochs and seeds, {_steady_note(s.groups)}.{note}", ""]
 
 
 def _load_note(s: Section) -> list[str]:
@@ -181,7 +175,7 @@ def _load_note(s: Section) -> list[str]:
 
 def _epochs_cell(g: Group) -> str:
     """The configured epochs, or with stop_at_target the epochs the runs actually trained (min-max) of the budget."""
-    config = g.records[0].config
+    config = g.config
     if not config.get("stop_at_target"):
         return str(config["epochs"])
     ran = sorted(len(r.epochs) for r in g.records)
@@ -191,19 +185,17 @@ def _epochs_cell(g: Group) -> str:
 
 def _across_seeds(s: Section, h: str) -> list[str]:
     rows = []
-    for r, g in zip(s.rows, s.groups):
-        paper = r["paper_test_error_pct"]
-        speed = r["train_samples_per_s_median"]
+    for g in s.groups:
+        r, speed = g.row, g.row.train_samples_per_s_median
         rows.append([
-            r["model"], len(g.finished), _mean_std(g.final_accuracy()), _ci(g.final_accuracy()), _mean_std(g.best_accuracy()),
-            _ci(g.best_accuracy()), _mean_std(g.final_loss(), 1, 4), _ci(g.final_loss(), 1, 4),
-            "n/a" if r["final_test_error_pct"] is None else f"{r['final_test_error_pct']:.2f}",
-            "—" if paper is None else f"{paper:.2f}",
-            "n/a" if speed is None else f"{_num(speed)} [{_num(r['train_samples_per_s_min'])}–{_num(r['train_samples_per_s_max'])}]",
+            r.model, len(g.finished), _mean_std(g.final_accuracy()), _ci(g.final_accuracy()), _mean_std(g.best_accuracy()),
+            _ci(g.best_accuracy()), _mean_std(g.final_loss(), 1, 4), _ci(g.final_loss(), 1, 4), _error_pct(r.final_test_error_pct),
+            _paper_pct(r),
+            "n/a" if speed is None else f"{_num(speed)} [{_num(r.train_samples_per_s_min)}–{_num(r.train_samples_per_s_max)}]",
         ])
     headers = ["model", "n", "final acc %", "final acc 95% CI", "best acc %", "best acc 95% CI", "final loss",
                "final loss 95% CI", "test error %", "reference error % (LeCun et al. 1998)", "train samples/s median [min–max]"]
-    return [f"{h} Across seeds (95% Student-t intervals)", "", _table(rows, headers), "",
+    return [f"{h} Across seeds (95% Student-t intervals)", "", table(rows, headers), "",
             "n: finished (not diverged, not failed) seeds. Accuracy and loss: mean ± sample standard deviation over seeds, "
             "95% interval of the mean = mean ± t(0.975, n−1)·s/√n (n/a for one seed). Best acc: each seed's best "
             "epoch, an optimistic figure since it picks an epoch by its test score. Test error = 100 − mean final acc. "
@@ -221,7 +213,7 @@ def _pairwise(s: Section, h: str) -> list[str]:
         p = "n/a" if math.isnan(c.p_value) else f"{c.p_value:.3g}"
         rows.append([a.label, b.label, f"{len(a.finished)} / {len(b.finished)}", f"{100 * c.difference:+.2f}", ci, p])
     return [f"{h} Pairwise comparison of final test accuracy (Welch's t-test)", "",
-            _table(rows, ["model A", "model B", "n A / n B", "A − B (points)", "95% CI", "p-value"]), "",
+            table(rows, ["model A", "model B", "n A / n B", "A − B (points)", "95% CI", "p-value"]), "",
             "A − B: difference of mean final test accuracy in percentage points, with its 95% Welch–Satterthwaite "
             "interval and two-sided p-value (n/a with fewer than two seeds a side). With few seeds intervals are "
             "wide; p-values are not corrected for the number of comparisons.", ""]
@@ -242,10 +234,10 @@ def _time_to_target(s: Section, h: str) -> list[str]:
         est = g.final_accuracy()
         acc = "n/a" if est is None else f"{100 * est.mean:.2f} {_ci(est)}"
         ml_seeds = "not recorded (older run files)" if ml.verdict.startswith("not recorded") else ml.seeds
-        body.append([g.label, _pct(g.records[0].config["target_accuracy"]), _secs(fb), fb.seeds, acc, fb.verdict, _secs(ml), ml_seeds,
+        body.append([g.label, _pct(g.config["target_accuracy"]), _secs(fb), fb.seeds, acc, fb.verdict, _secs(ml), ml_seeds,
                      _secs(fc), fc.seeds])
     lines = [f"{h} Time to accuracy under three rules", "",
-             _table(body, ["recipe", "target %", "fixed-budget s", "seeds ending ≥ target", "final acc % [95% CI]", "fixed-budget verdict",
+             table(body, ["recipe", "target %", "fixed-budget s", "seeds ending ≥ target", "final acc % [95% CI]", "fixed-budget verdict",
                            "mlperf s", "seeds reaching", "first-crossing s (optimistic)", "seeds reaching"]), "",
              "**fixed-budget** (the headline): median total training time of the fixed recipe; met only when the final "
              f"test accuracy of every seed, and of at least {FIXED_BUDGET_MIN_SEEDS} seeds, is at or above the target. "
@@ -258,19 +250,19 @@ def _time_to_target(s: Section, h: str) -> list[str]:
         rows = [[r["rule"], r["recipe"], r["against"], f"{r['seconds']:.2f}", f"{r['fastest_seconds']:.2f}", f"{r['ratio']:.2f}×"]
                 for r in s.ratios]
         lines += [f"{h} Time-to-target ratios (this run)", "",
-                  _table(rows, ["rule", "recipe", "against the fastest", "s", "fastest s", "time ratio"]), "",
+                  table(rows, ["rule", "recipe", "against the fastest", "s", "fastest s", "time ratio"]), "",
                   "Per rule, each recipe that meets the rule against the fastest one that does: how many times longer it took.", ""]
     return lines
 
 
 def _roofline(s: Section, h: str) -> list[str]:
-    if not any(r.get("train_gflops") is not None for r in s.rows):
+    if not any(r.train_gflops is not None for r in s.rows):
         return []
-    body = [[r["model"], _num(r["train_samples_per_s_median"]), _num(r.get("train_flops_per_sample")), _num(r.get("peak_gflops"), 1),
-             _num(r.get("train_gflops"), 1), _pct(r.get("train_fraction_of_peak"), 1), _num(r.get("eval_gflops"), 1),
-             _pct(r.get("eval_fraction_of_peak"), 1)] for r in s.rows]
+    body = [[r.model, _num(r.train_samples_per_s_median), _num(r.train_flops_per_sample), _num(r.peak_gflops, 1),
+             _num(r.train_gflops, 1), _pct(r.train_fraction_of_peak, 1), _num(r.eval_gflops, 1),
+             _pct(r.eval_fraction_of_peak, 1)] for r in s.rows]
     return [f"{h} Speed against the compute peak", "",
-            _table(body, ["model", "train samples/s", "train FLOPs/sample", "peak GFLOP/s", "train GFLOP/s", "% of peak",
+            table(body, ["model", "train samples/s", "train FLOPs/sample", "peak GFLOP/s", "train GFLOP/s", "% of peak",
                           "eval GFLOP/s", "% of peak"]), "",
             "Peak: a float32 matrix multiply timed on the same device with the same thread count during the run "
             "(best of 5; 2048² on the CPU, 8192² on a GPU). FLOPs per sample are counted by torch.utils.flop_counter "
@@ -284,7 +276,7 @@ def _roofline_table(s: Section, h: str) -> list[str]:
              _num(p.bandwidth_gbs, 1), _num(p.ridge, 2), _num(p.attainable, 1), _num(p.achieved_gflops, 1),
              p.bound or "n/a", _pct(p.fraction_of_attainable, 1) or "n/a"] for p in s.roofline]
     lines = [f"{h} Roofline", "",
-             _table(body, ["model", "pass", "FLOPs/sample", "bytes/sample", "FLOP/byte", "memory GB/s", "ridge FLOP/byte",
+             table(body, ["model", "pass", "FLOPs/sample", "bytes/sample", "FLOP/byte", "memory GB/s", "ridge FLOP/byte",
                            "attainable GFLOP/s", "achieved GFLOP/s", "bound", "% of attainable"]), "",
              "Memory roof: the better of STREAM's copy and triad on float32 arrays 4× the last-level cache (64–512 MiB; 256 MiB on a GPU), "
              "timed on the same device with the same thread count during the run (best of 5). Bytes per sample are "
@@ -305,8 +297,8 @@ def _speedups(s: Section, h: str) -> list[str]:
         return []
     body = [[x["model"], x["setting"], f"{x['baseline']} → {x['variant']}", f"{x['ratio']:.2f}×",
              _num(x["baseline_samples_per_s"]), _num(x["variant_samples_per_s"])] for x in s.speedups]
-    return [f"#{h} Speed-ups between settings", "",
-            _table(body, ["model", "setting", "baseline → variant", "train throughput ratio", "baseline samples/s",
+    return [f"{h} Speed-ups between settings", "",
+            table(body, ["model", "setting", "baseline → variant", "train throughput ratio", "baseline samples/s",
                           "variant samples/s"]), "",
             "Ratio > 1: the variant trains faster than the model's baseline (its first cell in the spec).", ""]
 
@@ -348,19 +340,29 @@ def _figures(figures: list[str]) -> list[str]:
     return lines + ["Each figure is also written as SVG next to the PNG.", ""]
 
 
-def readme_results(report: Report, folder: str) -> str:
-    """The README's results block: the headline of a one-section report and its pairwise comparisons, in words."""
+def _error_pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def _paper_pct(r: SummaryRow) -> str:
+    return "—" if r.paper_test_error_pct is None else f"{r.paper_test_error_pct:.2f}"
+
+
+def _one_section(report: Report, folder: str) -> Section:
     if len(report.sections) != 1:
         raise ValueError(f"{folder}: the README summarises one section, this folder has {len(report.sections)}")
-    s = report.sections[0]
+    return report.sections[0]
+
+
+def readme_results(report: Report, folder: str) -> str:
+    """The README's results block: the headline of a one-section report and its pairwise comparisons, in words."""
+    s = _one_section(report, folder)
     env = s.environment
-    rows = [[f"`{r['model']}`", f"{r['parameters']:,}", _mean_std(g.final_accuracy()), _ci(g.final_accuracy()),
-             "n/a" if r["final_test_error_pct"] is None else f"{r['final_test_error_pct']:.2f}",
-             "—" if r["paper_test_error_pct"] is None else f"{r['paper_test_error_pct']:.2f}",
-             _num(r["train_samples_per_s_median"]), _num(r["seconds_per_epoch_median"], 2)]
-            for r, g in zip(s.rows, s.groups)]
-    table = _table(rows, ["model", "parameters", f"final test acc % (mean ± std, {s.rows[0]['seeds']} seeds)", "95% CI",
-                          "test error %", "LeCun et al. 1998 error %", "train samples/s", "s/epoch"])
+    rows = [[f"`{g.row.model}`", f"{g.row.parameters:,}", _mean_std(g.final_accuracy()), _ci(g.final_accuracy()),
+             _error_pct(g.row.final_test_error_pct), _paper_pct(g.row), _num(g.row.train_samples_per_s_median),
+             _num(g.row.seconds_per_epoch_median, 2)] for g in s.groups]
+    text = table(rows, ["model", "parameters", f"final test acc % (mean ± std, {s.rows[0].seeds} seeds)", "95% CI",
+                        "test error %", "LeCun et al. 1998 error %", "train samples/s", "s/epoch"])
     words = [f"`{a.label}` − `{b.label}`: {100 * c.difference:+.2f} points (95% CI [{100 * c.ci_low:+.2f}, "
              f"{100 * c.ci_high:+.2f}], p = {c.p_value:.2g})" for a, b, c in s.comparisons if not math.isnan(c.ci_low)]
     return "\n".join([
@@ -368,7 +370,7 @@ def readme_results(report: Report, folder: str) -> str:
         f"dataset {s.context.dataset} (data identity `{s.context.data_identity}`); full tables, run files and "
         f"environment in [`{folder}/summary.md`]({folder}/summary.md).",
         "",
-        table,
+        text,
         "",
         "Differences of mean final test accuracy (Welch): " + "; ".join(words) + ".",
         "",
@@ -377,25 +379,23 @@ def readme_results(report: Report, folder: str) -> str:
 
 def readme_rules(report: Report, folder: str) -> str:
     """The README's time-to-accuracy block: the three rules side by side per recipe, and the ratios of this run."""
-    if len(report.sections) != 1:
-        raise ValueError(f"{folder}: the README summarises one section, this folder has {len(report.sections)}")
-    s = report.sections[0]
+    s = _one_section(report, folder)
     env = s.environment
     rows = []
-    for r, g in zip(s.rows, s.groups):
+    for g in s.groups:
         fb, ml, fc = (g.rules[k] for k in RULES)
         verdict = f"{fb.seeds} seeds ≥ target" if fb.met else fb.verdict
-        rows.append([f"`{g.label}`", f"{r['parameters']:,}", _secs(fb), verdict, _mean_std(g.final_accuracy()),
+        rows.append([f"`{g.label}`", f"{g.row.parameters:,}", _secs(fb), verdict, _mean_std(g.final_accuracy()),
                      f"{_secs(ml)} ({ml.seeds})", f"{_secs(fc)} ({fc.seeds})"])
-    target = _pct(s.groups[0].records[0].config.get("target_accuracy"))
-    table = _table(rows, ["recipe", "parameters", "fixed-budget s", "fixed-budget verdict", "final test acc %",
-                          "mlperf s (seeds)", "first-crossing s (seeds), optimistic"])
+    target = _pct(s.groups[0].config.get("target_accuracy"))
+    text = table(rows, ["recipe", "parameters", "fixed-budget s", "fixed-budget verdict", "final test acc %",
+                        "mlperf s (seeds)", "first-crossing s (seeds), optimistic"])
     words = [f"`{r['recipe']}` took {r['ratio']:.2f}× as long as `{r['against']}` ({r['rule']})" for r in s.ratios]
     return "\n".join([
         f"Time to {target}% test accuracy, measured on {describe_devices(s.records)}, torch {env.get('torch')}, commit "
         f"{env.get('git_commit')}; full tables, run files and environment in [`{folder}/summary.md`]({folder}/summary.md).",
         "",
-        table,
+        text,
         "",
         ("In this run: " + "; ".join(words) + ".") if words else "No two recipes of this run meet one rule: no ratio is given.",
         "",

@@ -9,7 +9,6 @@ stops the run (they would stop every cell after it too).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,9 @@ from .events import Event, OnEvent
 from ..layout import run_file
 from ..train.load import LoadMonitor, throughput_spread
 from ..train.roofline import achieved_rates
-from ..errors import Interrupted, MnistbenchError
+from ..errors import Interrupted, MnistbenchError, reason
 from .preflight import describe_model
-from ..results import EpochMetrics, Measurement, RunRecord, data_identity, derive_status
+from ..results import EpochMetrics, Measurement, RunRecord, data_identity, derive_status, now
 from ..spec.schema import Cell
 from ..weights import save_weights, weights_bytes
 
@@ -55,13 +54,6 @@ class CellTask:
         return run_file(folder, self.stem or self.cell.id)
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _reason(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
 def _raised_by_code(e: BaseException, should_stop) -> str:
@@ -74,7 +66,7 @@ def _raised_by_code(e: BaseException, should_stop) -> str:
         raise e
     if should_stop is not None and should_stop():
         raise Interrupted(should_stop()) from None
-    return f"the model's code raised {_reason(e)}"
+    return f"the model's code raised {reason(e)}"
 
 
 def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None, should_stop=None) -> RunRecord:
@@ -87,7 +79,7 @@ def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None
     if message:
         on_event(Event("warning", cell, task.index, task.total, message=message))
     on_event(Event("cell", cell, task.index, task.total, epoch=len(resume.epochs) if resume else 0, epochs=cell.config.epochs))
-    started, wall = _now(), time.perf_counter()
+    started, wall = now(), time.perf_counter()
     done: list[EpochMetrics] = list(resume.epochs) if resume else []
     load = LoadMonitor()  # the machine's load during this cell's epochs (docs/statistics.md)
 
@@ -115,7 +107,7 @@ def execute(task: CellTask, dataset: Dataset, on_event: OnEvent = lambda e: None
             where = f" ({e.filename})" if e.filename else ""
             raise MnistbenchError(f"cell {cell.id}: {e.strerror or e}{where}") from None
         except Exception as e:  # noqa: BLE001 - any failure of the cell itself is recorded, and the matrix goes on
-            failure = _reason(e)
+            failure = reason(e)
     if state.changed:
         task = dataclasses.replace(task, extra={**task.extra, "torch_settings_restored": state.changed})
         on_event(Event("warning", cell, task.index, task.total,
@@ -182,7 +174,7 @@ def build_record(
         epochs=epochs,
         environment=cell_environment(outcome),
         started=started,
-        finished=_now(),
+        finished=now(),
         device=outcome.device if outcome else config.device,
         time_to_target_s=outcome.time_to_target_s if outcome else None,
         epochs_to_target=outcome.epochs_to_target if outcome else None,

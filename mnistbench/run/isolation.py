@@ -25,7 +25,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-from ..errors import Interrupted, MnistbenchError, brief
+from ..errors import Interrupted, MnistbenchError, brief, reason
+from ..results import now
 
 # Imports of torch and the engine wait for the functions that need them: start_fork_server() runs without them.
 
@@ -120,9 +121,7 @@ def _child_main(job: Job, messages) -> None:
     except MnistbenchError as e:
         answer = ("error", str(e))
     except BaseException as e:  # noqa: BLE001 - anything else leaving the work is the user's code, said in one line
-        from .cell import _reason
-
-        answer = ("raised", _reason(e))
+        answer = ("raised", reason(e))
     messages.put(answer)
     messages.close()
     messages.join_thread()  # everything reaches the driver before the process ends
@@ -259,16 +258,16 @@ def run_cell(task, dataset, on_event: Callable, should_stop: Callable[[], int], 
     from ..layout import runs_dir
 
     task = _tagged(task)
-    started, wall = _now(), time.perf_counter()
+    started, wall = now(), time.perf_counter()
     try:
         from .executors import portable
 
         return run_in_child(Job(_cell_work, (task, portable(dataset))), on_event, should_stop, timeout)
     except ChildEnded as e:
-        reason = e.reason("before the cell finished", f"cell_timeout {timeout or 0:g} s")
-    record = build_record(task, dataset, None, [], reason, 0, started, wall)
+        why = e.reason("before the cell finished", f"cell_timeout {timeout or 0:g} s")
+    record = build_record(task, dataset, None, [], why, 0, started, wall)
     record.save(runs_dir(task.folder))
-    on_event(Event("done", task.cell, task.index, task.total, message=f"failed ({reason})"))
+    on_event(Event("done", task.cell, task.index, task.total, message=f"failed ({why})"))
     return record
 
 
@@ -293,9 +292,3 @@ def check_in_child(configs: list, timeout: Optional[float]) -> dict:
     except ChildEnded as e:
         bound_text = f"{bound:g} s (the spec's cell_timeout per model, else {CHECK_TIMEOUT:g} s)"
         raise MnistbenchError(f"model {names}: checking it before the run: {e.reason('during the check', bound_text)}") from None
-
-
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

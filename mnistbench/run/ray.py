@@ -25,12 +25,12 @@ from typing import Callable, Iterator, Optional
 
 from .cell import CellTask, build_record, execute
 from ..data.datasets import Dataset
-from ..errors import ClusterLost, Interrupted, MnistbenchError
+from ..errors import ClusterLost, Interrupted, MnistbenchError, reason
 from .events import Event, OnEvent
 from .executors import Work, portable
 from ..files import write_atomic
 from ..layout import weights_file
-from ..results import RunRecord
+from ..results import RunRecord, now
 from .sink import EventSink
 from ..spec.schema import CellConfig, Resources
 
@@ -182,13 +182,13 @@ class RayExecutor:
             cause = e.cause if isinstance(e.cause, BaseException) else e
             if isinstance(cause, MnistbenchError):
                 raise MnistbenchError(f"cell {task.cell.id}: {cause}") from None
-            raise MnistbenchError(f"cell {task.cell.id} stopped on a Ray worker: {type(cause).__name__}: {str(cause).splitlines()[0][:200]}") from None
+            raise MnistbenchError(f"cell {task.cell.id} stopped on a Ray worker: {reason(cause)}") from None
         except ray.exceptions.RayError as e:  # the worker or node was lost more than max_retries times
             head.check(force=True)  # unless the head itself is gone: then the run ends here
-            reason = f"{type(e).__name__}: lost its Ray worker or node {self.max_retries + 1} times"
+            why = f"{type(e).__name__}: lost its Ray worker or node {self.max_retries + 1} times"
             if task.index in tally.overdue:
-                reason = f"did not finish within cell_timeout {work.cell_timeout:g} s; its Ray task was cancelled"
-            record = build_record(task, work.datasets[task.cell.config.dataset], None, [], reason, 0, _now(), time.perf_counter())
+                why = f"did not finish within cell_timeout {work.cell_timeout:g} s; its Ray task was cancelled"
+            record = build_record(task, work.datasets[task.cell.config.dataset], None, [], why, 0, now(), time.perf_counter())
             record.extra.update({"executor": "ray", "ray": {"lost": True}})
             written, sent, weights = False, 0, None
         if not written:  # under the name the run chose for it (task.stem): never another measurement's file
@@ -209,12 +209,6 @@ class RayExecutor:
         for ref in pending:
             ray.cancel(ref)
         ray.wait(list(pending), num_returns=len(pending), timeout=10)
-
-
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _absolute(task: CellTask) -> CellTask:

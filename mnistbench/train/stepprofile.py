@@ -341,7 +341,7 @@ def how_measured(profile: StepProfile) -> str:
     )
 
 
-def markdown(profile: StepProfile) -> str:
+def profile_markdown(profile: StepProfile) -> str:
     """summary.md: title, table, how it was measured, and the environment as `mnistbench env` prints it."""
     from ..environment import format_environment
 
@@ -369,5 +369,5 @@ def write_profile(profile: StepProfile, out: Path) -> list[Path]:
     check_out(out)
     paths = [out / "profile.json", out / "summary.md"]
     write_atomic(paths[0], to_json(profile))
-    write_atomic(paths[1], markdown(profile))
+    write_atomic(paths[1], profile_markdown(profile))
     return paths

@@ -14,13 +14,13 @@ import torch.nn.functional as F
 from mnistbench.models.describe import count_params
 from mnistbench.models.factory import create_model
 from mnistbench.models.names import list_models
-from mnistbench.models.zoo import INPUT_SHAPE
+from mnistbench.models.zoo import INPUT_SHAPE, MODELS
 
 BATCHES = [1, 64, 1024]
 
 # Every registered model, so a new one is benchmarked without touching this file.
 cases = pytest.mark.parametrize(
-    "name, batch", [pytest.param(n, b, id=f"{n}-b{b}") for n in list_models() for b in BATCHES]
+    "name, batch", [pytest.param(n, b, id=f"{n}-b{b}") for n in MODELS.names() for b in BATCHES]
 )
 
 

@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import dataclass
 
+from ...results import finite_or_none
 from ..groups import MIN_SEEDS_FOR_CI, Group, Report, Spread, curve, spread
 from ..roofline import Point, drawable, intensity_span, roof_curve, roofs
 from ..rules import RULES
@@ -42,7 +43,7 @@ class Figure:
 def _no_nan(x: object) -> object:
     """NaN and infinities (not JSON) as null: Plotly leaves a gap there instead of the page failing to build."""
     if isinstance(x, float):
-        return x if math.isfinite(x) else None
+        return finite_or_none(x)
     if isinstance(x, dict):
         return {k: _no_nan(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -57,10 +58,6 @@ def _style(i: int) -> dict:
 def _rgba(hex_colour: str, alpha: float) -> str:
     r, g, b = (int(hex_colour[k : k + 2], 16) for k in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
-
-
-def _finite(v: float | None) -> float | None:
-    return v if v is not None and math.isfinite(v) else None
 
 
 def figures(report: Report) -> list[Figure]:
@@ -93,7 +90,7 @@ def _seed_traces(g: Group, i: int, attr: str, scale: float, axis: str, first: bo
         seed = r.config.get("seed")
         out.append({
             "type": "scatter", "mode": "lines", "x": [e.epoch for e in r.epochs],
-            "y": [_finite(scale * getattr(e, attr)) for e in r.epochs], "xaxis": f"x{axis}", "yaxis": f"y{axis}",
+            "y": [finite_or_none(scale * getattr(e, attr)) for e in r.epochs], "xaxis": f"x{axis}", "yaxis": f"y{axis}",
             "name": f"{g.label} · seed {seed}", "legendgroup": f"g{i}-seed-{seed}", "showlegend": first,
             "line": {"color": s["colour"], "dash": s["dash"], "width": 1}, "opacity": 0.45,
             "meta": [g.label, str(seed)],
@@ -109,11 +106,11 @@ def _mean_traces(g: Group, i: int, attr: str, scale: float, axis: str, first: bo
     unit = "%" if scale == 100 else ""
     group = f"g{i}-mean"
     mean = {
-        "type": "scatter", "mode": "lines+markers", "x": xs, "y": [_finite(p.mean) for p in spreads],
+        "type": "scatter", "mode": "lines+markers", "x": xs, "y": [finite_or_none(p.mean) for p in spreads],
         "xaxis": f"x{axis}", "yaxis": f"y{axis}", "name": f"{g.label} · mean (n={len(g.finished)})", "legendgroup": group,
         "showlegend": first, "line": {"color": s["colour"], "dash": s["dash"], "width": 2.5},
         "marker": {"symbol": s["symbol"], "size": 7}, "meta": [g.label],
-        "customdata": [[_finite(p.low), _finite(p.high)] for p in spreads],
+        "customdata": [[finite_or_none(p.low), finite_or_none(p.high)] for p in spreads],
         "hovertemplate": f"%{{meta[0]}}<br>mean over seeds<br>epoch %{{x}}<br>{attr.replace('_', ' ')} %{{y:.4g}}{unit}"
                          f"<br>interval [%{{customdata[0]:.4g}}, %{{customdata[1]:.4g}}]<extra></extra>",
     }
@@ -121,8 +118,8 @@ def _mean_traces(g: Group, i: int, attr: str, scale: float, axis: str, first: bo
         return [mean]
     edge = {"type": "scatter", "mode": "lines", "x": xs, "xaxis": f"x{axis}", "yaxis": f"y{axis}", "legendgroup": group,
             "showlegend": False, "hoverinfo": "skip", "line": {"width": 0, "color": s["colour"]}}
-    upper = {**edge, "name": f"{g.label} · interval high", "y": [_finite(p.high) for p in spreads]}
-    lower = {**edge, "name": f"{g.label} · interval low", "y": [_finite(p.low) for p in spreads], "fill": "tonexty",
+    upper = {**edge, "name": f"{g.label} · interval high", "y": [finite_or_none(p.high) for p in spreads]}
+    lower = {**edge, "name": f"{g.label} · interval low", "y": [finite_or_none(p.low) for p in spreads], "fill": "tonexty",
              "fillcolor": _rgba(s["colour"], 0.18)}
     return [upper, lower, mean]
 

@@ -66,7 +66,7 @@ def _headline(name: str, href: str, machine: str, g: Group) -> Headline:
     fixed = "" if fb is None else (f"{fb.seconds:.2f}" if fb.met else fb.verdict)
     med, _, _ = g.train_throughput()
     return Headline(name, href, machine, g.label, str(len(g.records)), _mean_std(g.final_accuracy()), _ci(g.final_accuracy()),
-                    _num(med), fixed if g.records[0].config.get("target_accuracy") is not None else "")
+                    _num(med), fixed if g.config.get("target_accuracy") is not None else "")
 
 
 def entries(folders: list[Path], out: Path) -> tuple[list[Folder], list[Headline]]:

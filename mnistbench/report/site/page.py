@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ...files import write_atomic
 from ..groups import Report, describe_devices
-from ..tables import markdown
+from ..tables import summary_markdown
 from .extras import extras
 from .figures import figures
 
@@ -72,7 +72,7 @@ def summary_html(report: Report) -> str:
     """``summary.md``'s text (without its title and image links) as HTML: real tables with header cells."""
     from markdown_it import MarkdownIt
 
-    text = re.sub(r"\A# .*\n", "", markdown(report, []))
+    text = re.sub(r"\A# .*\n", "", summary_markdown(report, []))
     text = re.sub(r"^(#+) ", r"#\1 ", text, flags=re.M)  # one level down: they sit under the page's "Tables" heading
     return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
 
