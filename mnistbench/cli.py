@@ -160,7 +160,7 @@ def validate(specs: List[Path] = typer.Argument(..., help="Spec files to check."
     if problems:
         fail(SpecErrors(problems))
     if as_json:  # every spec is checked before anything is printed: a bad one leaves stdout empty
-        from .models.describe import describe_spec
+        from .spec.schema import describe_spec
 
         typer.echo(json.dumps({"specs": [describe_spec(path, spec) for path, spec in loaded]}, indent=2))
 
@@ -258,7 +258,7 @@ def _print_run_summary(summary, as_json: bool, vs: Optional[dict] = None) -> Non
     """The run's last words: counts and times (or one JSON document); exit 3 when cells failed."""
     failed = summary.cells("failed")
     if as_json:
-        from .models.describe import describe_run
+        from .run.runner import describe_run
 
         typer.echo(json.dumps({**describe_run(summary), "vs_reference": vs}, indent=2))
     else:
@@ -377,7 +377,7 @@ def program() -> str:
 
 def _print_cells(spec, selection, as_json: bool = False) -> None:
     if as_json:
-        from .models.describe import describe_cells
+        from .spec.schema import describe_cells
 
         typer.echo(json.dumps(describe_cells(spec), indent=2))
         return
@@ -472,7 +472,7 @@ def data(
     except MnistbenchError as e:
         fail(str(e))
     if as_json:
-        from .models.describe import describe_dataset
+        from .data.datasets import describe_dataset
 
         typer.echo(json.dumps(describe_dataset(ds), indent=2))
         return

@@ -11,7 +11,7 @@ import pytest
 from conftest import TINY_SPEC, make_dataset, write_spec
 from records_factory import make_record
 
-from mnistbench.models.describe import describe_run
+from mnistbench.run.runner import describe_run
 from mnistbench.run.runner import RunSummary
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -367,3 +367,20 @@ def torchvision_batches(split: Split, info: DatasetInfo, batch_size: int, seed: 
     loader.num_samples = len(dataset)  # type: ignore[attr-defined]
     loader.generator = generator  # type: ignore[attr-defined]
     return loader
+
+
+def describe_dataset(ds) -> dict:
+    """A loaded dataset: where it is, its sample counts, and each file's hashes and official status.
+
+    ``official`` is True only when all four files are the official ones; a file's own ``official``
+    is None for a raw (un-gzipped) file, which the official checksums cannot vouch for.
+    """
+    return {
+        "dataset": ds.info.name,
+        "title": ds.info.title,
+        "folder": str(ds.folder),
+        "train_samples": len(ds.train),
+        "test_samples": len(ds.test),
+        "official": ds.official,
+        "files": [f.to_dict() for f in ds.files],
+    }

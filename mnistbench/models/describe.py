@@ -1,12 +1,10 @@
-"""Describing things as plain data: a model (parameters, FLOPs, layers; the one owner of those counts), and
-the dataset, spec, cells and run documents that ``--json`` prints."""
+"""Describing a model as plain data: parameters, FLOPs, layers and bytes moved (the one owner of those counts)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..results import finite_or_none
 from .zoo import INPUT_SHAPE
 
 
@@ -108,51 +106,3 @@ def train_flops(model, batch: int = 2) -> int:
         torch.nn.functional.cross_entropy(model(x), y).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() // batch
-
-
-def describe_dataset(ds) -> dict:
-    """A loaded dataset: where it is, its sample counts, and each file's hashes and official status.
-
-    ``official`` is True only when all four files are the official ones; a file's own ``official``
-    is None for a raw (un-gzipped) file, which the official checksums cannot vouch for.
-    """
-    return {
-        "dataset": ds.info.name,
-        "title": ds.info.title,
-        "folder": str(ds.folder),
-        "train_samples": len(ds.train),
-        "test_samples": len(ds.test),
-        "official": ds.official,
-        "files": [f.to_dict() for f in ds.files],
-    }
-
-
-def describe_spec(path, spec) -> dict:
-    """What ``validate`` says of a valid spec: its name, how many cells it expands to, the settings that vary."""
-    return {"path": str(path), "spec": spec.name, "cells": len(spec.cells()), "axes": spec.axes()}
-
-
-def describe_cells(spec) -> dict:
-    """``run --dry-run``: every cell of a spec, with its full configuration as the spec resolves it."""
-    return {"spec": spec.name, "cells": [{"id": c.id, "config": c.config.model_dump(mode="json")} for c in spec.cells()]}
-
-
-def describe_run(summary) -> dict:
-    """A finished ``run``: the cells it ran (status, note, final test accuracy and loss), those it skipped, the times.
-
-    A non-finite value (the loss of a diverged run) is null, so the document is strict JSON.
-    """
-    cells = [{"cell": r.cell, "status": r.status, "note": r.note, "epochs": len(r.epochs),
-              "final_test_accuracy": finite_or_none(r.final.test_accuracy) if r.epochs else None,
-              "final_test_loss": finite_or_none(r.final.test_loss) if r.epochs else None} for r in summary.ran]
-    return {
-        "results_dir": str(summary.results_dir),
-        "ran": len(summary.ran),
-        "finished": summary.cells("finished"),
-        "diverged": summary.cells("diverged"),
-        "failed": summary.cells("failed"),
-        "skipped": list(summary.skipped),
-        "wall_seconds": summary.wall_seconds,
-        "measured_seconds": summary.measured_seconds,
-        "cells": cells,
-    }

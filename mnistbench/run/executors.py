@@ -11,6 +11,7 @@ so ``import mnistbench`` and ``mnistbench --help`` never load it (docs/scale-out
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Protocol
@@ -19,7 +20,7 @@ from .cell import CellTask, execute
 from ..data.datasets import Dataset, Split
 from ..errors import Interrupted
 from .events import OnEvent
-from ..results import RunRecord
+from ..results import RunRecord, now
 from ..spec.schema import CellConfig, Resources
 
 
@@ -72,8 +73,6 @@ class Sequential:
                 raise Interrupted(should_stop())
             dataset = work.datasets[task.cell.config.dataset]
             if isolated(task, work.cell_timeout):
-                from .isolation import run_cell
-
                 yield run_cell(task, dataset, on_event, should_stop, work.cell_timeout)
             else:
                 yield execute(task, dataset, on_event, should_stop)
@@ -91,3 +90,29 @@ def portable(ds: Dataset) -> Dataset:
     return dataclasses.replace(ds, train=Split(ds.train.images, ds.train.labels), test=Split(ds.test.images, ds.test.labels))
 
 
+def _cell_work(task, dataset, send, should_stop):
+    return execute(task, dataset, send, should_stop)
+
+
+def run_cell(task, dataset, on_event: Callable, should_stop: Callable[[], int], timeout: Optional[float]):
+    """One cell (a ``CellTask``) in a child process: its ``RunRecord``; a child that ends without a record, or runs past
+    ``timeout``, gives a failed one."""
+    from ..layout import runs_dir
+    from .cell import build_record
+    from .events import Event
+    from .isolation import ChildEnded, Job, run_in_child
+
+    task = _tagged(task)
+    started, wall = now(), time.perf_counter()
+    try:
+        return run_in_child(Job(_cell_work, (task, portable(dataset))), on_event, should_stop, timeout)
+    except ChildEnded as e:
+        why = e.reason("before the cell finished", f"cell_timeout {timeout or 0:g} s")
+    record = build_record(task, dataset, None, [], why, 0, started, wall)
+    record.save(runs_dir(task.folder))
+    on_event(Event("done", task.cell, task.index, task.total, message=f"failed ({why})"))
+    return record
+
+
+def _tagged(task):
+    return dataclasses.replace(task, extra={**task.extra, "isolation": "process"})

@@ -25,8 +25,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-from ..errors import Interrupted, MnistbenchError, brief, reason
-from ..results import now
+from ..errors import Interrupted, MnistbenchError, reason
 
 # Imports of torch and the engine wait for the functions that need them: start_fork_server() runs without them.
 
@@ -239,56 +238,3 @@ def _end(child) -> None:
     if child.is_alive():
         child.kill()
         child.join(timeout=5.0)
-
-
-# ----------------------------------------------------------------------------- what the driver calls
-
-
-def _cell_work(task, dataset, send, should_stop):
-    from .cell import execute
-
-    return execute(task, dataset, send, should_stop)
-
-
-def run_cell(task, dataset, on_event: Callable, should_stop: Callable[[], int], timeout: Optional[float]):
-    """One cell (a ``CellTask``) in a child process: its ``RunRecord``; a child that ends without a record, or runs past
-    ``timeout``, gives a failed one."""
-    from .cell import build_record
-    from .events import Event
-    from ..layout import runs_dir
-
-    task = _tagged(task)
-    started, wall = now(), time.perf_counter()
-    try:
-        from .executors import portable
-
-        return run_in_child(Job(_cell_work, (task, portable(dataset))), on_event, should_stop, timeout)
-    except ChildEnded as e:
-        why = e.reason("before the cell finished", f"cell_timeout {timeout or 0:g} s")
-    record = build_record(task, dataset, None, [], why, 0, started, wall)
-    record.save(runs_dir(task.folder))
-    on_event(Event("done", task.cell, task.index, task.total, message=f"failed ({why})"))
-    return record
-
-
-def _tagged(task):
-    import dataclasses
-
-    return dataclasses.replace(task, extra={**task.extra, "isolation": "process"})
-
-
-def _check_work(configs: list, send, should_stop) -> dict:  # noqa: ARG001 - a check sends no events
-    from .preflight import check_models_here
-
-    return check_models_here(configs)
-
-
-def check_in_child(configs: list, timeout: Optional[float]) -> dict:
-    """``preflight.check_models_here`` for the referenced models, in a child process: (model, base_dir, sha256) -> description."""
-    bound = CHECK_TIMEOUT if timeout is None else timeout * len(configs)  # each model gets the cell's bound
-    names = ", ".join(brief(c.model) for c in configs)
-    try:
-        return run_in_child(Job(_check_work, (configs,)), lambda e: None, lambda: 0, bound)
-    except ChildEnded as e:
-        bound_text = f"{bound:g} s (the spec's cell_timeout per model, else {CHECK_TIMEOUT:g} s)"
-        raise MnistbenchError(f"model {names}: checking it before the run: {e.reason('during the check', bound_text)}") from None

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
-from ..errors import MnistbenchError
+from ..errors import MnistbenchError, brief
 from ..report.build import REPORT_FILES
 
 MiB = 2**20
@@ -151,8 +151,6 @@ def check_models(configs, timeout: float | None = None) -> dict[str, str | None]
     referenced = [c for c in distinct if not parse_model_ref(c.model).builtin]
     hashes: dict[str, str | None] = {}
     if referenced:
-        from .isolation import check_in_child
-
         for (model, base_dir, sha256), description in check_in_child(referenced, timeout).items():
             DESCRIBED[(model, base_dir, sha256)] = description
             hashes[model] = sha256
@@ -172,3 +170,20 @@ def check_models_here(configs) -> dict[tuple[str, str, str | None], dict]:
         sha256 = load_model_source(c.model, c.base_dir).sha256
         out[(c.model, c.base_dir, sha256)] = describe_model(c.model, c.base_dir, sha256)
     return out
+
+
+def _check_work(configs: list, send, should_stop) -> dict:  # noqa: ARG001 - a check sends no events
+    return check_models_here(configs)
+
+
+def check_in_child(configs: list, timeout: Optional[float]) -> dict:
+    """``preflight.check_models_here`` for the referenced models, in a child process: (model, base_dir, sha256) -> description."""
+    from .isolation import CHECK_TIMEOUT, ChildEnded, Job, run_in_child
+
+    bound = CHECK_TIMEOUT if timeout is None else timeout * len(configs)  # each model gets the cell's bound
+    names = ", ".join(brief(c.model) for c in configs)
+    try:
+        return run_in_child(Job(_check_work, (configs,)), lambda e: None, lambda: 0, bound)
+    except ChildEnded as e:
+        bound_text = f"{bound:g} s (the spec's cell_timeout per model, else {CHECK_TIMEOUT:g} s)"
+        raise MnistbenchError(f"model {names}: checking it before the run: {e.reason('during the check', bound_text)}") from None

@@ -31,7 +31,7 @@ from ..files import write_atomic
 from .locks import cell_locks, remove_cell_temporaries, remove_report_temporaries, report_lock
 from .preflight import check_before_training, check_layout, check_models, check_name_lengths
 from ..layout import runs_dir
-from ..results import Machine, Measurement, RunRecord, load_record, machine_of, run_file_for, run_files
+from ..results import Machine, Measurement, RunRecord, finite_or_none, load_record, machine_of, run_file_for, run_files
 from ..spec.selection import Selection
 from ..spec.schema import Spec
 
@@ -312,3 +312,24 @@ class StopFlag:
             signal.signal(sig, handler)
         if self.signum and exc[0] is None:
             raise Interrupted(self.signum)  # a signal during the report still ends the run with 130/143
+
+
+def describe_run(summary) -> dict:
+    """A finished ``run``: the cells it ran (status, note, final test accuracy and loss), those it skipped, the times.
+
+    A non-finite value (the loss of a diverged run) is null, so the document is strict JSON.
+    """
+    cells = [{"cell": r.cell, "status": r.status, "note": r.note, "epochs": len(r.epochs),
+              "final_test_accuracy": finite_or_none(r.final.test_accuracy) if r.epochs else None,
+              "final_test_loss": finite_or_none(r.final.test_loss) if r.epochs else None} for r in summary.ran]
+    return {
+        "results_dir": str(summary.results_dir),
+        "ran": len(summary.ran),
+        "finished": summary.cells("finished"),
+        "diverged": summary.cells("diverged"),
+        "failed": summary.cells("failed"),
+        "skipped": list(summary.skipped),
+        "wall_seconds": summary.wall_seconds,
+        "measured_seconds": summary.measured_seconds,
+        "cells": cells,
+    }

@@ -465,3 +465,13 @@ def load_spec(path: str | Path) -> Spec:
     if raw is None:
         raise MnistbenchError(f"{path}: empty spec")
     return parse_spec(raw, path.stem, str(path))
+
+
+def describe_spec(path, spec) -> dict:
+    """What ``validate`` says of a valid spec: its name, how many cells it expands to, the settings that vary."""
+    return {"path": str(path), "spec": spec.name, "cells": len(spec.cells()), "axes": spec.axes()}
+
+
+def describe_cells(spec) -> dict:
+    """``run --dry-run``: every cell of a spec, with its full configuration as the spec resolves it."""
+    return {"spec": spec.name, "cells": [{"id": c.id, "config": c.config.model_dump(mode="json")} for c in spec.cells()]}
