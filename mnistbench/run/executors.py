@@ -1,10 +1,10 @@
-"""Where cells run: one after another from this process, or as Ray tasks on a cluster (``ray_executor.py``).
+"""Where cells run: one after another from this process, or as Ray tasks on a cluster (``ray.py``).
 
 Every executor calls ``cell.execute`` for every cell (one code path: resume from the
 checkpoint, train with per-epoch checkpoints, write the run file atomically); they only
 decide where it runs. The sequential one runs a cell of a built-in model in this process
 and a cell of a referenced model (or any cell, with a ``cell_timeout``) in a child process
-(``isolation.py``). Ray is imported by ``ray_executor`` alone, and only when it is used,
+(``isolation.py``). Ray is imported by ``ray.py`` alone, and only when it is used,
 so ``import mnistbench`` and ``mnistbench --help`` never load it (docs/scale-out.md).
 """
 
