@@ -9,16 +9,15 @@ import io
 import math
 
 import pytest
-from records_factory import make_record, write_records
+from records_factory import make_record, report_of, write_records
 
 from mnistbench.models.traffic import (ELEMENT_BYTES, LayerShape, Traffic, eval_bytes_per_sample, layer_shapes,
                                        model_traffic, state_buffers, train_bytes_per_sample)
 from mnistbench.models.factory import create_model
 from mnistbench.models.zoo import INPUT_SHAPE
 from mnistbench.report.build import write_report
-from mnistbench.report.groups import report_from_records
 from mnistbench.report.roofline import Point, attainable_gflops, bound, drawable, roof_curve
-from mnistbench.report.tables import markdown
+from mnistbench.report.tables import summary_markdown
 from mnistbench.results import EpochMetrics, load_record
 from mnistbench.report.site.figures import figures
 from mnistbench.spec.schema import CellConfig
@@ -160,7 +159,7 @@ def test_the_report_places_each_pass_on_the_roofline_in_a_table_a_csv_and_a_figu
     md = (folder / "summary.md").read_text()
     assert "## Roofline" in md and "| memory " in md and "| compute " in md and "![Roofline](roofline.png)" in md
     assert "there is no memory roof" not in md
-    assert "fig-roofline" in {f.id for f in figures(report_from_records(_records(roofed=True)))}
+    assert "fig-roofline" in {f.id for f in figures(report_of(_records(roofed=True), tmp_path / "again"))}
 
 
 def test_records_from_before_the_memory_roof_still_load_and_read_n_a_with_no_roofline_files(tmp_path):
@@ -170,17 +169,17 @@ def test_records_from_before_the_memory_roof_still_load_and_read_n_a_with_no_roo
     written = {p.name for p in write_report(folder, plots=False)}
     assert "roofline.csv" not in written
     md = (folder / "summary.md").read_text()
-    table = md[md.index("## Roofline"):]
-    assert "| n/a " in table and "recorded before the memory roof" in table
-    report = report_from_records([loaded])
+    assert "## Roofline" not in md  # nothing to place: the summary reads as it did before the memory roof
+    assert "Only the compute roof is shown: there is no memory roof" in md
+    report = report_of([loaded], tmp_path / "again")
     assert drawable(report.roofline_points()) == []  # so neither roofline.png nor the page's figure is drawn
     assert "fig-roofline" not in {f.id for f in figures(report)}
 
 
-def test_the_roofline_leaves_summary_csv_as_it_was():
+def test_the_roofline_leaves_summary_csv_as_it_was(tmp_path):
     from mnistbench.report.tables import csv_text
 
-    assert csv_text(report_from_records(_records(roofed=True))) == csv_text(report_from_records(_records(roofed=False)))
+    assert csv_text(report_of(_records(roofed=True), tmp_path / "a")) == csv_text(report_of(_records(roofed=False), tmp_path / "b"))
 
 
 def test_a_record_with_a_bandwidth_that_is_not_a_number_is_refused_in_one_line(tmp_path):
@@ -194,5 +193,5 @@ def test_a_record_with_a_bandwidth_that_is_not_a_number_is_refused_in_one_line(t
 
 
 def test_the_summary_says_what_the_roofline_shows(tmp_path):
-    text = markdown(report_from_records(_records(roofed=True)))
+    text = summary_markdown(report_of(_records(roofed=True), tmp_path))
     assert "it says which roof binds each model" in text

@@ -267,11 +267,20 @@ def _roofline(s: Section, h: str) -> list[str]:
             "Peak: a float32 matrix multiply timed on the same device with the same thread count during the run "
             "(best of 5; 2048² on the CPU, 8192² on a GPU). FLOPs per sample are counted by torch.utils.flop_counter "
             "(forward + backward for training); GFLOP/s = FLOPs/sample × median samples/s (first epoch excluded). "
-            "Reduced precision (bf16) can exceed the float32 peak. The roofline below adds the memory roof: "
-            "it says which roof binds each model and how far below that roof it runs.", ""] + _roofline_table(s, h)
+            "Reduced precision (bf16) can exceed the float32 peak. " + _roof_sentence(s), ""] + _roofline_table(s, h)
+
+
+def _roof_sentence(s: Section) -> str:
+    if any(p.placed for p in s.roofline):
+        return "The roofline below adds the memory roof: it says which roof binds each model and how far below that roof it runs."
+    # runs recorded before the memory roof was measured (every committed folder of 0.1): their summary reads as it did
+    return ("Only the compute roof is shown: there is no memory roof, so a low fraction says how far from compute-bound "
+            "a model runs, not why.")
 
 
 def _roofline_table(s: Section, h: str) -> list[str]:
+    if not any(p.placed for p in s.roofline):
+        return []  # no run of the section measured both roofs: nothing to place (the sentence above says so)
     body = [[p.model, p.phase, _num(p.flops_per_sample), _num(p.bytes_per_sample), _num(p.intensity, 2),
              _num(p.bandwidth_gbs, 1), _num(p.ridge, 2), _num(p.attainable, 1), _num(p.achieved_gflops, 1),
              p.bound or "n/a", _pct(p.fraction_of_attainable, 1) or "n/a"] for p in s.roofline]
