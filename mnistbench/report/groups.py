@@ -524,3 +524,8 @@ def harness_overhead(records: list[RunRecord]) -> tuple[float, float] | None:
     if not walls or wall <= 0:
         return None
     return wall, max(0.0, wall - sum(m for _, m in walls)) / wall
+
+
+def measured_throughputs(groups: list[Group]) -> list[tuple[int, Group, float, float, float]]:
+    """(position, group, median, min, max) of training samples/s for each group that measured any (plots and page)."""
+    return [(i, g, *t) for i, g in enumerate(groups) if (t := g.train_throughput())[0] is not None]

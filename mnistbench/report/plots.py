@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from ..files import atomic_path
-from .groups import MIN_SEEDS_FOR_CI, Group, Report, Spread, curve, describe_devices, seeds_words, spread
+from .groups import MIN_SEEDS_FOR_CI, Group, Report, Spread, curve, describe_devices, measured_throughputs, seeds_words, spread
 from .roofline import Point, drawable, intensity_span, roof_curve, roofs
 from ..results import RunRecord
 
@@ -274,10 +274,7 @@ def _throughput(spec: str, header: str, groups: list[Group]):
     fig = _figure(max(6.0, 1.9 * len(groups) + 2.5), 5)
     ax = fig.subplots()
     values = []
-    for i, g in enumerate(groups):
-        med, lo, hi = g.train_throughput()
-        if med is None:
-            continue
+    for i, g, med, lo, hi in measured_throughputs(groups):
         values += [lo, hi]
         ax.errorbar([i], [med], yerr=[[med - lo], [hi - med]], fmt="o", color=_colour(i), markersize=7, capsize=5,
                     linewidth=1.5)

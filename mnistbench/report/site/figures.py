@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from ...results import finite_or_none
-from ..groups import MIN_SEEDS_FOR_CI, Group, Report, Spread, curve, spread
+from ..groups import MIN_SEEDS_FOR_CI, Group, Report, Spread, curve, measured_throughputs, spread
 from ..roofline import Point, drawable, intensity_span, roof_curve, roofs
 from ..rules import RULES
 
@@ -195,10 +195,7 @@ def throughput(groups: list[Group]) -> Figure:
     """Median training samples/s over steady epochs and seeds, with the min–max range."""
     data = []
     values = []
-    for i, g in enumerate(groups):
-        med, lo, hi = g.train_throughput()
-        if med is None:
-            continue
+    for i, g, med, lo, hi in measured_throughputs(groups):
         values += [lo, hi]
         s = _style(i)
         data.append({"type": "scatter", "mode": "markers", "x": [g.label], "y": [med], "name": g.label,
