@@ -82,7 +82,8 @@ def test_time_to_accuracy_counts_training_time_until_the_target(tiny):
     assert never.time_to_target_s is None
 
 
-def test_a_loss_that_becomes_nan_ends_the_cell_as_diverged(tiny):
+def test_a_loss_that_becomes_nan_ends_the_cell_as_diverged(tiny, monkeypatch):
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # registered for this test only, not the rest of the run
     name = "test-nan-net"
     if name not in MODELS:
 
@@ -111,6 +112,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
     assert resolve_device("auto").type == "cpu"
 
 
+@pytest.mark.slow  # a full epoch of the 60,000 real images: make test-slow
 def test_lenet5_learns_real_mnist_in_one_epoch(real_data):
     ds = load_dataset("mnist", real_data, allow_download=False)
     out = run_cell(CellConfig(model="lenet5", device="cpu", epochs=1, batch_size=128, lr=2e-3, schedule="onecycle"), ds)

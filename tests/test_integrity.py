@@ -252,7 +252,8 @@ def test_the_resume_hint_repeats_every_option():
 
 
 @pytest.fixture
-def exploding_model():
+def exploding_model(monkeypatch):
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # registered for the test only, not the rest of the run
     name = "explodes-in-epoch-2"
     if name not in MODELS:
 
