@@ -661,6 +661,7 @@ def test_on_a_real_nearly_full_disk_the_run_is_refused_before_training(nearly_fu
     assert snapshot(root / "hostile") == before
 
 
+@pytest.mark.slow  # fills a real tmpfs and runs twice; the injected ENOSPC cases above are the fast check
 def test_on_a_real_full_disk_a_run_stops_in_one_line_and_a_rerun_completes(nearly_full, clean_two, data, monkeypatch):
     """It used to record the cell as failed (torch's writer raised RuntimeError on ENOSPC), exit 3, and go on."""
     root, spec, before, filler = nearly_full
