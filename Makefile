@@ -68,11 +68,13 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 
 # lint-imports: the layers of the package (pyproject.toml [tool.importlinter]).
 # hadolint runs inside the suite (tests/test_docker.py); `make lint` runs it alone. --durations: the slowest tests.
-# Tests marked slow (signals in subprocesses, a Ray session, concurrent shards) run in `make test-slow`;
-# .ci/run runs both.
+# Tests marked slow (signals in subprocesses, a Ray session, concurrent shards, real-data trainings) run in
+# `make test-slow`; .ci/run runs both. The fast suite runs on two pytest-xdist workers, one test file per
+# worker at a time (module fixtures are built once, files never shared between workers); PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 test: install
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest -q -m "not slow" --durations=15
+	$(BIN)/pytest -q -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 test-slow: install browser
 	$(BIN)/pytest -q -m slow --durations=15

@@ -1,6 +1,5 @@
 """The training engine: repeatable on the CPU, every optimizer and schedule, honest errors."""
 
-import math
 
 import pytest
 import torch
@@ -110,6 +109,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
     assert resolve_device("auto").type == "cpu"
 
 
+@pytest.mark.slow  # a full epoch of the 60,000 real images: make test-slow
 def test_lenet5_learns_real_mnist_in_one_epoch(real_data):
     ds = load_dataset("mnist", real_data, allow_download=False)
     out = run_cell(CellConfig(model="lenet5", device="cpu", epochs=1, batch_size=128, lr=2e-3, schedule="onecycle"), ds)

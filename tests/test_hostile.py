@@ -513,7 +513,11 @@ def _plant_checkpoint(folder: Path, case: str, payload: dict, key: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
+# make test covers one case of each kind (a missing part, a wrong shape, bad bytes, not a file); the others: make test-slow.
+FAST_BAD_CHECKPOINTS = ("missing optimizer", "weights of the wrong shape", "truncated", "a folder")
+
+
+@pytest.mark.parametrize("case", [c if c in FAST_BAD_CHECKPOINTS else pytest.param(c, marks=pytest.mark.slow) for c in BAD_CHECKPOINTS])
 def test_a_bad_checkpoint_with_the_right_key_is_set_aside_with_a_message_and_the_cell_restarts(
     first_epoch, clean, data, tmp_path, case
 ):
@@ -595,7 +599,11 @@ def assert_disk_full_left_things_whole(folder: Path, before: dict[str, bytes], r
         assert check.exit_code == 0, check.output
 
 
-@pytest.mark.parametrize("site", list(ENOSPC_SITES))
+# make test covers a write during training, one of the report and the last one (a new set); the others: make test-slow.
+FAST_ENOSPC_SITES = ("checkpoint", "summary.csv", "last_run.json")
+
+
+@pytest.mark.parametrize("site", [s if s in FAST_ENOSPC_SITES else pytest.param(s, marks=pytest.mark.slow) for s in ENOSPC_SITES])
 def test_a_full_disk_at_each_write_is_one_line_exit_2_keeps_earlier_files_and_a_rerun_completes(
     clean, clean_two, data, tmp_path, monkeypatch, site
 ):
@@ -653,6 +661,7 @@ def test_on_a_real_nearly_full_disk_the_run_is_refused_before_training(nearly_fu
     assert snapshot(root / "hostile") == before
 
 
+@pytest.mark.slow  # fills a real tmpfs and runs twice; the injected ENOSPC cases above are the fast check
 def test_on_a_real_full_disk_a_run_stops_in_one_line_and_a_rerun_completes(nearly_full, clean_two, data, monkeypatch):
     """It used to record the cell as failed (torch's writer raised RuntimeError on ENOSPC), exit 3, and go on."""
     root, spec, before, filler = nearly_full

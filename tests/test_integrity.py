@@ -114,7 +114,7 @@ def test_a_run_file_that_says_finished_over_a_nan_loss_is_read_as_diverged(tmp_p
 
 def test_moving_a_setting_out_of_the_matrix_does_not_train_the_same_cell_again(data, tmp_path, clean):
     """Same configuration, another matrix layout (so another cell id): skipped by its key, counted once."""
-    run(SPEC, tmp_path, data)
+    shutil.copytree(clean, tmp_path / "integrity")  # SPEC's finished run
     relaid = SPEC.replace("  seed: [0, 1]\n", "  seed: [0, 1]\n  lr: [3.0e-3]\n").replace("lr: 3.0e-3\n", "", 1)
     assert [c.id for c in parse_spec(_yaml(relaid), "integrity").cells()][0] == "mlp-matched_seed-0_lr-0.003"
     summary = run(relaid, tmp_path, data)
@@ -146,8 +146,8 @@ def test_two_cells_with_one_id_are_a_spec_error():
 # 3 -------------------------------------------------------------------------------------------
 
 
-def test_device_auto_is_keyed_by_the_device_it_resolves_to(data, tmp_path, monkeypatch):
-    run(SPEC, tmp_path, data)
+def test_device_auto_is_keyed_by_the_device_it_resolves_to(data, tmp_path, clean, monkeypatch):
+    shutil.copytree(clean, tmp_path / "integrity")  # SPEC's finished run
     auto = SPEC.replace("device: cpu", "device: auto")
     assert run(auto, tmp_path, data).ran == []  # on this CPU machine, auto is the cpu: already done
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the same folder on a GPU machine

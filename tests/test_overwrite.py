@@ -164,6 +164,7 @@ def test_threads_left_to_the_executor_enter_the_key_as_the_count_used(data, tmp_
     assert run_spec(spec(text), tmp_path, data, executor=Threads(2)).skipped == [CELL]  # and each is skipped as done
 
 
+@pytest.mark.slow  # two runs in child processes; test_modelref's changed model file is the fast check of the path
 def test_an_edited_model_file_keeps_the_record_of_the_first_version(data, tmp_path):
     nets = tmp_path / "nets.py"
     nets.write_text("from torch import nn\n\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
