@@ -60,8 +60,8 @@ def test_validate_names_every_problem_of_a_spec_at_once_each_on_its_own_line(tmp
     assert result.exit_code == 2 and result.stdout == ""
     lines = result.stderr.splitlines()
     assert all(line.startswith("mnistbench: error: ") for line in lines), lines
-    assert [line.split(": ")[3] for line in lines] == ["matrix.seeds", "modle", "epochs", "lr", "batch_size"], lines
-    assert "did you mean seed?" in lines[0] and "did you mean model?" in lines[1]
+    assert [line.split(": ")[3] for line in lines] == ["modle", "matrix.seeds", "epochs", "lr", "batch_size"], lines
+    assert "did you mean model?" in lines[0] and "did you mean seed?" in lines[1]
 
 
 def test_one_problem_is_still_one_line(tmp_path):
