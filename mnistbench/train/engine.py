@@ -379,7 +379,7 @@ def _prepare(config: CellConfig, dataset: Dataset, device: torch.device) -> _Tra
     source = load_unchanged(config.model, config.base_dir, config.model_sha256)
     torch.manual_seed(config.seed)
     model = build_model(source).to(device)
-    if speedup("fast-pool"):
+    if speedup("fast-pool") and not config.compile:  # torch.compile generates its own pooling
         swap_max_pools(model)  # the same values and gradients, faster on the CPU (fastpool.py)
     train_batches, test_batches = make_batches(config, dataset, device)
     if config.channels_last:
