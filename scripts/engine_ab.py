@@ -128,6 +128,7 @@ def measure(models, variants, dataset, rounds: int, threads) -> dict:
             t = times[(m, v.name)]
             rows.append({
                 "model": m, "variant": v.name, "what": v.what, "same_function": v.same_function,
+                "test_accuracy": outcomes[(m, v.name)].epochs[-1].test_accuracy,
                 "train_ratio": statistics.median(t["train"]) / statistics.median(base["train"]),
                 "eval_ratio": statistics.median(t["eval"]) / statistics.median(base["eval"]),
                 **compare(outcomes[(m, "baseline")], outcomes[(m, v.name)]),
