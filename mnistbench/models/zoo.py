@@ -40,14 +40,12 @@ def lenet5():
     return nn.Sequential(
         OrderedDict(
             [
-                # Pool, then ReLU: max and ReLU commute, so this is the function (and the gradients) of ReLU-then-pool
-                # bit for bit, with the ReLU on a quarter of the elements (issue #27).
                 ("conv1", nn.Conv2d(1, 6, kernel_size=5)),  # 28 -> 24
-                ("pool1", nn.MaxPool2d(2)),  # 24 -> 12
                 ("relu1", nn.ReLU()),
+                ("pool1", nn.MaxPool2d(2)),  # 24 -> 12
                 ("conv2", nn.Conv2d(6, 16, kernel_size=5)),  # 12 -> 8
-                ("pool2", nn.MaxPool2d(2)),  # 8 -> 4
                 ("relu2", nn.ReLU()),
+                ("pool2", nn.MaxPool2d(2)),  # 8 -> 4
                 ("flatten", nn.Flatten()),
                 ("fc1", nn.Linear(16 * 4 * 4, 120)),
                 ("relu3", nn.ReLU()),
