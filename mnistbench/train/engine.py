@@ -101,7 +101,7 @@ def build_optimizer(config: CellConfig, params) -> torch.optim.Optimizer:
     impl = OPTIMIZER_IMPL[config.optimizer_impl]
     if config.optimizer_impl == "default" and speedup("foreach"):
         # PyTorch's default on the CPU is the loop over parameters; the batched update does the same arithmetic in
-        # the same order (bit-identical weights, tests/test_engine.py) with one dispatch per operation, not per tensor.
+        # the same order (bit-identical weights, tests/test_engine_speedups.py) with one dispatch per operation, not per tensor.
         impl = OPTIMIZER_IMPL["foreach"]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, **impl)
