@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..data.augment import AffineRanges, DistortedBatches
 from ..data.datasets import Dataset, TensorBatches, holdout, normalize, torchvision_batches
 from ..errors import Interrupted, MnistbenchError
+from .fastpool import swap_max_pools
 from .memory import peak_rss_bytes, reset_peak
 from ..models.factory import build_model, load_unchanged
 from ..results import EpochMetrics
@@ -86,9 +87,22 @@ def resolve_device(name: str) -> torch.device:
 # PyTorch's implementations of an optimizer's update: one loop per parameter, batched over parameters, or one fused kernel.
 OPTIMIZER_IMPL = {"default": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
+# The engine's speed-ups that leave every result bit-identical (issue #27; scripts/engine_ab.py measures each).
+# MNISTBENCH_ENGINE_OFF=fast-pool,foreach turns some off, for that A/B only.
+SPEEDUPS = ("fast-pool", "foreach")
+
+
+def speedup(name: str) -> bool:
+    """Whether the speed-up ``name`` (one of SPEEDUPS) is on: it is unless MNISTBENCH_ENGINE_OFF names it."""
+    return name not in os.environ.get("MNISTBENCH_ENGINE_OFF", "").split(",")
+
 
 def build_optimizer(config: CellConfig, params) -> torch.optim.Optimizer:
     impl = OPTIMIZER_IMPL[config.optimizer_impl]
+    if config.optimizer_impl == "default" and speedup("foreach"):
+        # PyTorch's default on the CPU is the loop over parameters; the batched update does the same arithmetic in
+        # the same order (bit-identical weights, tests/test_engine_speedups.py) with one dispatch per operation, not per tensor.
+        impl = OPTIMIZER_IMPL["foreach"]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, **impl)
     if config.optimizer == "adam":
@@ -365,6 +379,8 @@ def _prepare(config: CellConfig, dataset: Dataset, device: torch.device) -> _Tra
     source = load_unchanged(config.model, config.base_dir, config.model_sha256)
     torch.manual_seed(config.seed)
     model = build_model(source).to(device)
+    if speedup("fast-pool") and not config.compile:  # torch.compile generates its own pooling
+        swap_max_pools(model)  # the same values and gradients, faster on the CPU (fastpool.py)
     train_batches, test_batches = make_batches(config, dataset, device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)

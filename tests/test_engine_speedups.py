@@ -1,0 +1,94 @@
+"""The engine's speed-ups (issue #27) change no result: the same weights and metrics, bit for bit, as before them."""
+
+import pytest
+import torch
+from torch import nn
+
+from mnistbench.data.datasets import load_dataset
+from mnistbench.spec.schema import CellConfig
+from mnistbench.train.engine import SPEEDUPS, build_optimizer, run_cell
+from mnistbench.train.fastpool import MaxPool2x2, swap_max_pools
+
+def pools_and_grads(pool, x, grad):
+    x = x.detach().clone().requires_grad_()
+    out = pool(x)
+    out.backward(grad)
+    return out, x.grad
+
+
+def with_ties(shape, seed=0):
+    """Random values with blocks of equal values and signed zeros: windows whose maximum is not unique."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g)
+    x[:, :, :6, :6] = 0.5
+    x[:, :, 6:10, 6:10] = -0.25
+    x[:, :, -4:, :4] = 0.0
+    x[:, :, -2:, -2:] = torch.tensor([[-0.0, 0.0], [0.0, -0.0]])
+    return x
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 24, 24), (3, 16, 8, 8), (2, 1, 6, 10)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_fast_2x2_pool_gives_max_pools_values_and_gradients_bit_for_bit(shape, channels_last):
+    x = with_ties(shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2, generator=torch.Generator().manual_seed(1))
+    want, got = pools_and_grads(nn.MaxPool2d(2), x, grad), pools_and_grads(MaxPool2x2(), x, grad)
+    assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+    assert torch.equal(want[0].abs().sign(), got[0].abs().sign())  # the same zeros picked
+    with torch.inference_mode():
+        assert torch.equal(nn.MaxPool2d(2)(x), MaxPool2x2()(x))
+
+
+def test_an_odd_sized_input_falls_back_to_pytorchs_pool():
+    x = torch.randn(2, 3, 7, 9)
+    assert torch.equal(MaxPool2x2()(x), nn.MaxPool2d(2)(x))
+
+
+def test_only_plain_2x2_pools_are_swapped_and_the_state_dict_is_unchanged():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.MaxPool2d(3), nn.MaxPool2d(2, padding=1),
+                          nn.Sequential(nn.MaxPool2d((2, 2), stride=2)))
+    keys = list(model.state_dict())
+    assert swap_max_pools(model) == 2
+    assert [type(m).__name__ for m in model.modules()][2:] == ["MaxPool2x2", "MaxPool2d", "MaxPool2d", "Sequential",
+                                                               "MaxPool2x2"]
+    assert list(model.state_dict()) == keys
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "adadelta"])
+def test_the_default_optimizer_update_is_the_for_loops_bit_for_bit(optimizer, monkeypatch):
+    def train(impl):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
+        config = CellConfig(model="mlp-matched", optimizer=optimizer, optimizer_impl=impl, lr=0.05, weight_decay=1e-3)
+        opt = build_optimizer(config, model.parameters())
+        for step in range(20):
+            x = torch.randn(8, 5, generator=torch.Generator().manual_seed(step))
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+        return model.state_dict(), opt
+
+    (loop, _), (default, opt) = train("for-loop"), train("default")
+    assert opt.param_groups[0]["foreach"] is True
+    assert all(torch.equal(loop[k], default[k]) for k in loop)
+
+
+def outcome(config: CellConfig, dataset, off: tuple, monkeypatch):
+    monkeypatch.setenv("MNISTBENCH_ENGINE_OFF", ",".join(off))
+    return run_cell(config, dataset)
+
+
+def test_lenet5_trains_to_the_same_weights_and_metrics_with_and_without_the_speedups(tiny_data, monkeypatch):
+    """The engine before #27 (PyTorch's max-pool, the for-loop update) against today's, on the recipe of bench/cpu.yaml
+    (scripts/engine_ab.py runs the same check on real MNIST)."""
+    data = load_dataset("mnist", tiny_data, allow_download=False)
+    recipe = dict(device="cpu", epochs=2, batch_size=64, eval_batch_size=50, threads=1, optimizer="adam", lr=2e-3,
+                  schedule="onecycle", seed=3)
+    before = outcome(CellConfig(model="lenet5", **recipe), data, SPEEDUPS, monkeypatch)
+    now = outcome(CellConfig(model="lenet5", **recipe), data, (), monkeypatch)
+    assert before.weights.keys() == now.weights.keys()
+    assert all(torch.equal(before.weights[k], now.weights[k]) for k in before.weights)
+    metrics = lambda o: [(e.train_loss, e.train_accuracy, e.test_loss, e.test_accuracy, e.lr) for e in o.epochs]  # noqa: E731
+    assert metrics(before) == metrics(now)
