@@ -57,6 +57,15 @@ def tiny_data(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _figures_only_where_checked(request, monkeypatch):
+    # Drawing a report's matplotlib figures (PNG and SVG) costs about 1.5 s a report, a third of `make test`'s time.
+    # Tests that look at figures, or at the files a report writes, carry the `figures` marker and draw them for
+    # real; elsewhere, in this process only (a CLI run in a subprocess still draws), a report is its tables and page.
+    if request.node.get_closest_marker("figures") is None:
+        monkeypatch.setattr("mnistbench.report.plots.write_plots", lambda folder, report: [])
+
+
+@pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     # Tests never read the user's cache; the real data is opted into via the realdata fixture.
     monkeypatch.delenv("MNISTBENCH_DATA_DIR", raising=False)

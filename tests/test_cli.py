@@ -61,6 +61,7 @@ def test_a_run_writes_one_file_per_cell_and_the_tables(finished):
     assert "4 cells run (4 finished, 0 diverged, 0 failed), 0 skipped" in output
 
 
+@pytest.mark.figures
 def test_report_rebuilds_identical_tables_from_the_run_files_alone(finished, tmp_path):
     root = finished[0]
     out = root / "results" / "tiny"

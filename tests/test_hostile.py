@@ -408,6 +408,7 @@ def test_the_space_estimate_counts_run_files_two_checkpoints_and_the_report():
     assert estimate_bytes([]) == 12 * 2**20
 
 
+@pytest.mark.figures
 def test_every_file_a_report_writes_is_listed_for_the_layout_check(clean, tmp_path):
     folder = copy_of(clean, tmp_path) / "hostile"
     written = {p.name for p in write_report(folder)}
@@ -603,6 +604,7 @@ def assert_disk_full_left_things_whole(folder: Path, before: dict[str, bytes], r
 FAST_ENOSPC_SITES = ("checkpoint", "summary.csv", "last_run.json")
 
 
+@pytest.mark.figures
 @pytest.mark.parametrize("site", [s if s in FAST_ENOSPC_SITES else pytest.param(s, marks=pytest.mark.slow) for s in ENOSPC_SITES])
 def test_a_full_disk_at_each_write_is_one_line_exit_2_keeps_earlier_files_and_a_rerun_completes(
     clean, clean_two, data, tmp_path, monkeypatch, site

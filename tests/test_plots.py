@@ -14,6 +14,8 @@ from mnistbench.report.groups import build_report, curve, spread
 from mnistbench.report.plots import _zoom_limits, write_plots
 from mnistbench.results import load_records
 
+pytestmark = pytest.mark.figures  # these tests look at the figures a report draws
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NAMES = ["learning_curves", "final_error", "throughput"]
 

@@ -135,6 +135,7 @@ def test_two_seeds_give_an_interval_and_a_p_value(tmp_path):
     assert float(row["final_test_acc_ci95_high"]) - float(row["final_test_acc_ci95_low"]) > 0.01  # t(1) = 12.7
 
 
+@pytest.mark.figures
 def test_the_learning_curves_are_embedded_when_plots_are_written(three_seeds):
     written = write_report(three_seeds)
     assert [p.name for p in written[:2]] == ["summary.csv", "summary.md"]

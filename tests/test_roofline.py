@@ -24,6 +24,8 @@ from mnistbench.spec.schema import CellConfig
 from mnistbench.train import roofline
 from mnistbench.train.engine import CellOutcome
 
+pytestmark = pytest.mark.figures  # these tests look at the figures a report draws
+
 SMALL = 4 * 2**20  # bytes per array: a fast measurement for tests (the run's own is at least 4x the last-level cache)
 
 

@@ -18,6 +18,8 @@ from mnistbench.report.build import check_report, write_report
 from mnistbench.report.site import render_page
 from records_factory import DATA, comparison, make_record, write_records
 
+pytestmark = pytest.mark.figures  # these tests look at the figures a report draws
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

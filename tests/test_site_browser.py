@@ -20,7 +20,7 @@ from mnistbench.report.groups import build_report
 from mnistbench.report.site import write_page
 from mnistbench.report.site.overview import build_site, discover
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.figures]
 ROOT = Path(__file__).resolve().parents[1]
 
 
