@@ -270,3 +270,14 @@ def test_compare_does_not_import_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_a_folder_whose_runs_did_not_record_their_vector_units_is_not_given_the_other_folders(tmp_path):
+    # 0.1's records say "AMD EPYC" but not AVX2 or AVX-512; another folder of the same CPU model that says AVX2 must
+    # not lend them its vector units: two VMs of one CPU model differed up to 1.8x (reference/cpu vs cpu-avx2).
+    old = write_records(tmp_path / "old", [make_record("lenet5", s) for s in range(2)])
+    avx2 = {**ENVIRONMENT, "cpu_capability": "AVX2", "cpu_flags": ["avx2", "fma"]}
+    new = write_records(tmp_path / "new", [make_record("lenet5", s, environment=avx2) for s in range(2)])
+    c = compare_folders(old, new)
+    device_a, device_b = c.report_a.sections[0].context.device, c.report_b.sections[0].context.device
+    assert "AVX2" in device_b and "AVX" not in device_a, (device_a, device_b)

@@ -273,13 +273,14 @@ def build_report(results_dir: Path) -> Report:
 
 
 def build_reports(*folders: Path) -> list[Report]:
-    """The reports of several folders, their records' data identities and machine kinds made comparable across them
-    (``unify_data``, ``complete_machines``)."""
+    """The reports of several folders, their records' data identities made comparable across them (``unify_data``).
+
+    Machine kinds are completed within each folder only: a record that did not say its CPU's vector units (0.1's) is
+    never given those of another folder's machine, which may be another VM of the same CPU model.
+    """
     loaded = [load_runs(f) for f in folders]
-    everything = [r for runs in loaded for _, r in runs]
-    unify_data(everything)
-    machines = complete_machines([r.machine for r in everything])
-    return [report_from_runs(runs, machines) for runs in loaded]
+    unify_data([r for runs in loaded for _, r in runs])
+    return [report_from_runs(runs) for runs in loaded]
 
 
 def report_from_runs(runs: list[tuple[str, RunRecord]], machines: Optional[dict[Machine, Machine]] = None) -> Report:
