@@ -82,6 +82,8 @@ VARIANTS = {v.name: v for v in (
     Variant("eval-batch-10000", "eval_batch_size: 10000 (one test batch; loss summed in another order)",
             {"eval_batch_size": 10000}, same_function=False),
     Variant("new-engine", "every speed-up kept: " + ", ".join(SPEEDUPS), on=SPEEDUPS),
+    Variant("pool-first+new-engine", "LeNet-5 pooling before its ReLU, with every speed-up", lenet=POOL_FIRST,
+            on=SPEEDUPS, lenet_only=True),
 )}
 
 
