@@ -68,6 +68,7 @@ def project(tmp_path_factory):
     return root, spec, data
 
 
+@pytest.mark.slow  # a model file trained through the isolation child (fork server, check, cell): make test-slow
 def test_a_model_from_a_file_next_to_the_spec_trains_and_is_traced_to_its_code(project):
     root = project[0]
     out = root / "results" / "byo"
@@ -89,6 +90,7 @@ def test_a_model_from_a_file_next_to_the_spec_trains_and_is_traced_to_its_code(p
     assert "small" in (out / "summary.csv").read_text()
 
 
+@pytest.mark.slow  # a model file trained through the isolation child (fork server, check, cell): make test-slow
 def test_a_changed_model_file_is_run_again_and_an_unchanged_one_skipped(project, tmp_path):
     root, _, data = project
     import shutil
