@@ -18,9 +18,11 @@ from mnistbench.models.zoo import INPUT_SHAPE, MODELS
 
 BATCHES = [1, 64, 1024]
 
-# Every registered model, so a new one is benchmarked without touching this file.
+# Every registered model, so a new one is benchmarked without touching this file. make test runs each once as a
+# correctness check at batch 1 and 64; batch 1024 adds time, not checks, so it runs in make test-slow and bench-micro.
 cases = pytest.mark.parametrize(
-    "name, batch", [pytest.param(n, b, id=f"{n}-b{b}") for n in MODELS.names() for b in BATCHES]
+    "name, batch", [pytest.param(n, b, id=f"{n}-b{b}", marks=[pytest.mark.slow] if b >= 1024 else [])
+                    for n in MODELS.names() for b in BATCHES]
 )
 
 
