@@ -56,13 +56,27 @@ def tiny_data(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")
 
 
-@pytest.fixture(autouse=True)
-def _figures_only_where_checked(request, monkeypatch):
-    # Drawing a report's matplotlib figures (PNG and SVG) costs about 1.5 s a report, a third of `make test`'s time.
-    # Tests that look at figures, or at the files a report writes, carry the `figures` marker and draw them for
-    # real; elsewhere, in this process only (a CLI run in a subprocess still draws), a report is its tables and page.
-    if request.node.get_closest_marker("figures") is None:
-        monkeypatch.setattr("mnistbench.report.plots.write_plots", lambda folder, report: [])
+# Drawing a report's matplotlib figures (PNG and SVG) costs about 1.5 s a report, a third of `make test`'s time.
+# Tests that look at figures, or at the files a report writes, carry the `figures` marker and draw them for real;
+# for every other test, and the fixtures it sets up first, in this process only (a CLI run in a subprocess still
+# draws), a report is its tables and page.
+_DRAW = {"figures": False}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _DRAW["figures"] = item.get_closest_marker("figures") is not None  # before any fixture of the test is set up
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _figures_only_where_checked():
+    from mnistbench.report import plots
+
+    real = plots.write_plots
+    patch = pytest.MonkeyPatch()
+    patch.setattr(plots, "write_plots", lambda folder, report: real(folder, report) if _DRAW["figures"] else [])
+    yield
+    patch.undo()
 
 
 @pytest.fixture(autouse=True)

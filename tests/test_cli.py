@@ -39,6 +39,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
 
 
+@pytest.mark.figures  # sets up the module's finished run, whose figures later tests compare
 def test_a_run_writes_one_file_per_cell_and_the_tables(finished):
     root, _, _, output = finished
     out = root / "results" / "tiny"

@@ -335,6 +335,7 @@ def _write_bad_run_file(folder: Path, case: str) -> Path:
     return path
 
 
+@pytest.mark.figures  # sets up the module's finished run, whose figures later tests compare
 @pytest.mark.parametrize("case", list(BAD_RUN_FILES))
 def test_report_names_a_malformed_run_file_in_one_line_and_keeps_the_old_tables(clean, tmp_path, case):
     folder = copy_of(clean, tmp_path) / "hostile"
