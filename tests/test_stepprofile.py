@@ -56,9 +56,10 @@ def test_every_configuration_times_every_phase_with_finite_non_negative_microsec
             assert list(c[key]) == list(PHASES), (c["name"], key)
             assert all(math.isfinite(v) and v >= 0 for v in c[key].values()), (c["name"], key, c[key])
         assert c["median_us"]["forward"] > 0 and c["median_us"]["backward"] > 0 and c["median_us"]["step"] > 0
-        # Each step's phases add up to its total: exactly for means, about for medians (the median of sums).
+        # Each step's phases add up to its total, so their means add up to the mean step exactly. Medians need not (the
+        # median of sums is not the sum of medians: with 5 steps on a busy machine they were 4.5x apart).
         assert sum(c["mean_us"].values()) == pytest.approx(c["step_mean_us"], rel=1e-9)
-        assert sum(c["median_us"].values()) == pytest.approx(c["step_median_us"], rel=0.5)
+        assert math.isfinite(c["step_median_us"]) and c["step_median_us"] > 0
         assert sum(c["share"].values()) == pytest.approx(1.0)
 
 
