@@ -283,10 +283,11 @@ def build_reports(*folders: Path) -> list[Report]:
     return [report_from_runs(runs) for runs in loaded]
 
 
-def report_from_runs(runs: list[tuple[str, RunRecord]], machines: Optional[dict[Machine, Machine]] = None) -> Report:
-    """``machines``: each record's machine kind as completed (``complete_machines``); from these records when None."""
+def report_from_runs(runs: list[tuple[str, RunRecord]]) -> Report:
+    """The report of one folder's runs; a record missing a machine field is completed from the folder's others
+    (``complete_machines``)."""
     unify_data([r for _, r in runs])
-    machines = machines or complete_machines([r.machine for _, r in runs])
+    machines = complete_machines([r.machine for _, r in runs])
     records, warnings = deduplicate(runs, machines)
     by_context: dict[Context, list[RunRecord]] = {}
     for r in records:
