@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,18 @@ _DRAW = {"figures": False}
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     _DRAW["figures"] = item.get_closest_marker("figures") is not None  # before any fixture of the test is set up
+
+
+@contextmanager
+def figures_drawn():
+    """Reports written inside draw their figures, whatever the current test's markers: for a shared (module-scoped)
+    finished run that later tests compare with a run in a subprocess, which always draws, or that is set up by
+    whichever test comes first (``-m slow`` deselects a different first test than ``make test``)."""
+    before, _DRAW["figures"] = _DRAW["figures"], True
+    try:
+        yield
+    finally:
+        _DRAW["figures"] = before
 
 
 @pytest.fixture(autouse=True, scope="session")
