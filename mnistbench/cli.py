@@ -524,6 +524,37 @@ def profile_step(
         typer.echo(f"wrote {path}", err=as_json)
 
 
+@app.command("profile-layers")
+def profile_layers(
+    model: str = typer.Option("lenet5", "--model", help="A registered model (`mnistbench models` lists them) "
+                              "or a reference such as ./nets.py:build."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Training batch size."),
+    repeats: int = typer.Option(50, "--repeats", help="Timed rounds of each layer and of the whole step (the median is kept)."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed rounds before them."),
+    device: str = typer.Option("auto", "--device", metavar="cpu|cuda|auto", help="Where to run (auto: CUDA when present)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Model and batch in channels_last, as a spec's "
+                                       "channels_last: true trains them."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FOLDER", help="Also write layers.json and summary.md there."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Time each layer's forward and backward alone and place each on the roofline (docs/performance.md)."""
+    from .train.layerprofile import LayerConfig, profile_layers, table, to_json, totals, write_profile
+    from .train.stepprofile import check_out
+
+    try:
+        config = LayerConfig(model, batch_size, repeats, warmup, device, threads, channels_last)
+        if out is not None:
+            check_out(out)
+        profile = profile_layers(config)
+        written = write_profile(profile, out) if out is not None else []
+    except MnistbenchError as e:
+        fail(str(e))
+    typer.echo(to_json(profile).rstrip("\n") if as_json else f"{table(profile)}\n\n{totals(profile)}")
+    for path in written:
+        typer.echo(f"wrote {path}", err=as_json)
+
+
 FailOn = typer.Option(
     None, "--fail-on", metavar="CHECK",
     help="Exit 1 if a configuration in both folders fails it (repeatable): 'accuracy<-0.2' (B − A of mean final "

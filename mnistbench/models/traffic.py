@@ -86,7 +86,7 @@ def layer_shapes(model, input_shape: tuple[int, ...]) -> list[LayerShape]:
 
     def hook(module, args, out, name: str = "") -> None:
         ins = [a for a in args if isinstance(a, torch.Tensor)]
-        if not isinstance(out, torch.Tensor) or any(_shares_storage(a, out) for a in ins):
+        if not isinstance(out, torch.Tensor) or any(shares_storage(a, out) for a in ins):
             return
         own = sum(p.numel() for p in module.parameters(recurse=False))
         shapes.append(LayerShape(name, type(module).__name__, sum(a.numel() for a in ins), out.numel(), own))
@@ -105,8 +105,16 @@ def layer_shapes(model, input_shape: tuple[int, ...]) -> list[LayerShape]:
     return shapes
 
 
-def _shares_storage(a, b) -> bool:
+def shares_storage(a, b) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def layer_pass_bytes(s: LayerShape, batch_size: int, first: bool) -> tuple[int, int]:
+    """Bytes one layer's forward and backward move over a whole batch of ``batch_size`` (the rule above, per layer;
+    ``first``: the model's first layer, which writes no input gradient)."""
+    forward = ELEMENT_BYTES * ((s.inputs + s.outputs) * batch_size + s.parameters)
+    backward = ELEMENT_BYTES * ((s.outputs + (1 if first else 2) * s.inputs) * batch_size + 2 * s.parameters)
+    return forward, backward
 
 
 def model_traffic(model, input_shape: tuple[int, ...]) -> Traffic:

@@ -1,0 +1,343 @@
+"""Where a training step's time goes, layer by layer, against the machine's two roofs (issue #27).
+
+A model's roofline (``report.roofline``) says whether the model as a whole is compute- or memory-bound. This
+module says which layers hold it back. Each layer that computes something (``models.traffic.layer_shapes``:
+views such as flatten move nothing and are left out) is timed alone, on a tensor of the shape it sees in a
+training step at the given batch size: its forward, and its backward (the gradients of its parameters and of
+its input; the first layer's input, the images, needs none). The same calls are counted for FLOPs
+(``torch.utils.flop_counter``: convolutions and matrix multiplies; element-wise layers count none) and for bytes
+(``models.traffic``'s rule, per layer). Each pass then sits under its own roof: memory-bound where its FLOPs per
+byte are below the machine's ridge point (peak / bandwidth), compute-bound above it, and "% of roof" is its
+achieved rate against the roof that binds it.
+
+The whole training step (forward, cross-entropy, zero_grad, backward, the engine's Adam) is timed too, on the
+same model and batch: what the layers timed alone do not account for is the step's own overhead (the loss, the
+optimizer, autograd's bookkeeping, allocation). The last figure, the model's ceiling, is the fraction of the
+compute peak the step would reach if every pass ran exactly at its roof with no reuse between layers: the most
+a faster kernel could give without fusing layers.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import MnistbenchError
+
+DEVICES = ("cpu", "cuda", "auto")
+SEED = 0
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """What to profile; checked when built, so a bad option is one line before anything is timed."""
+
+    model: str = "lenet5"
+    batch_size: int = 256
+    repeats: int = 50
+    warmup: int = 5
+    device: str = "auto"
+    threads: Optional[int] = None  # CPU threads (torch.set_num_threads); None: PyTorch's default
+    channels_last: bool = False  # convolutions on NHWC tensors, as a spec's channels_last: true trains them
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "repeats"):
+            if getattr(self, name) < 1:
+                raise MnistbenchError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if self.warmup < 0:
+            raise MnistbenchError(f"--warmup must be 0 or more, not {self.warmup}")
+        if self.threads is not None and self.threads < 1:
+            raise MnistbenchError(f"--threads must be at least 1, not {self.threads}")
+        if self.device not in DEVICES:
+            raise MnistbenchError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+
+
+@dataclass(frozen=True)
+class PassTiming:
+    """One pass (forward or backward) of one layer over a whole batch: median seconds, FLOPs and bytes."""
+
+    seconds: float
+    flops: int
+    bytes: int
+
+    @property
+    def intensity(self) -> float:
+        """FLOPs per byte."""
+        return self.flops / self.bytes if self.bytes else 0.0
+
+    def roof(self, peak_gflops: float, bandwidth_gbs: float) -> tuple[str, float]:
+        """The roof that binds this pass ("compute" or "memory") and the pass's achieved share of it."""
+        if self.seconds <= 0:
+            return ("compute" if self.intensity * bandwidth_gbs >= peak_gflops else "memory"), 0.0
+        if self.flops and self.intensity * bandwidth_gbs >= peak_gflops:
+            return "compute", self.flops / self.seconds / 1e9 / peak_gflops
+        return "memory", self.bytes / self.seconds / 1e9 / bandwidth_gbs
+
+    def roof_seconds(self, peak_gflops: float, bandwidth_gbs: float) -> float:
+        """The time this pass would take exactly at its roof."""
+        return max(self.flops / (peak_gflops * 1e9), self.bytes / (bandwidth_gbs * 1e9))
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    layer: str
+    kind: str
+    forward: PassTiming
+    backward: PassTiming
+
+
+@dataclass
+class LayerProfile:
+    config: LayerConfig
+    device: str
+    threads: int
+    peak_gflops: float
+    bandwidth_gbs: float
+    step_seconds: float  # median of whole training steps
+    layers: list[LayerTiming]
+    environment: dict = field(default_factory=dict)
+
+    @property
+    def layer_seconds(self) -> float:
+        return sum(t.forward.seconds + t.backward.seconds for t in self.layers)
+
+    @property
+    def train_flops(self) -> int:
+        return sum(t.forward.flops + t.backward.flops for t in self.layers)
+
+    @property
+    def ceiling(self) -> float:
+        """The fraction of the peak a step would reach with every pass at its roof and nothing else."""
+        at_roof = sum(p.roof_seconds(self.peak_gflops, self.bandwidth_gbs) for t in self.layers for p in (t.forward, t.backward))
+        return self.train_flops / at_roof / 1e9 / self.peak_gflops if at_roof else 0.0
+
+    @property
+    def step_fraction_of_peak(self) -> float:
+        return self.train_flops / self.step_seconds / 1e9 / self.peak_gflops if self.step_seconds else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d |= {"layer_seconds": self.layer_seconds, "train_flops_per_batch": self.train_flops,
+              "step_fraction_of_peak": self.step_fraction_of_peak, "ceiling_fraction_of_peak": self.ceiling}
+        return d
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _layer_inputs(model, x) -> list[tuple[str, str, Any, Any]]:
+    """(name, kind, module, input) of every leaf layer a forward pass of ``x`` calls, in call order; views of their
+    input (flatten, dropout at evaluation) are left out, as ``models.traffic.layer_shapes`` leaves them out."""
+    import torch
+
+    from ..models.traffic import shares_storage
+
+    seen: list[tuple[str, str, Any, Any]] = []
+
+    def hook(module, args, out, name: str = "") -> None:
+        ins = [a for a in args if isinstance(a, torch.Tensor)]
+        if len(ins) == 1 and isinstance(out, torch.Tensor) and not shares_storage(ins[0], out):
+            seen.append((name, type(module).__name__, module, ins[0].detach().clone()))
+
+    leaves = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(lambda mod, a, o, n=n: hook(mod, a, o, n)) for n, m in leaves]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _time_layer(module, x, first: bool, config: LayerConfig, device) -> tuple[list[float], list[float], int, int, int]:
+    """Forward and backward seconds of ``module`` on ``x`` (``warmup`` untimed rounds, then ``repeats``), the FLOPs
+    of one forward and of one backward, and the output's elements per sample."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .engine import clock
+
+    x = x.detach().requires_grad_(not first)  # the images need no gradient
+    out = module(x)
+    grad = torch.empty_like(out).copy_(torch.randn(out.shape, generator=torch.Generator().manual_seed(SEED)))  # out's layout
+    forward, backward = [], []
+    for i in range(config.warmup + config.repeats):
+        for p in module.parameters():
+            p.grad = None  # as zero_grad(set_to_none=True) leaves them
+        t0 = clock(device)
+        y = module(x)
+        t1 = clock(device)
+        y.backward(grad)
+        t2 = clock(device)
+        if i >= config.warmup:
+            forward.append(t1 - t0)
+            backward.append(t2 - t1)
+    with FlopCounterMode(display=False) as fwd:
+        y = module(x)
+    with FlopCounterMode(display=False) as bwd:
+        y.backward(grad)
+    return forward, backward, fwd.get_total_flops(), bwd.get_total_flops(), out[0].numel()
+
+
+def _time_step(model, x, y, config: LayerConfig, device) -> list[float]:
+    """Whole training steps as the engine takes them: forward, cross-entropy, zero_grad, backward, Adam (foreach)."""
+    import torch
+    import torch.nn.functional as F
+
+    from .engine import OPTIMIZER_IMPL, clock
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, **OPTIMIZER_IMPL["foreach"])
+    times = []
+    for i in range(config.warmup + config.repeats):
+        t0 = clock(device)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        t1 = clock(device)
+        if i >= config.warmup:
+            times.append(t1 - t0)
+    return times
+
+
+def _batch(config: LayerConfig, device, input_shape: tuple[int, ...]):
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(SEED)
+    x = torch.randn(config.batch_size, *input_shape, generator=gen).to(device)
+    if config.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, torch.randint(0, 10, (config.batch_size,), generator=gen).to(device)
+
+
+def _model(config: LayerConfig, device):
+    import torch
+
+    from ..models.factory import create_model
+    from .engine import speedup
+    from .fastpool import swap_max_pools
+
+    torch.manual_seed(SEED)
+    model = create_model(config.model).to(device)
+    if speedup("fast-pool"):  # the model as the engine trains it
+        swap_max_pools(model)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.train()
+
+
+def profile_layers(config: LayerConfig, input_shape: tuple[int, ...] = (1, 28, 28)) -> LayerProfile:
+    """Time every layer of ``config.model`` alone and the whole step, on random data of MNIST's shape."""
+    import torch
+
+    from ..environment import environment
+    from ..models.traffic import LayerShape, layer_pass_bytes
+    from .engine import resolve_device
+    from .roofline import matmul_peak_gflops, stream_bandwidth
+
+    device = resolve_device(config.device)
+    previous = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        threads = torch.get_num_threads()
+        model = _model(config, device)
+        x, y = _batch(config, device, input_shape)
+        layers = []
+        for i, (name, kind, module, inp) in enumerate(_layer_inputs(model, x)):
+            fwd, bwd, fwd_flops, bwd_flops, outputs = _time_layer(module, inp, i == 0, config, device)
+            params = sum(p.numel() for p in module.parameters(recurse=False))
+            shape = LayerShape(name, kind, inp[0].numel(), outputs, params)
+            fwd_bytes, bwd_bytes = layer_pass_bytes(shape, config.batch_size, first=i == 0)
+            layers.append(LayerTiming(name, kind, PassTiming(statistics.median(fwd), fwd_flops, fwd_bytes),
+                                      PassTiming(statistics.median(bwd), bwd_flops, bwd_bytes)))
+        step = statistics.median(_time_step(model, x, y, config, device))
+        peak = matmul_peak_gflops(str(device), threads)
+        bandwidth = stream_bandwidth(str(device), threads).best_gbs
+    finally:
+        torch.set_num_threads(previous)
+    return LayerProfile(config, str(device), threads, peak, bandwidth, step, layers, environment())
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def table(profile: LayerProfile) -> str:
+    """One row per pass of each layer: µs, share of the step, GFLOP/s, GB/s, FLOP/byte, the binding roof and its %."""
+    from tabulate import tabulate
+
+    peak, bw, step = profile.peak_gflops, profile.bandwidth_gbs, profile.step_seconds
+    rows = []
+    for t in profile.layers:
+        for name, p in (("forward", t.forward), ("backward", t.backward)):
+            bound, share = p.roof(peak, bw)
+            rows.append([t.layer, t.kind, name, f"{p.seconds * 1e6:,.1f}", f"{p.seconds / step:.1%}",
+                         f"{p.flops / p.seconds / 1e9:,.1f}" if p.flops and p.seconds else "—",
+                         f"{p.bytes / p.seconds / 1e9:,.1f}" if p.seconds else "—",
+                         f"{p.intensity:,.2f}", bound, f"{share:.0%}"])
+    outside = step - profile.layer_seconds
+    rows.append(["(rest of the step)", "loss, optimizer, autograd", "", f"{outside * 1e6:,.1f}", f"{outside / step:.1%}",
+                 "", "", "", "", ""])
+    headers = ["layer", "kind", "pass", "µs", "share of step", "GFLOP/s", "GB/s", "FLOP/byte", "bound", "% of roof"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def totals(profile: LayerProfile) -> str:
+    c = profile.config
+    return (f"Step: {profile.step_seconds * 1e6:,.1f} µs median for batch {c.batch_size} "
+            f"({c.batch_size / profile.step_seconds:,.0f} samples/s), "
+            f"{profile.train_flops / profile.step_seconds / 1e9:,.1f} GFLOP/s = "
+            f"{profile.step_fraction_of_peak:.1%} of the {profile.peak_gflops:,.1f} GFLOP/s peak; "
+            f"bandwidth {profile.bandwidth_gbs:,.1f} GB/s, ridge {profile.peak_gflops / profile.bandwidth_gbs:,.1f} FLOP/byte. "
+            f"The layers timed alone take {profile.layer_seconds / profile.step_seconds:.0%} of the step. "
+            f"Ceiling (every pass at its roof, nothing else): {profile.ceiling:.0%} of the peak.")
+
+
+def how_measured(profile: LayerProfile) -> str:
+    c = profile.config
+    return (
+        f"{c.model} built from seed {SEED} as the engine trains it (2x2 max-pools swapped for the faster identical ones"
+        f"{'; model and batch in channels_last' if c.channels_last else ''}), {profile.threads} threads on "
+        f"{profile.device}, random inputs of MNIST's shape at batch {c.batch_size}. Each layer is timed alone on the "
+        f"input it sees in the model's forward pass: {c.warmup} untimed rounds, then the median of {c.repeats} "
+        "rounds of its forward and of its backward (parameter gradients set to None before each, as the engine's "
+        "zero_grad leaves them; the first layer computes no input gradient). FLOPs: torch.utils.flop_counter on one "
+        "forward and one backward of the layer (element-wise layers count none). Bytes: models.traffic's rule for "
+        "that layer (forward E·(x + y)·B + E·P, backward E·(y + 2x)·B + 2E·P, the first layer E·(y + x)·B + 2E·P; "
+        "E = 4 bytes, B the batch, P the layer's parameters). Bound: compute where the pass's FLOP/byte is at or "
+        "above the ridge (peak / bandwidth), memory below it; % of roof is the pass's GFLOP/s against the peak, or "
+        "its GB/s against the bandwidth. Peak and bandwidth: mnistbench's matmul and STREAM calibrations "
+        "(train/roofline.py) with the same threads. The step is forward, cross-entropy, zero_grad, backward and "
+        "foreach Adam on the same model and batch, median of the same number of rounds; its rest is the step's time "
+        "the layers timed alone do not account for."
+    )
+
+
+def profile_markdown(profile: LayerProfile) -> str:
+    from ..environment import format_environment
+
+    c = profile.config
+    layout = ", channels_last" if c.channels_last else ""
+    return (f"# Layer by layer: {c.model}, batch {c.batch_size}{layout}, {profile.device}\n\n{table(profile)}\n\n"
+            f"{totals(profile)}\n\n## How it was measured\n\n{how_measured(profile)}\n\n"
+            f"## Environment\n\n```text\n{format_environment(profile.environment)}\n```\n")
+
+
+def to_json(profile: LayerProfile) -> str:
+    return json.dumps(profile.to_dict(), indent=2, allow_nan=False) + "\n"
+
+
+def write_profile(profile: LayerProfile, out: Path) -> list[Path]:
+    """Write ``layers.json`` and ``summary.md`` into ``out``, each atomically; the paths written."""
+    from ..files import write_atomic
+    from .stepprofile import check_out
+
+    check_out(out)
+    paths = [out / "layers.json", out / "summary.md"]
+    write_atomic(paths[0], to_json(profile))
+    write_atomic(paths[1], profile_markdown(profile))
+    return paths

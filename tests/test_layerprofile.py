@@ -1,0 +1,106 @@
+"""`mnistbench profile-layers`: each layer timed alone, counted like the model as a whole, placed under its roof."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli_helpers import assert_one_line_error
+from mnistbench.cli import app
+from mnistbench.models.describe import forward_flops, train_flops
+from mnistbench.models.factory import create_model
+from mnistbench.models.traffic import layer_pass_bytes, layer_shapes, model_traffic, state_buffers, train_bytes_per_sample
+from mnistbench.models.zoo import INPUT_SHAPE
+from mnistbench.train.layerprofile import LayerConfig, PassTiming, profile_layers, profile_markdown
+
+runner = CliRunner()
+FAST = ("--repeats", "2", "--warmup", "0", "--device", "cpu", "--threads", "1", "--batch-size", "8")
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    """One --json run and one table run with --out of LeNet-5 at batch 8."""
+    out = tmp_path_factory.mktemp("layers") / "out"
+    as_json = cli("profile-layers", *FAST, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    as_table = cli("profile-layers", *FAST, "--out", out)
+    assert as_table.exit_code == 0, as_table.output
+    return json.loads(as_json.stdout), as_table.stdout, out
+
+
+@pytest.mark.parametrize("model", ["lenet5", "custom-mlp", "examples-net"])
+def test_the_layers_bytes_add_up_to_the_models_training_bytes(model):
+    # Per layer forward + backward, plus the optimizer's reads and writes, is models.traffic's count for the model.
+    net, batch, buffers = create_model(model), 64, state_buffers("adam")
+    layers = layer_shapes(net, INPUT_SHAPE)
+    per_layer = sum(sum(layer_pass_bytes(s, batch, first=i == 0)) for i, s in enumerate(layers))
+    optimizer = 4 * (3 + 2 * buffers) * sum(s.parameters for s in layers)
+    assert per_layer + optimizer == pytest.approx(train_bytes_per_sample(model_traffic(net, INPUT_SHAPE), batch, buffers) * batch)
+
+
+def test_the_layers_flops_add_up_to_the_models_counted_flops(lenet):
+    doc, _, _ = lenet
+    net, batch = create_model("lenet5"), doc["config"]["batch_size"]
+    assert sum(t["forward"]["flops"] for t in doc["layers"]) == forward_flops(net) * batch
+    assert doc["train_flops_per_batch"] == train_flops(net) * batch  # conv1 computes no input gradient, as in training
+
+
+def test_every_computing_layer_is_timed_in_call_order_and_the_rest_of_the_step_is_shown(lenet):
+    doc, text, out = lenet
+    names = [t["layer"] for t in doc["layers"]]
+    assert names == [s.layer for s in layer_shapes(create_model("lenet5"), INPUT_SHAPE)]
+    assert names[:3] == ["conv1", "relu1", "pool1"] and "flatten" not in names
+    assert all(t[p]["seconds"] > 0 for t in doc["layers"] for p in ("forward", "backward")) and doc["step_seconds"] > 0
+    assert doc["config"]["threads"] == 1 and doc["threads"] == 1
+    assert "| conv1 " in text and "(rest of the step)" in text and "Ceiling" in text
+    assert sorted(p.name for p in out.iterdir()) == ["layers.json", "summary.md"]
+    summary = (out / "summary.md").read_text()
+    assert summary.startswith("# Layer by layer: lenet5, batch 8, cpu") and "## How it was measured" in summary
+    assert "## Environment" in summary and 0 < doc["ceiling_fraction_of_peak"] <= 1
+
+
+def test_a_pass_is_bound_by_the_roof_its_intensity_reaches():
+    peak, bandwidth = 100.0, 20.0  # ridge: 5 FLOP/byte
+    dense = PassTiming(seconds=1e-3, flops=int(5e7), bytes=int(1e6))  # 50 FLOP/byte, 50 GFLOP/s
+    assert dense.roof(peak, bandwidth) == ("compute", pytest.approx(0.5))
+    thin = PassTiming(seconds=1e-3, flops=int(2e6), bytes=int(1e7))  # 0.2 FLOP/byte, 10 GB/s
+    assert thin.roof(peak, bandwidth) == ("memory", pytest.approx(0.5))
+    elementwise = PassTiming(seconds=1e-3, flops=0, bytes=int(4e6))  # ReLU: no FLOPs counted, 4 GB/s
+    assert elementwise.roof(peak, bandwidth) == ("memory", pytest.approx(0.2))
+    assert dense.roof_seconds(peak, bandwidth) == pytest.approx(5e7 / 100e9)
+    assert thin.roof_seconds(peak, bandwidth) == pytest.approx(1e7 / 20e9)
+
+
+def test_channels_last_profiles_the_model_in_that_layout():
+    profile = profile_layers(LayerConfig("lenet5", batch_size=4, repeats=1, warmup=0, device="cpu", threads=1, channels_last=True))
+    assert [t.layer for t in profile.layers][:2] == ["conv1", "relu1"]
+    assert all(t.forward.seconds > 0 and t.backward.seconds > 0 for t in profile.layers)
+    assert profile_markdown(profile).startswith("# Layer by layer: lenet5, batch 4, channels_last, cpu")
+    assert "model and batch in channels_last" in profile_markdown(profile)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("--repeats", "0"), "--repeats must be at least 1, not 0"),
+        (("--batch-size", "0"), "--batch-size must be at least 1, not 0"),
+        (("--warmup", "-1"), "--warmup must be 0 or more, not -1"),
+        (("--threads", "0"), "--threads must be at least 1, not 0"),
+        (("--device", "tpu"), "--device must be one of cpu, cuda, auto, not 'tpu'"),
+        (("--model", "nope"), "unknown model 'nope'"),
+    ],
+)
+def test_a_bad_option_is_one_line(args, words):
+    assert_one_line_error(cli("profile-layers", *args), words)
+
+
+def test_out_that_is_a_file_is_refused_before_timing(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    assert_one_line_error(cli("profile-layers", *FAST, "--out", target), "not a folder")
