@@ -75,6 +75,8 @@ VARIANTS = {v.name: v for v in (
     Variant("fast-pool", "2x2 max-pools by element-wise maxima (mnistbench/train/fastpool.py)", on=("fast-pool",),
             lenet_only=True),
     Variant("foreach", "optimizer_impl: default batched over parameters (foreach) on the CPU", on=("foreach",)),
+    Variant("fast-conv1", "a one-channel first convolution's weight gradient by oneDNN's channels-last kernel "
+            "(mnistbench/train/fastconv.py)", on=("fast-conv1",), lenet_only=True),
     Variant("fused-adam", "optimizer_impl: fused (one Adam kernel per parameter; rounds differently)",
             {"optimizer_impl": "fused"}, same_function=False),
     Variant("channels-last", "channels_last: true (NHWC convolutions and input)", {"channels_last": True},

@@ -7,6 +7,7 @@ from torch import nn
 from mnistbench.data.datasets import load_dataset
 from mnistbench.spec.schema import CellConfig
 from mnistbench.train.engine import SPEEDUPS, build_optimizer, run_cell
+from mnistbench.train.fastconv import FirstConv2d, swap_first_convs
 from mnistbench.train.fastpool import MaxPool2x2, swap_max_pools
 
 def pools_and_grads(pool, x, grad):
@@ -56,6 +57,79 @@ def test_only_plain_2x2_pools_are_swapped_and_the_state_dict_is_unchanged():
     assert list(model.state_dict()) == keys
 
 
+def conv_grads(conv, x, grad):
+    conv.zero_grad(set_to_none=True)
+    out = conv(x)
+    out.backward(grad)
+    return out, conv.weight.grad, None if conv.bias is None else conv.bias.grad
+
+
+@pytest.mark.parametrize("geometry", [dict(out_channels=6, kernel_size=5), dict(out_channels=4, kernel_size=3, stride=2, padding=1),
+                                      dict(out_channels=3, kernel_size=(5, 3), bias=False), dict(out_channels=8, kernel_size=5, dilation=2)])
+@pytest.mark.parametrize("batch", [1, 7, 256])
+def test_the_first_convs_weight_gradient_is_pytorchs_bit_for_bit(geometry, batch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, **geometry)
+    fast = nn.Conv2d(1, **geometry)
+    fast.load_state_dict(conv.state_dict())
+    assert swap_first_convs(fast) == 1 and type(fast) is FirstConv2d
+    x = with_ties((batch, 1, 28, 28))
+    out = conv(x)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    want, got = conv_grads(conv, x, grad), conv_grads(fast, x, grad)
+    assert all((w is None and g is None) or torch.equal(w, g) for w, g in zip(want, got))
+    assert got[1].stride() == fast.weight.stride()  # the gradient in its parameter's layout
+    with torch.no_grad():
+        assert torch.equal(conv(x), fast(x))
+
+
+def test_where_the_fast_kernel_would_round_differently_pytorchs_gradient_is_kept(monkeypatch):
+    from mnistbench.train import fastconv
+
+    real = fastconv._gradients
+
+    def one_ulp_off(grad, x, weight, geometry, mask, fast):
+        w, b = real(grad, x, weight, geometry, mask, fast)
+        return (torch.nextafter(w, torch.full_like(w, float("inf"))) if fast else w), b
+
+    monkeypatch.setattr(fastconv, "_gradients", one_ulp_off)
+    monkeypatch.setattr(fastconv, "_VERIFIED", {})
+    torch.manual_seed(0)
+    conv, fast = nn.Conv2d(1, 6, 5), nn.Conv2d(1, 6, 5)
+    fast.load_state_dict(conv.state_dict())
+    swap_first_convs(fast)
+    x, grad = torch.randn(8, 1, 28, 28), torch.randn(8, 6, 24, 24)
+    for _ in range(2):
+        want, got = conv_grads(conv, x, grad), conv_grads(fast, x, grad)
+        assert torch.equal(want[1], got[1]) and torch.equal(want[2], got[2])
+    assert list(fastconv._VERIFIED.values()) == [False]  # checked once for this shape, and found different
+
+
+def test_the_first_conv_falls_back_to_pytorch_where_its_input_needs_a_gradient():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 2, 3)
+    fast = nn.Conv2d(1, 2, 3)
+    fast.load_state_dict(conv.state_dict())
+    swap_first_convs(fast)
+    x = torch.randn(2, 1, 8, 8)
+    grads = []
+    for layer in (conv, fast):
+        xi = x.clone().requires_grad_()
+        layer(xi).sum().backward()
+        grads.append((xi.grad, layer.weight.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+def test_only_one_channel_plain_convs_are_swapped_and_the_state_dict_is_unchanged():
+    model = nn.Sequential(nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5), nn.Conv2d(1, 2, 3, padding_mode="reflect", padding=1),
+                          nn.Conv2d(1, 4, 3, padding="same"), nn.Sequential(nn.Conv2d(1, 3, 3)))
+    keys = list(model.state_dict())
+    assert swap_first_convs(model) == 2
+    assert [type(m).__name__ for m in model.modules()][1:] == ["FirstConv2d", "Conv2d", "Conv2d", "Conv2d", "Sequential",
+                                                               "FirstConv2d"]
+    assert list(model.state_dict()) == keys
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "adadelta"])
 def test_the_default_optimizer_update_is_the_for_loops_bit_for_bit(optimizer, monkeypatch):
     def train(impl):
@@ -81,8 +155,8 @@ def outcome(config: CellConfig, dataset, off: tuple, monkeypatch):
 
 
 def test_lenet5_trains_to_the_same_weights_and_metrics_with_and_without_the_speedups(tiny_data, monkeypatch):
-    """The engine before #27 (PyTorch's max-pool, the for-loop update) against today's, on the recipe of bench/cpu.yaml
-    (scripts/engine_ab.py runs the same check on real MNIST)."""
+    """The engine before #27 (PyTorch's max-pool, first convolution and for-loop update) against today's, on the recipe
+    of bench/cpu.yaml (scripts/engine_ab.py runs the same check on real MNIST)."""
     data = load_dataset("mnist", tiny_data, allow_download=False)
     recipe = dict(device="cpu", epochs=2, batch_size=64, eval_batch_size=50, threads=1, optimizer="adam", lr=2e-3,
                   schedule="onecycle", seed=3)

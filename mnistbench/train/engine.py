@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..data.augment import AffineRanges, DistortedBatches
 from ..data.datasets import Dataset, TensorBatches, holdout, normalize, torchvision_batches
 from ..errors import Interrupted, MnistbenchError
+from .fastconv import swap_first_convs
 from .fastpool import swap_max_pools
 from .memory import peak_rss_bytes, reset_peak
 from ..models.factory import build_model, load_unchanged
@@ -88,13 +89,22 @@ def resolve_device(name: str) -> torch.device:
 OPTIMIZER_IMPL = {"default": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 # The engine's speed-ups that leave every result bit-identical (issue #27; scripts/engine_ab.py measures each).
-# MNISTBENCH_ENGINE_OFF=fast-pool,foreach turns some off, for that A/B only.
-SPEEDUPS = ("fast-pool", "foreach")
+# MNISTBENCH_ENGINE_OFF=fast-pool,foreach,fast-conv1 turns some off, for that A/B only.
+SPEEDUPS = ("fast-pool", "foreach", "fast-conv1")
 
 
 def speedup(name: str) -> bool:
     """Whether the speed-up ``name`` (one of SPEEDUPS) is on: it is unless MNISTBENCH_ENGINE_OFF names it."""
     return name not in os.environ.get("MNISTBENCH_ENGINE_OFF", "").split(",")
+
+
+def fast_layers(model: torch.nn.Module, channels_last: bool = False) -> None:
+    """Swap in the layers that compute the same values and gradients faster on the CPU (fastpool.py, fastconv.py),
+    as SPEEDUPS has them on; ``channels_last`` models keep their first convolution (it has its kernel already)."""
+    if speedup("fast-pool"):
+        swap_max_pools(model)
+    if speedup("fast-conv1") and not channels_last:
+        swap_first_convs(model)
 
 
 def build_optimizer(config: CellConfig, params) -> torch.optim.Optimizer:
@@ -379,8 +389,8 @@ def _prepare(config: CellConfig, dataset: Dataset, device: torch.device) -> _Tra
     source = load_unchanged(config.model, config.base_dir, config.model_sha256)
     torch.manual_seed(config.seed)
     model = build_model(source).to(device)
-    if speedup("fast-pool") and not config.compile:  # torch.compile generates its own pooling
-        swap_max_pools(model)  # the same values and gradients, faster on the CPU (fastpool.py)
+    if not config.compile:  # torch.compile generates its own kernels
+        fast_layers(model, channels_last=config.channels_last)
     train_batches, test_batches = make_batches(config, dataset, device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -218,13 +218,11 @@ def _model(config: LayerConfig, device):
     import torch
 
     from ..models.factory import create_model
-    from .engine import speedup
-    from .fastpool import swap_max_pools
+    from .engine import fast_layers
 
     torch.manual_seed(SEED)
     model = create_model(config.model).to(device)
-    if speedup("fast-pool"):  # the model as the engine trains it
-        swap_max_pools(model)
+    fast_layers(model, channels_last=config.channels_last)  # the model as the engine trains it
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.train()

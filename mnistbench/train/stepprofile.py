@@ -200,14 +200,12 @@ class Trainer:
         """The model from seed 0 and its Adam, so every configuration starts from the same weights."""
         import torch
 
-        from .engine import OPTIMIZER_IMPL, speedup
-        from .fastpool import swap_max_pools
+        from .engine import OPTIMIZER_IMPL, fast_layers
         from ..models.factory import create_model
 
         torch.manual_seed(SEED)
         model = create_model(model_name).to(device)
-        if speedup("fast-pool"):  # the model as the engine trains it
-            swap_max_pools(model)
+        fast_layers(model)  # the model as the engine trains it
         model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=LR, **OPTIMIZER_IMPL[variant.adam])
         trainer = cls(variant, model, optimizer, batch_source(variant.batches, dataset, device, batch_size, normalized), device)
