@@ -13,6 +13,7 @@ from mnistbench.models.describe import forward_flops, train_flops
 from mnistbench.models.factory import create_model
 from mnistbench.models.traffic import layer_pass_bytes, layer_shapes, model_traffic, state_buffers, train_bytes_per_sample
 from mnistbench.models.zoo import INPUT_SHAPE
+from mnistbench.train.engine import SPEEDUPS
 from mnistbench.train.layerprofile import LayerConfig, PassTiming, profile_layers, profile_markdown
 
 runner = CliRunner()
@@ -58,6 +59,8 @@ def test_every_computing_layer_is_timed_in_call_order_and_the_rest_of_the_step_i
     assert names[:3] == ["conv1", "relu1", "pool1"] and "flatten" not in names
     assert all(t[p]["seconds"] > 0 for t in doc["layers"] for p in ("forward", "backward")) and doc["step_seconds"] > 0
     assert doc["config"]["threads"] == 1 and doc["threads"] == 1
+    assert doc["speedups"] == list(SPEEDUPS)  # the model as the engine trains it, and the record says so
+    assert [t["kind"] for t in doc["layers"]][:3] == ["FirstConv2d", "ReLU", "MaxPool2x2"]
     assert "| conv1 " in text and "(rest of the step)" in text and "Ceiling" in text
     assert sorted(p.name for p in out.iterdir()) == ["layers.json", "summary.md"]
     summary = (out / "summary.md").read_text()

@@ -39,6 +39,20 @@ matrix:
   seed: [0, 1]
 """
 CELLS = ["lenet5_seed-0", "lenet5_seed-1", "mlp-matched_seed-0", "mlp-matched_seed-1"]
+# For the lost head: one short cell whose end sets off the fault, and two long ones still running when it strikes, long
+# enough (about 10 s each) that the driver finds the head gone (a few seconds) before they could finish. With four
+# equal short cells, the other cells sometimes finished first and the run ended 0 (make test-slow, once).
+SPEC_HEAD = """\
+name: cluster
+device: cpu
+batch_size: 32
+eval_batch_size: 128
+threads: 1
+variants:
+  - {model: mlp-matched, epochs: 1, seed: 0}
+  - {model: lenet5, epochs: 40, seed: 0}
+  - {model: lenet5, epochs: 40, seed: 1}
+"""
 
 
 def free_port() -> int:
@@ -116,10 +130,10 @@ def cluster(tmp_path):
         c.stop()
 
 
-def drive(cluster: Cluster, tmp_path: Path, when, fault) -> tuple[int, str, str]:
-    """Run the spec on the cluster; call ``fault()`` once an output line satisfies ``when``."""
-    data = make_dataset(tmp_path / "data", n_train=1024, n_test=256)
-    spec = write_spec(tmp_path / "cluster.yaml", SPEC)
+def drive(cluster: Cluster, tmp_path: Path, when, fault, spec_text: str = SPEC, n_train: int = 1024) -> tuple[int, str, str]:
+    """Run ``spec_text`` on the cluster; call ``fault()`` once an output line satisfies ``when``."""
+    data = make_dataset(tmp_path / "data", n_train=n_train, n_test=256)
+    spec = write_spec(tmp_path / "cluster.yaml", spec_text)
     proc = subprocess.Popen([sys.executable, "-m", "mnistbench.cli", "run", str(spec), "--results-dir", str(tmp_path / "results"),
                              "--data-dir", str(data), "--executor", "ray", "--address", cluster.address],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
@@ -156,7 +170,7 @@ def test_a_lost_worker_node_does_not_crash_the_driver_and_its_cells_finish_elsew
 
 def test_a_lost_head_ends_the_driver_in_one_line_with_the_resume_command(cluster, tmp_path):
     started = time.monotonic()
-    code, out, err = drive(cluster, tmp_path, lambda line: ": finished" in line, cluster.kill_head)
+    code, out, err = drive(cluster, tmp_path, lambda line: ": finished" in line, cluster.kill_head, SPEC_HEAD, n_train=4096)
     assert time.monotonic() - started < 120
     assert code == 3, err
     last = err.strip().splitlines()[-1]

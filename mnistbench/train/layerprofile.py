@@ -98,6 +98,7 @@ class LayerProfile:
     bandwidth_gbs: float
     step_seconds: float  # median of whole training steps
     layers: list[LayerTiming]
+    speedups: list[str] = field(default_factory=list)  # the engine's speed-ups that were on (engine.SPEEDUPS)
     environment: dict = field(default_factory=dict)
 
     @property
@@ -234,7 +235,7 @@ def profile_layers(config: LayerConfig, input_shape: tuple[int, ...] = (1, 28, 2
 
     from ..environment import environment
     from ..models.traffic import LayerShape, layer_pass_bytes
-    from .engine import resolve_device
+    from .engine import SPEEDUPS, resolve_device, speedup
     from .roofline import matmul_peak_gflops, stream_bandwidth
 
     device = resolve_device(config.device)
@@ -258,7 +259,8 @@ def profile_layers(config: LayerConfig, input_shape: tuple[int, ...] = (1, 28, 2
         bandwidth = stream_bandwidth(str(device), threads).best_gbs
     finally:
         torch.set_num_threads(previous)
-    return LayerProfile(config, str(device), threads, peak, bandwidth, step, layers, environment())
+    on = [name for name in SPEEDUPS if speedup(name)]
+    return LayerProfile(config, str(device), threads, peak, bandwidth, step, layers, on, environment())
 
 
 # --------------------------------------------------------------------------- reporting
@@ -298,12 +300,15 @@ def totals(profile: LayerProfile) -> str:
 def how_measured(profile: LayerProfile) -> str:
     c = profile.config
     return (
-        f"{c.model} built from seed {SEED} as the engine trains it (2x2 max-pools swapped for the faster identical ones"
-        f"{'; model and batch in channels_last' if c.channels_last else ''}), {profile.threads} threads on "
+        f"{c.model} built from seed {SEED} as the engine trains it (its speed-ups on: "
+        f"{', '.join(profile.speedups) or 'none'}{'; model and batch in channels_last' if c.channels_last else ''}), "
+        f"{profile.threads} threads on "
         f"{profile.device}, random inputs of MNIST's shape at batch {c.batch_size}. Each layer is timed alone on the "
         f"input it sees in the model's forward pass: {c.warmup} untimed rounds, then the median of {c.repeats} "
         "rounds of its forward and of its backward (parameter gradients set to None before each, as the engine's "
-        "zero_grad leaves them; the first layer computes no input gradient). FLOPs: torch.utils.flop_counter on one "
+        "zero_grad leaves them; the first layer computes no input gradient). Timed alone, a layer pays autograd's "
+        "start-up and meets its tensors in other cache states than inside a step, so the layers' sum can exceed the "
+        "step (a negative rest). FLOPs: torch.utils.flop_counter on one "
         "forward and one backward of the layer (element-wise layers count none). Bytes: models.traffic's rule for "
         "that layer (forward E·(x + y)·B + E·P, backward E·(y + 2x)·B + 2E·P, the first layer E·(y + x)·B + 2E·P; "
         "E = 4 bytes, B the batch, P the layer's parameters). Bound: compute where the pass's FLOP/byte is at or "
