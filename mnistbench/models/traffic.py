@@ -77,32 +77,42 @@ def eval_bytes_per_sample(t: Traffic, batch_size: int) -> float:
     return ELEMENT_BYTES * (t.forward_elements + t.parameters / batch_size)
 
 
+def leaf_calls(model, x) -> list[tuple]:
+    """(name, module, input tensors, output) of every call of a leaf module in a forward pass of ``x`` (no gradient),
+    in call order; calls whose output is a view of an input (flatten, dropout at evaluation) are left out."""
+    import torch
+
+    calls: list[tuple] = []
+
+    def hook(module, args, out, name: str = "") -> None:
+        ins = [a for a in args if isinstance(a, torch.Tensor)]
+        if isinstance(out, torch.Tensor) and not any(shares_storage(a, out) for a in ins):
+            calls.append((name, module, ins, out))
+
+    leaves = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(lambda mod, a, o, n=n: hook(mod, a, o, n)) for n, m in leaves]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
 def layer_shapes(model, input_shape: tuple[int, ...]) -> list[LayerShape]:
     """Every leaf module a forward pass of one ``input_shape`` sample calls, in call order, with its element counts;
     views of their input are left out (they move nothing)."""
     import torch
 
-    shapes: list[LayerShape] = []
-
-    def hook(module, args, out, name: str = "") -> None:
-        ins = [a for a in args if isinstance(a, torch.Tensor)]
-        if not isinstance(out, torch.Tensor) or any(shares_storage(a, out) for a in ins):
-            return
-        own = sum(p.numel() for p in module.parameters(recurse=False))
-        shapes.append(LayerShape(name, type(module).__name__, sum(a.numel() for a in ins), out.numel(), own))
-
-    leaves = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(lambda mod, a, o, n=n: hook(mod, a, o, n)) for n, m in leaves]
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+        calls = leaf_calls(model, torch.zeros(1, *input_shape))
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
-    return shapes
+    return [LayerShape(name, type(module).__name__, sum(a.numel() for a in ins), out.numel(),
+                       sum(p.numel() for p in module.parameters(recurse=False))) for name, module, ins, out in calls]
 
 
 def shares_storage(a, b) -> bool:

@@ -130,28 +130,12 @@ class LayerProfile:
 
 
 def _layer_inputs(model, x) -> list[tuple[str, str, Any, Any]]:
-    """(name, kind, module, input) of every leaf layer a forward pass of ``x`` calls, in call order; views of their
-    input (flatten, dropout at evaluation) are left out, as ``models.traffic.layer_shapes`` leaves them out."""
-    import torch
+    """(name, kind, module, input) of every one-input leaf layer a forward pass of ``x`` calls, in call order, as
+    ``models.traffic.leaf_calls`` finds them (views such as flatten left out)."""
+    from ..models.traffic import leaf_calls
 
-    from ..models.traffic import shares_storage
-
-    seen: list[tuple[str, str, Any, Any]] = []
-
-    def hook(module, args, out, name: str = "") -> None:
-        ins = [a for a in args if isinstance(a, torch.Tensor)]
-        if len(ins) == 1 and isinstance(out, torch.Tensor) and not shares_storage(ins[0], out):
-            seen.append((name, type(module).__name__, module, ins[0].detach().clone()))
-
-    leaves = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(lambda mod, a, o, n=n: hook(mod, a, o, n)) for n, m in leaves]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
+    return [(name, type(module).__name__, module, ins[0].detach().clone())
+            for name, module, ins, _ in leaf_calls(model, x) if len(ins) == 1]
 
 
 def _time_layer(module, x, first: bool, config: LayerConfig, device) -> tuple[list[float], list[float], int, int, int]:
