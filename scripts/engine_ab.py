@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from mnistbench.environment import environment  # noqa: E402
 from mnistbench.data.datasets import Dataset, Split, load_dataset  # noqa: E402
 from mnistbench.models.zoo import register_model  # noqa: E402
 from mnistbench.spec.schema import CellConfig  # noqa: E402
@@ -177,7 +178,7 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0]
     result = measure(args.models.split(","), [VARIANTS[n] for n in names], dataset, args.rounds, args.threads)
     result.update(clock=args.clock, threads=args.threads or torch.get_num_threads(), train=args.train, test=args.test, rounds=args.rounds,
-                  loadavg_1min=[load, os.getloadavg()[0]], torch=torch.__version__)
+                  loadavg_1min=[load, os.getloadavg()[0]], torch=torch.__version__, environment=environment())
     print(table(result["rows"]))
     print(f"\n{args.rounds} timed rounds, {result['threads']} threads, {args.clock} clock, load average {load:.2f} -> {os.getloadavg()[0]:.2f} "
           f"(ratios measured on a loaded machine are noisy)")
