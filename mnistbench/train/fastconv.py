@@ -22,10 +22,8 @@ from torch.nn import functional as F
 
 
 def _channels_last_view(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` (out, 1, kh, kw) with channels-last strides: the same storage, read in the same order."""
-    if weight.is_contiguous():
-        return weight.as_strided(weight.shape, (weight.stride(0), 1, weight.shape[3], 1))
-    return weight.contiguous(memory_format=torch.channels_last)
+    """A contiguous ``weight`` (out, 1, kh, kw) with channels-last strides: the same storage, read in the same order."""
+    return weight.as_strided(weight.shape, (weight.stride(0), 1, weight.shape[3], 1))
 
 
 def _gradients(grad, x, weight, geometry: tuple, mask: list, fast: bool) -> tuple:
@@ -35,7 +33,7 @@ def _gradients(grad, x, weight, geometry: tuple, mask: list, fast: bool) -> tupl
     w = _channels_last_view(weight) if fast else weight
     _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
         grad, x, w, None if bias_sizes is None else list(bias_sizes), stride, padding, dilation, False, [0, 0], 1, mask)
-    if grad_weight is not None and fast and weight.is_contiguous():
+    if grad_weight is not None and fast:
         grad_weight = grad_weight.as_strided(weight.shape, weight.stride())  # the parameter's layout, the same elements
     return grad_weight, grad_bias
 
