@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """A/B of the training engine's speed-ups (issue #27): each change alone against the engine before them.
 
-Usage: scripts/engine_ab.py [--data-dir DIR] [--train N] [--test N] [--rounds R] [--threads T] [--clock wall|cpu]
+Usage: scripts/engine_ab.py [--data-dir DIR] [--train N] [--test N] [--rounds R] [--threads T] [--batch-size B]
+                            [--clock wall|cpu]
                             [--models lenet5,custom-mlp,mlp-matched] [--variants pool-first,fast-pool,...] [--out F.json]
 
 Every variant trains each model with bench/cpu.yaml's recipe (Adam, lr 2e-3, one-cycle; one epoch here) at batch 256
-on the first ``--train`` samples, through the engine itself (``run_cell``), and differs from ``baseline`` (the engine
+(``--batch-size``) on the first ``--train`` samples, through the engine itself (``run_cell``), and differs from ``baseline`` (the engine
 before #27) in one setting. The variants take turns (A B C ... A B C ...) for ``--rounds`` rounds after one untimed
 warm-up round, so a load that comes and goes hits all of them alike; the table gives, for training and evaluation
 seconds, the median over rounds of each round's ratio to the baseline's (below 1: faster). Only ratios are printed:
@@ -78,6 +79,10 @@ VARIANTS = {v.name: v for v in (
     Variant("foreach", "optimizer_impl: default batched over parameters (foreach) on the CPU", on=("foreach",)),
     Variant("fast-conv1", "a one-channel first convolution's weight gradient by oneDNN's channels-last kernel "
             "(mnistbench/train/fastconv.py)", on=("fast-conv1",), lenet_only=True),
+    Variant("pool-relu", "a ReLU just before a 2x2 max-pool done by the pool after pooling (fastpool.fold_relus), with "
+            "the fast pool it builds on", on=("fast-pool", "pool-relu"), lenet_only=True),
+    Variant("fast-adam", "Adam's update over one flat copy of the moments (mnistbench/train/fastadam.py), with the "
+            "batched update it builds on", on=("foreach", "fast-adam")),
     Variant("fused-adam", "optimizer_impl: fused (one Adam kernel per parameter; rounds differently)",
             {"optimizer_impl": "fused"}, same_function=False),
     Variant("channels-last", "channels_last: true (NHWC convolutions and input)", {"channels_last": True},
@@ -96,9 +101,9 @@ def subset(dataset: Dataset, n_train: int, n_test: int) -> Dataset:
     return Dataset(dataset.info, dataset.folder, cut(dataset.train, n_train), cut(dataset.test, n_test), dataset.files)
 
 
-def config_for(variant: Variant, model: str, threads: int | None) -> CellConfig:
+def config_for(variant: Variant, model: str, threads: int | None, batch_size: int) -> CellConfig:
     name = variant.lenet if model == "lenet5" else model
-    return CellConfig(model=name, threads=threads, **{**RECIPE, **variant.settings})
+    return CellConfig(model=name, threads=threads, **{**RECIPE, "batch_size": batch_size, **variant.settings})
 
 
 def compare(a, b) -> dict:
@@ -111,7 +116,7 @@ def compare(a, b) -> dict:
             "test_accuracy_diff": eb.test_accuracy - ea.test_accuracy, "test_loss_diff": eb.test_loss - ea.test_loss}
 
 
-def measure(models, variants, dataset, rounds: int, threads) -> dict:
+def measure(models, variants, dataset, rounds: int, threads, batch_size: int) -> dict:
     """Run every (model, variant) once per round, in turn; the first round is a warm-up and is not timed."""
     times = {(m, v.name): {"train": [], "eval": []} for m in models for v in variants}
     outcomes = {}
@@ -121,7 +126,7 @@ def measure(models, variants, dataset, rounds: int, threads) -> dict:
                 if v.lenet_only and m != "lenet5":
                     continue
                 os.environ["MNISTBENCH_ENGINE_OFF"] = ",".join(s for s in SPEEDUPS if s not in v.on)
-                out = run_cell(config_for(v, m, threads), dataset)
+                out = run_cell(config_for(v, m, threads, batch_size), dataset)
                 outcomes.setdefault((m, v.name), out)
                 if r:
                     times[(m, v.name)]["train"].append(sum(e.train_seconds for e in out.epochs))
@@ -161,6 +166,8 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=int, default=10000, help="test samples")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--batch-size", type=int, default=RECIPE["batch_size"],
+                   help="training batch size (bench/cpu.yaml trains at 128)")
     p.add_argument("--models", default="lenet5,custom-mlp,mlp-matched")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"from {', '.join(VARIANTS)} (baseline is always run)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -176,8 +183,9 @@ def main(argv=None) -> int:
         engine.clock = lambda device: time.process_time()
     dataset = subset(load_dataset("mnist", args.data_dir, allow_download=False), args.train, args.test)
     load = os.getloadavg()[0]
-    result = measure(args.models.split(","), [VARIANTS[n] for n in names], dataset, args.rounds, args.threads)
-    result.update(clock=args.clock, threads=args.threads or torch.get_num_threads(), train=args.train, test=args.test, rounds=args.rounds,
+    result = measure(args.models.split(","), [VARIANTS[n] for n in names], dataset, args.rounds, args.threads,
+                     args.batch_size)
+    result.update(batch_size=args.batch_size, clock=args.clock, threads=args.threads or torch.get_num_threads(), train=args.train, test=args.test, rounds=args.rounds,
                   loadavg_1min=[load, os.getloadavg()[0]], torch=torch.__version__, environment=environment())
     print(table(result["rows"]))
     print(f"\n{args.rounds} timed rounds, {result['threads']} threads, {args.clock} clock, load average {load:.2f} -> {os.getloadavg()[0]:.2f} "

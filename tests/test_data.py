@@ -119,6 +119,16 @@ def test_tensor_batches_cover_the_split_once_in_a_seeded_order(tiny_data):
     assert sorted(first.tolist()) == sorted(y.tolist()) and len(TensorBatches(x, y, 100, seed=3)) == 3
 
 
+def test_shuffled_batches_are_the_rows_of_the_seeded_permutation_as_indexing_gives_them(tiny_data):
+    """The batches are taken with index_select (faster); they stay the rows ``x[idx]`` gave, so results do not move."""
+    ds = load_dataset("mnist", tiny_data, allow_download=False)
+    x, y = normalize(ds.train, ds.info, torch.device("cpu"))
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(3))
+    for i, (xb, yb) in enumerate(TensorBatches(x, y, 100, seed=3)):
+        idx = order[i * 100:(i + 1) * 100]
+        assert torch.equal(xb, x[idx]) and torch.equal(yb, y[idx]) and xb.is_contiguous()
+
+
 def test_the_torchvision_pipeline_yields_the_same_normalized_pixels(tiny_data):
     ds = load_dataset("mnist", tiny_data, allow_download=False)
     x, y = normalize(ds.test, ds.info, torch.device("cpu"))

@@ -8,7 +8,7 @@ from mnistbench.data.datasets import load_dataset
 from mnistbench.spec.schema import CellConfig
 from mnistbench.train.engine import SPEEDUPS, build_optimizer, run_cell
 from mnistbench.train.fastconv import FirstConv2d, swap_first_convs
-from mnistbench.train.fastpool import MaxPool2x2, swap_max_pools
+from mnistbench.train.fastpool import FoldedReLU, MaxPool2x2, fold_relus, swap_max_pools
 
 def pools_and_grads(pool, x, grad):
     x = x.detach().clone().requires_grad_()
@@ -55,6 +55,45 @@ def test_only_plain_2x2_pools_are_swapped_and_the_state_dict_is_unchanged():
     assert [type(m).__name__ for m in model.modules()][2:] == ["MaxPool2x2", "MaxPool2d", "MaxPool2d", "Sequential",
                                                                "MaxPool2x2"]
     assert list(model.state_dict()) == keys
+
+
+def conv_relu_pool(inplace: bool = False, seed: int = 0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(inplace=inplace), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(3 * 5 * 4, 4), nn.ReLU(), nn.Linear(4, 2))
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_a_relu_folded_into_the_pool_after_it_gives_the_same_values_and_gradients_bit_for_bit(inplace):
+    plain, fast = conv_relu_pool(inplace), conv_relu_pool(inplace)
+    swap_max_pools(fast)
+    keys = list(fast.state_dict())
+    assert fold_relus(fast) == 1  # the ReLU after the Linear has no pool after it
+    assert [type(m).__name__ for m in fast][:3] == ["Conv2d", "FoldedReLU", "MaxPool2x2"] and fast[2].relu
+    assert list(fast.state_dict()) == keys
+    x = with_ties((6, 2, 10, 8))  # windows with equal maxima, all-negative windows, signed zeros
+    results = []
+    for model in (plain, fast):
+        xi = x.clone().requires_grad_()
+        out = model(xi)
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+        results.append([out, xi.grad] + [p.grad for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    with torch.inference_mode():
+        assert torch.equal(plain(x), fast(x))
+
+
+def test_only_a_relu_directly_before_a_fast_pool_in_a_sequential_is_folded():
+    model = nn.Sequential(nn.ReLU(), nn.Conv2d(1, 1, 1), nn.ReLU(), nn.MaxPool2d(3), nn.LeakyReLU(), nn.MaxPool2d(2),
+                          nn.ReLU(), nn.Dropout(), nn.MaxPool2d(2))
+    swap_max_pools(model)
+    assert fold_relus(model) == 0 and not any(isinstance(m, FoldedReLU) for m in model.modules())
+    assert fold_relus(nn.Sequential(nn.ReLU(), MaxPool2x2(), nn.ReLU(), MaxPool2x2())) == 2
+
+
+def test_an_odd_sized_input_to_a_folded_pool_gets_pytorchs_pool_and_then_the_relu():
+    x = torch.randn(2, 3, 7, 9)
+    assert torch.equal(MaxPool2x2(relu=True)(x), nn.ReLU()(nn.MaxPool2d(2)(x)))
 
 
 def conv_grads(conv, x, grad):

@@ -69,6 +69,8 @@ def test_the_configurations_train_the_same_model_the_same_way(profiled):
     assert (base["adam"], base["set_to_none"], base["batches"]) == ("for-loop", True, "tensor")
     # Zeroed gradients plus the new ones are the new ones: the same steps bit for bit.
     assert configs["zero_grad(set_to_none=False)"]["train_loss"] == base["train_loss"]
+    # The batched update and the engine's flat one do the loop's arithmetic: the same steps bit for bit too.
+    assert configs["foreach Adam"]["train_loss"] == configs["flat Adam (the engine's)"]["train_loss"] == base["train_loss"]
     for name in ("foreach Adam", "fused Adam"):  # the same update, up to rounding
         assert configs[name]["train_loss"] == pytest.approx(base["train_loss"], rel=1e-4), name
     assert math.isfinite(configs["DataLoader (torchvision)"]["train_loss"])

@@ -345,7 +345,8 @@ class TensorBatches:
         order = torch.randperm(n, generator=self.generator).to(self.x.device)
         for i in range(0, n, self.batch_size):
             idx = order[i : i + self.batch_size]
-            yield self.x[idx], self.y[idx]
+            # index_select copies whole rows: the same batch as x[idx], four times faster on the CPU (#27).
+            yield torch.index_select(self.x, 0, idx), torch.index_select(self.y, 0, idx)
 
 
 def torchvision_batches(split: Split, info: DatasetInfo, batch_size: int, seed: int | None):

@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from ..data.augment import AffineRanges, DistortedBatches
 from ..data.datasets import Dataset, TensorBatches, holdout, normalize, torchvision_batches
 from ..errors import Interrupted, MnistbenchError
+from .fastadam import FlatAdam, FlatAdamW
 from .fastconv import swap_first_convs
-from .fastpool import swap_max_pools
+from .fastpool import fold_relus, swap_max_pools
 from .memory import peak_rss_bytes, reset_peak
 from ..models.factory import build_model, load_unchanged
 from ..results import EpochMetrics
@@ -89,8 +90,8 @@ def resolve_device(name: str) -> torch.device:
 OPTIMIZER_IMPL = {"default": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 # The engine's speed-ups that leave every result bit-identical (issue #27; scripts/engine_ab.py measures each).
-# MNISTBENCH_ENGINE_OFF=fast-pool,foreach,fast-conv1 turns some off, for that A/B only.
-SPEEDUPS = ("fast-pool", "foreach", "fast-conv1")
+# MNISTBENCH_ENGINE_OFF=fast-pool,foreach,fast-conv1,fast-adam,pool-relu turns some off, for that A/B only.
+SPEEDUPS = ("fast-pool", "foreach", "fast-conv1", "fast-adam", "pool-relu")
 
 
 def speedup(name: str) -> bool:
@@ -99,10 +100,13 @@ def speedup(name: str) -> bool:
 
 
 def fast_layers(model: torch.nn.Module, channels_last: bool = False) -> None:
-    """Swap in the layers that compute the same values and gradients faster on the CPU (fastpool.py, fastconv.py),
-    as SPEEDUPS has them on; ``channels_last`` models keep their first convolution (it has its kernel already)."""
+    """Swap in the layers that compute the same values and gradients faster on the CPU (fastpool.py, fastconv.py; a
+    ReLU just before a 2x2 max-pool done by the pool), as SPEEDUPS has them on; ``channels_last`` models keep their
+    first convolution (it has its kernel already)."""
     if speedup("fast-pool"):
         swap_max_pools(model)
+        if speedup("pool-relu"):
+            fold_relus(model)
     if speedup("fast-conv1") and not channels_last:
         swap_first_convs(model)
 
@@ -115,6 +119,11 @@ def build_optimizer(config: CellConfig, params) -> torch.optim.Optimizer:
         impl = OPTIMIZER_IMPL["foreach"]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, **impl)
+    if (config.optimizer in ("adam", "adamw") and config.optimizer_impl == "default" and speedup("foreach")
+            and speedup("fast-adam")):
+        # The batched update over one flat copy of the moments: the same bits where a probe shows it (fastadam.py).
+        flat = FlatAdam if config.optimizer == "adam" else FlatAdamW
+        return flat(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **impl)
     if config.optimizer == "adadelta":  # PyTorch's defaults (rho 0.9, eps 1e-6), as pytorch/examples uses them

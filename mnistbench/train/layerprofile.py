@@ -131,10 +131,12 @@ class LayerProfile:
 
 def _layer_inputs(model, x) -> list[tuple[str, str, Any, Any]]:
     """(name, kind, module, input) of every one-input leaf layer a forward pass of ``x`` calls, in call order, as
-    ``models.traffic.leaf_calls`` finds them (views such as flatten left out)."""
+    ``models.traffic.leaf_calls`` finds them (views such as flatten left out, and a ReLU the max-pool after it does:
+    that pool's kind says +ReLU)."""
     from ..models.traffic import leaf_calls
 
-    return [(name, type(module).__name__, module, ins[0].detach().clone())
+    kind = lambda m: type(m).__name__ + ("+ReLU" if getattr(m, "relu", None) is True else "")  # noqa: E731 - folded
+    return [(name, kind(module), module, ins[0].detach().clone())
             for name, module, ins, _ in leaf_calls(model, x) if len(ins) == 1]
 
 

@@ -33,7 +33,7 @@ class Variant:
     """One configuration: the Adam implementation (engine.OPTIMIZER_IMPL's names), zero_grad's mode, the batch source."""
 
     name: str
-    adam: str  # for-loop | foreach | fused
+    adam: str  # for-loop | foreach | fused | flat (the engine's default: fastadam.FlatAdam)
     set_to_none: bool
     batches: str  # tensor: indexing the device tensor; pinned: host indexing into a pinned buffer; torchvision: DataLoader
 
@@ -43,6 +43,7 @@ VARIANTS = (
     BASELINE,
     Variant("foreach Adam", "foreach", True, "tensor"),
     Variant("fused Adam", "fused", True, "tensor"),
+    Variant("flat Adam (the engine's)", "flat", True, "tensor"),
     Variant("zero_grad(set_to_none=False)", "for-loop", False, "tensor"),
     Variant("pinned host buffers", "for-loop", True, "pinned"),
     Variant("DataLoader (torchvision)", "for-loop", True, "torchvision"),
@@ -201,13 +202,15 @@ class Trainer:
         import torch
 
         from .engine import OPTIMIZER_IMPL, fast_layers
+        from .fastadam import FlatAdam
         from ..models.factory import create_model
 
         torch.manual_seed(SEED)
         model = create_model(model_name).to(device)
         fast_layers(model)  # the model as the engine trains it
         model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=LR, **OPTIMIZER_IMPL[variant.adam])
+        optimizer = (FlatAdam(model.parameters(), lr=LR) if variant.adam == "flat"
+                     else torch.optim.Adam(model.parameters(), lr=LR, **OPTIMIZER_IMPL[variant.adam]))
         trainer = cls(variant, model, optimizer, batch_source(variant.batches, dataset, device, batch_size, normalized), device)
         trainer.rng = _rng_state(device)
         return trainer
