@@ -188,7 +188,7 @@ def run(
     reference: Optional[Path] = typer.Option(
         None, "--reference", metavar="DIR",
         help="Compare with these results at the end (default: reference/<spec name> in the working folder or the "
-        "spec's checkout, when there is one)."),
+        "spec's checkout, when there is one, or a reference/<spec name>-* beside it measured on this kind of machine)."),
     no_reference: bool = typer.Option(False, "--no-reference", help="Do not compare with a reference."),
 ) -> None:
     """Train and evaluate every cell of a spec, then write run files, tables and plots, and compare them with the
@@ -223,6 +223,10 @@ def run(
                                executor=where, selection=selection)
     except (MnistbenchError, Interrupted) as e:
         _stopped(e, resume_command(ctx))
+    if reference is None and ref is not None:  # the default: the one measured on this kind of machine, if shipped
+        from .report.reference import matching_reference
+
+        ref = matching_reference(ref, summary.results_dir)
     vs = _vs_reference(summary.results_dir, ref, as_json)
     _print_run_summary(summary, as_json, vs)
 

@@ -75,6 +75,21 @@ def test_a_run_ends_side_by_side_with_the_reference_of_its_spec(checkout):
     assert "this machine: " in md and "## Full comparison" in md and "## Final test accuracy" in md
 
 
+def test_by_default_a_run_is_compared_with_the_reference_of_its_own_kind_of_machine(checkout):
+    spec, data, here = checkout
+    shutil.copytree(here / "reference" / "tiny", here / "reference" / "tiny-this-kind")
+    for path in (here / "reference" / "tiny" / "runs").glob("*.json"):  # the spec's own reference: another kind
+        record = json.loads(path.read_text())
+        record["environment"].update(cpu_capability="AVX512_TEST", cpu_flags=["avx512f"])
+        path.write_text(json.dumps(record))
+    result = cli("run", spec, "--data-dir", data)
+    assert result.exit_code == 0, result.output
+    assert "Compared with the reference reference/tiny-this-kind:" in result.output
+    assert "(the same kind of machine)" in result.output
+    given = cli("run", spec, "--data-dir", data, "--reference", "reference/tiny")  # asked for: that one
+    assert "Compared with the reference reference/tiny:" in given.output and "(a different machine" in given.output
+
+
 def test_no_reference_skips_the_comparison(checkout):
     spec, data, here = checkout
     result = cli("run", spec, "--data-dir", data, "--no-reference")
@@ -216,9 +231,51 @@ def test_the_summary_names_both_machines_and_says_what_is_beyond_noise(tmp_path)
     here = write_records(tmp_path / "results" / "demo", here_records)
     vs = compare_with_reference(here, ref)
     text = summary_text(vs)
-    assert (f"this machine: Intel Xeon, 4 threads, torch 2.14.1+cpu; reference: {ENVIRONMENT['cpu']}, "
-            f"{ENVIRONMENT['threads']} threads, torch {ENVIRONMENT['torch']} (a different machine or torch build") in text
+    assert (f"this machine: cpu: Intel Xeon (4 CPUs), 4 threads, torch 2.14.1+cpu; reference: cpu: {ENVIRONMENT['cpu']} "
+            f"(4 CPUs), {ENVIRONMENT['threads']} threads, torch {ENVIRONMENT['torch']} (a different machine or torch "
+            "build") in text
+    assert vs.same_kind is False
     [row] = vs.rows
     assert row.difference == pytest.approx(-1.0) and row.ci_high < 0 and row.within_noise is False
     assert "| no " in text and "Different data files (reference " in text
     assert row.throughput_ratio == pytest.approx(10_000.0 / vs.comparison.matches[0].a.row.train_samples_per_s_median)
+
+
+AVX2 = {"cpu_capability": "AVX2", "cpu_flags": ["avx", "avx2", "fma"]}
+
+
+def _folder(tmp_path, where: str, environment: dict, spec: str = "demo"):
+    from records_factory import ENVIRONMENT, make_record, write_records
+
+    records = [make_record("lenet5", s, 0.990 + 0.001 * s, spec=spec, environment={**ENVIRONMENT, **environment})
+               for s in range(2)]
+    return write_records(tmp_path / where, records)
+
+
+@pytest.mark.parametrize("reference_env, verdict, words", [
+    (AVX2, True, "(the same kind of machine)"),
+    ({}, None, "(maybe another kind of machine: the reference's records do not say all that decides its speed"),
+    ({"cpu_capability": "AVX512", "cpu_flags": ["avx", "avx2", "avx512f"]}, False, "(a different machine"),
+])
+def test_the_same_kind_of_machine_is_said_only_when_both_records_say_so(tmp_path, reference_env, verdict, words):
+    """A reference written before the CPU's vector units were recorded is not called the same kind of machine."""
+    from mnistbench.report.reference import compare_with_reference, summary_text
+
+    here = _folder(tmp_path, "results/demo", AVX2)
+    vs = compare_with_reference(here, _folder(tmp_path, "reference/demo", reference_env))
+    assert vs.same_kind is verdict and words in summary_text(vs)
+    assert "this machine: cpu: Test CPU 9000 (4 CPUs, AVX2), 2 threads" in summary_text(vs)
+
+
+def test_the_default_reference_is_the_one_measured_on_this_kind_of_machine(tmp_path):
+    from mnistbench.report.reference import matching_reference
+
+    default = _folder(tmp_path, "reference/demo", {"cpu_capability": "AVX512", "cpu_flags": ["avx512f"]})
+    _folder(tmp_path, "reference/demo-other-spec", AVX2, spec="other")  # this machine, but another spec
+    avx2 = _folder(tmp_path, "reference/demo-avx2", AVX2)
+    here = _folder(tmp_path, "results/demo", AVX2)
+    assert matching_reference(default, here) == avx2
+    elsewhere = _folder(tmp_path, "results2/demo", {"cpu_capability": "AVX512_VNNI", "cpu_flags": ["avx512f"]})
+    assert matching_reference(default, elsewhere) == default  # none of this kind: the spec's own reference
+    unknown = _folder(tmp_path, "results3/demo", {})
+    assert matching_reference(default, unknown) == default  # this run's kind not fully known: no guess

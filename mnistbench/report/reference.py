@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Optional
 
 from .compare import FolderComparison, Match, comparison_markdown, compare_folders, to_json
 from ..errors import MnistbenchError
 from ..files import write_atomic
-from .groups import Report, describe_devices
+from .groups import Report
 from ..layout import runs_dir
+from ..results import load_records
 from .words import table
 
 REFERENCE = "reference"
@@ -44,6 +45,27 @@ def default_reference(spec_name: str, spec_path: Optional[Path] = None, cwd: Opt
         if has_runs(folder):
             return folder if base != cwd else Path(REFERENCE) / spec_name
     return None
+
+
+def matching_reference(default: Path, results: Path) -> Path:
+    """The reference measured on this run's kind of machine: ``default`` (``reference/<spec name>``) or a folder beside
+    it named ``<spec name>-<anything>`` (``reference/cpu-avx2``) whose runs are of the same spec and all on exactly
+    this run's machine kind (every field known: CPU model, count, vector units, flags); else ``default``."""
+    try:
+        records = load_records(results)
+    except MnistbenchError:
+        return default
+    here, specs = {r.machine for r in records}, {r.spec for r in records}
+    if not here or any(None in astuple(m) for m in here):
+        return default
+    for folder in [Path(default)] + sorted(Path(default).parent.glob(f"{Path(default).name}-*")):
+        try:
+            theirs = load_records(folder) if has_runs(folder) else []
+        except MnistbenchError:
+            continue
+        if theirs and {r.spec for r in theirs} == specs and {r.machine for r in theirs} == here:
+            return folder
+    return default
 
 
 def chosen_reference(spec_name: str, spec_path: Path, given: Optional[Path], disabled: bool) -> Optional[Path]:
@@ -90,6 +112,7 @@ class VsReference:
     machine_reference: str
     rows: list[Row]
     comparison: FolderComparison
+    same_kind: Optional[bool] = None  # None: the reference's records do not say everything that decides its speed
 
 
 def _pct(x: Optional[float]) -> Optional[float]:
@@ -110,16 +133,35 @@ def row_of(m: Match) -> Row:
 
 
 def machine_words(report: Report) -> str:
-    """``AMD EPYC, 2 threads, torch 2.14.1+cpu``: the hardware and the torch of a folder's runs."""
+    """``cpu: AMD EPYC (2 CPUs, AVX2), 2 threads, torch 2.14.1+cpu``: the machine kinds and the torch of a folder's
+    runs (a kind's vector units are missing where older records did not keep them)."""
     records = [r for s in report.sections for r in s.records]
+    if not records:
+        return "no runs"
+    kinds = sorted(dict.fromkeys(r.machine.label + (f", {r.environment['threads']} threads"
+                                                     if r.environment.get("threads") else "") for r in records))
     torches = ", ".join(sorted({str(r.environment.get("torch")) for r in records}))
-    return f"{describe_devices(records)}, torch {torches}" if records else "no runs"
+    return f"{'; '.join(kinds)}, torch {torches}"
+
+
+def same_kind(here: Report, reference: Report) -> Optional[bool]:
+    """Whether both folders ran on one machine kind with one torch: True, False, or None where they agree in what
+    both recorded but a record leaves out what decides the speed (older files: no CPU vector units or flags)."""
+    runs = lambda rep: [r for s in rep.sections for r in s.records]  # noqa: E731
+    a, b = runs(here), runs(reference)
+    facts = lambda rs: {(r.machine, r.environment.get("threads"), r.environment.get("torch")) for r in rs}  # noqa: E731
+    if not a or not b:
+        return False
+    if facts(a) == facts(b) and all(None not in astuple(m) for m, _, _ in facts(a)):
+        return True
+    agree = all(x.matches(y) and (tx, vx) == (ty, vy) for x, tx, vx in facts(a) for y, ty, vy in facts(b))
+    return None if agree else False
 
 
 def compare_with_reference(results: Path, reference: Path) -> VsReference:
     c = compare_folders(Path(reference), Path(results))
     return VsReference(Path(results), Path(reference), machine_words(c.report_b), machine_words(c.report_a),
-                       [row_of(m) for m in c.matches], c)
+                       [row_of(m) for m in c.matches], c, same_kind(c.report_b, c.report_a))
 
 
 # ---- what is printed and written ------------------------------------------------------------------------
@@ -142,8 +184,11 @@ def summary_text(vs: VsReference) -> str:
              "n/a" if r.ci_low is None else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]", _noise(r),
              "n/a" if r.throughput_ratio is None else f"{r.throughput_ratio:.2f}×"] for r in vs.rows]
     c = vs.comparison
-    same = ("the same kind of machine" if vs.machine_here == vs.machine_reference
-            else "a different machine or torch build: the speed ratio compares them as much as the code")
+    same = {True: "the same kind of machine",
+            None: "maybe another kind of machine: the reference's records do not say all that decides its speed "
+                  "(written before the CPU's vector units were kept), so the speed ratio may compare the machines as "
+                  "much as the code",
+            False: "a different machine or torch build: the speed ratio compares them as much as the code"}[vs.same_kind]
     lines = [f"Compared with the reference {vs.reference}:",
              f"this machine: {vs.machine_here}; reference: {vs.machine_reference} ({same}).", ""]
     if rows:
@@ -165,7 +210,7 @@ def summary_text(vs: VsReference) -> str:
 def vs_reference_json(vs: VsReference) -> dict:
     """The comparison as plain data (strict JSON): the short rows, and the full ``compare --json`` document."""
     return {"results": str(vs.results), "reference": str(vs.reference), "this_machine": vs.machine_here,
-            "reference_machine": vs.machine_reference, "configurations": [r.to_json() for r in vs.rows],
+            "reference_machine": vs.machine_reference, "same_kind_of_machine": vs.same_kind, "configurations": [r.to_json() for r in vs.rows],
             "units": "accuracy in %, difference and its 95% Welch interval in points (here − reference), "
                      "throughput_ratio = median training samples/s here / reference",
             "comparison": to_json(vs.comparison, [])}
