@@ -223,11 +223,7 @@ def run(
                                executor=where, selection=selection)
     except (MnistbenchError, Interrupted) as e:
         _stopped(e, resume_command(ctx))
-    if reference is None and ref is not None:  # the default: the one measured on this kind of machine, if shipped
-        from .report.reference import matching_reference
-
-        ref = matching_reference(ref, summary.results_dir)
-    vs = _vs_reference(summary.results_dir, ref, as_json)
+    vs = _vs_reference(summary.results_dir, ref, as_json, default=reference is None)
     _print_run_summary(summary, as_json, vs)
 
 
@@ -242,11 +238,16 @@ def _stopped(e: MnistbenchError | Interrupted, hint: str) -> None:
     raise typer.Exit(e.exit_code)
 
 
-def _vs_reference(results_dir: Path, ref: Optional[Path], as_json: bool) -> Optional[dict]:
-    """Compare the run with its reference, write vs_reference.md/json, print the short table; the JSON of it."""
+def _vs_reference(results_dir: Path, ref: Optional[Path], as_json: bool, default: bool = False) -> Optional[dict]:
+    """Compare the run with its reference (``default``: the one found, or the one beside it measured on this kind of
+    machine), write vs_reference.md/json, print the short table; the JSON of it."""
     if ref is None or Path(ref).resolve() == Path(results_dir).resolve():
         return None
-    from .report.reference import compare_with_reference, summary_text, vs_reference_json, write_vs_reference
+    from .report.reference import (compare_with_reference, matching_reference, summary_text, vs_reference_json,
+                                   write_vs_reference)
+
+    if default:
+        ref = matching_reference(ref, results_dir)
 
     try:
         vs = compare_with_reference(results_dir, ref)
