@@ -23,7 +23,7 @@ def train(opt, model, steps, start=0, skip_grad=None):
     changes them); ``skip_grad``: a parameter whose gradient is dropped on odd steps."""
     for step in range(start, start + steps):
         gen = torch.Generator().manual_seed(step)
-        x, y = torch.randn(16, 1, 8, 8, generator=gen), torch.randint(0, 5, (16,), generator=gen)
+        x, y = torch.randn(16, 1, 8, 8, generator=gen, dtype=torch.float32), torch.randint(0, 5, (16,), generator=gen)
         opt.param_groups[0]["lr"] = 1e-2 * (1 + step % 5) / 5
         opt.param_groups[0]["betas"] = (0.95 - 0.01 * (step % 7), 0.999)
         opt.zero_grad(set_to_none=True)
@@ -50,6 +50,23 @@ def test_the_flat_update_is_pytorchs_batched_adam_bit_for_bit(flat_class, torch_
     train(flat, ours, 12)
     train(reference, theirs, 12)
     assert flat._flat is not None  # the flat path was taken, not PyTorch's
+    assert same_bits(ours, theirs, flat, reference)
+
+
+def test_float32_parameters_under_a_float64_default_dtype_train_bit_for_bit_like_pytorchs_adam():
+    """A model may set the global default dtype (the engine restores it after the cell): the flat buffers follow the
+    parameters, and the probe checks float32."""
+    ours, theirs = model_of_mixed_shapes(), model_of_mixed_shapes()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        flat = FlatAdam(ours.parameters(), lr=1e-2)
+        reference = torch.optim.Adam(theirs.parameters(), lr=1e-2, foreach=True)
+        train(flat, ours, 5)
+        train(reference, theirs, 5)
+    finally:
+        torch.set_default_dtype(previous)
+    assert flat._flat is not None and flat._flat.m.dtype == torch.float32
     assert same_bits(ours, theirs, flat, reference)
 
 

@@ -46,8 +46,8 @@ class FlatMoments:
 
     @classmethod
     def zeros(cls, params: list) -> "FlatMoments":
-        total = sum(p.numel() for p in params)
-        m, v, work = torch.zeros(total), torch.zeros(total), torch.empty(total)
+        total, dtype = sum(p.numel() for p in params), params[0].dtype  # the parameters' (not the default dtype)
+        m, v, work = torch.zeros(total, dtype=dtype), torch.zeros(total, dtype=dtype), torch.empty(total, dtype=dtype)
         views = lambda flat: [flat[o:o + p.numel()].view_as(p) for o, p in zip(_offsets(params), params)]  # noqa: E731
         return cls(m, v, work, views(m), views(v), views(work))
 
@@ -98,8 +98,9 @@ def verified(sizes: tuple, group: dict) -> bool:
     key = (sizes, options, torch.get_num_threads())
     if key not in _VERIFIED:
         gen = torch.Generator().manual_seed(0)
-        start = [torch.randn(n, generator=gen) for n in sizes]
-        grads = [[torch.randn(n, generator=gen) * 10.0 ** -(k + i % 4) for i, n in enumerate(sizes)] for k in range(3)]
+        randn = lambda n: torch.randn(n, generator=gen, dtype=torch.float32)  # noqa: E731 - what the flat path takes
+        start = [randn(n) for n in sizes]
+        grads = [[randn(n) * 10.0 ** -(k + i % 4) for i, n in enumerate(sizes)] for k in range(3)]
         hyper = [dict(group, lr=lr, betas=(b1, 0.999)) for lr, b1 in ((1e-3, 0.95), (3e-2, 0.9), (7e-3, 0.85))]
         want = [t.clone() for t in start]
         reference = torch.optim.Adam(want, lr=1e-3, eps=group["eps"], weight_decay=group["weight_decay"], foreach=True,
