@@ -218,13 +218,14 @@ def run(
         where = _executor(executor, address, max_retries)
         # With --json, stdout carries the document only: progress and any other message go to stderr.
         quiet = redirect_stdout(sys.stderr) if as_json else nullcontext()
+        compared: list = []  # written before the report is built, so the page and its manifest include it
+        compare = None if ref is None else lambda folder: compared.append(_vs_reference(folder, ref, reference is None))
         with quiet, progress_for(sys.stderr if as_json else None) as progress:
             summary = run_spec(spec, results_dir, dirs, force, progress, allow_download=not no_download,
-                               executor=where, selection=selection)
+                               executor=where, selection=selection, before_report=compare)
     except (MnistbenchError, Interrupted) as e:
         _stopped(e, resume_command(ctx))
-    vs = _vs_reference(summary.results_dir, ref, as_json, default=reference is None)
-    _print_run_summary(summary, as_json, vs)
+    _print_run_summary(summary, as_json, _show_vs_reference(compared[-1] if compared else None, as_json))
 
 
 def _stopped(e: MnistbenchError | Interrupted, hint: str) -> None:
@@ -238,23 +239,31 @@ def _stopped(e: MnistbenchError | Interrupted, hint: str) -> None:
     raise typer.Exit(e.exit_code)
 
 
-def _vs_reference(results_dir: Path, ref: Optional[Path], as_json: bool, default: bool = False) -> Optional[dict]:
+def _vs_reference(results_dir: Path, ref: Path, default: bool):
     """Compare the run with its reference (``default``: the one found, or the one beside it measured on this kind of
-    machine), write vs_reference.md/json, print the short table; the JSON of it."""
-    if ref is None or Path(ref).resolve() == Path(results_dir).resolve():
+    machine) and write vs_reference.md/json; the comparison, or None (a reference that cannot be read is a warning:
+    the run itself is saved)."""
+    if Path(ref).resolve() == Path(results_dir).resolve():
         return None
-    from .report.reference import (compare_with_reference, matching_reference, summary_text, vs_reference_json,
-                                   write_vs_reference)
+    from .report.reference import compare_with_reference, matching_reference, write_vs_reference
 
     if default:
         ref = matching_reference(ref, results_dir)
-
     try:
         vs = compare_with_reference(results_dir, ref)
         write_vs_reference(vs)
-    except MnistbenchError as e:  # the run itself is saved: a reference that cannot be read is a warning
+    except MnistbenchError as e:
         typer.echo(f"mnistbench: warning: no comparison with the reference {ref}: {e}", err=True)
         return None
+    return vs
+
+
+def _show_vs_reference(vs, as_json: bool) -> Optional[dict]:
+    """Print the comparison's short table (to stderr with --json); its JSON."""
+    if vs is None:
+        return None
+    from .report.reference import summary_text, vs_reference_json
+
     typer.echo("\n" + summary_text(vs) + "\n", err=as_json)
     return vs_reference_json(vs)
 

@@ -90,6 +90,18 @@ def test_by_default_a_run_is_compared_with_the_reference_of_its_own_kind_of_mach
     assert "Compared with the reference reference/tiny:" in given.output and "(a different machine" in given.output
 
 
+def test_the_comparison_is_on_the_page_so_the_folder_checks_clean_and_can_be_promoted(checkout):
+    """The comparison is written before the report is built: the page shows it and the manifest records it."""
+    spec, data, here = checkout
+    assert cli("run", spec, "--data-dir", data).exit_code == 0
+    folder = here / "results" / "tiny"
+    check = cli("report", "--check", folder)
+    assert check.exit_code == 0, check.output
+    assert "Comparison with the reference" in (folder / "index.html").read_text()
+    promoted = cli("promote", folder, "--to", here / "elsewhere", "--spec", spec)
+    assert promoted.exit_code == 0, promoted.output
+
+
 def test_no_reference_skips_the_comparison(checkout):
     spec, data, here = checkout
     result = cli("run", spec, "--data-dir", data, "--no-reference")

@@ -18,7 +18,7 @@ from ..errors import MnistbenchError
 from .groups import describe_devices
 from ..layout import CHECKPOINTS, LOCKS
 from .reference import REFERENCE, VS_JSON, VS_MD
-from .build import check_report
+from .build import check_report, write_report
 from ..results import load_records
 
 # Left out of the copy: work in progress, exports, and the old comparison.
@@ -90,6 +90,8 @@ def _copy_into_place(folder: Path, target: Path) -> None:
     old = stage.with_name(stage.name + ".old")
     try:
         shutil.copytree(folder, stage / "copy", ignore=shutil.ignore_patterns(*LEFT_OUT))
+        if (folder / VS_JSON).exists():  # its page showed the comparison left out: rebuilt from the same run files
+            write_report(stage / "copy")
         problems = check_report(stage / "copy")
         if problems:
             raise MnistbenchError(f"the copy of {folder} does not check: {problems[0]}")

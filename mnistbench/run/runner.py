@@ -20,7 +20,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from .cell import CellTask
 from ..data.datasets import Dataset, check_holdout, content_hashes, load_dataset
@@ -74,8 +74,11 @@ def run_spec(
     allow_download: bool = True,
     executor: Optional[Executor] = None,
     selection: Selection = Selection(),
+    before_report: Optional[Callable[[Path], None]] = None,
 ) -> RunSummary:
-    """Run every selected cell of ``spec`` not already done with the same key, then rebuild the report."""
+    """Run every selected cell of ``spec`` not already done with the same key, then rebuild the report;
+    ``before_report(folder)`` runs just before that when the cells ended normally (the comparison with the reference,
+    which the report's page shows)."""
     started = time.perf_counter()
     with executor or Sequential() as executor:
         plan = plan_run(spec, Path(results_root), data_dir, allow_download, force, executor.device_type, selection,
@@ -103,7 +106,7 @@ def run_spec(
                     if not isinstance(stopped, MnistbenchError):  # a full disk is said once, by the error itself
                         on_event(Event("warning", message=f"tables not rebuilt: {e}"))
                 raise
-            finish(plan, summary, started, on_event)
+            finish(plan, summary, started, on_event, before_report)
     return summary
 
 
@@ -234,7 +237,8 @@ def finished_runs(folder: Path) -> dict[str, RunRecord]:
     return done
 
 
-def finish(plan: Plan, summary: RunSummary, started: float, on_event: OnEvent) -> None:
+def finish(plan: Plan, summary: RunSummary, started: float, on_event: OnEvent,
+           before_report: Optional[Callable[[Path], None]] = None) -> None:
     """Rebuild the report from the run files present (whatever stopped the cells) and tidy the folder, one run at a time."""
     from ..report.build import write_report
 
@@ -243,6 +247,8 @@ def finish(plan: Plan, summary: RunSummary, started: float, on_event: OnEvent) -
     with report_lock(folder):
         remove_report_temporaries(folder)
         if (folder / "runs").is_dir() and run_files(folder):
+            if before_report is not None:
+                before_report(folder)
             write_report(folder)
             on_event(Event("report", message=str(folder)))
         if summary.ran:
