@@ -205,3 +205,30 @@ def test_lenet5_trains_to_the_same_weights_and_metrics_with_and_without_the_spee
     assert all(torch.equal(before.weights[k], now.weights[k]) for k in before.weights)
     metrics = lambda o: [(e.train_loss, e.train_accuracy, e.test_loss, e.test_accuracy, e.lr) for e in o.epochs]  # noqa: E731
     assert metrics(before) == metrics(now)
+
+
+@pytest.mark.slow
+def test_bench_ab_runs_a_spec_under_both_engines_in_turns_and_checks_the_columns(tiny_data, tmp_path):
+    """scripts/bench_ab.py (the whole-spec A/B of docs/performance.md): ABBA order, both engines' timed seconds per
+    cell, and the two summary.csv files' accuracy and loss columns equal (the speed-ups change no bit)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import write_spec
+
+    root = Path(__file__).resolve().parent.parent
+    spec = write_spec(tmp_path / "ab.yaml", "name: ab\ndataset: mnist\ndevice: cpu\nepochs: 1\nbatch_size: 64\n"
+                                            "threads: 1\nmatrix:\n  model: [lenet5, mlp-matched]\n  seed: [0]\n")
+    out = tmp_path / "ab.json"
+    done = subprocess.run([sys.executable, str(root / "scripts" / "bench_ab.py"), str(spec), "--data-dir", str(tiny_data),
+                           "--work", str(tmp_path / "work"), "--out", str(out)], capture_output=True, text=True,
+                          cwd=root, timeout=300)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(out.read_text())
+    assert doc["order"] == ["lenet5_seed-0 old", "lenet5_seed-0 new", "mlp-matched_seed-0 new", "mlp-matched_seed-0 old"]
+    assert doc["old_engine_off"] == ",".join(SPEEDUPS) and doc["columns_equal_old_new"] is True
+    assert all(t["old"] > 0 and t["new"] > 0 for t in doc["timed_s"].values())
+    assert set(doc["per_model_timed"]) == {"lenet5", "mlp-matched"} and doc["environment"]["threads"]
+    assert "accuracy and loss columns equal (old, new): True" in done.stdout
