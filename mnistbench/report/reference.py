@@ -132,10 +132,14 @@ def row_of(m: Match) -> Row:
     )
 
 
+def _records(report: Report) -> list:
+    return [r for s in report.sections for r in s.records]
+
+
 def machine_words(report: Report) -> str:
     """``cpu: AMD EPYC (2 CPUs, AVX2), 2 threads, torch 2.14.1+cpu``: the machine kinds and the torch of a folder's
     runs (a kind's vector units are missing where older records did not keep them)."""
-    records = [r for s in report.sections for r in s.records]
+    records = _records(report)
     if not records:
         return "no runs"
     kinds = sorted(dict.fromkeys(r.machine.label + (f", {r.environment['threads']} threads"
@@ -147,14 +151,14 @@ def machine_words(report: Report) -> str:
 def same_kind(here: Report, reference: Report) -> Optional[bool]:
     """Whether both folders ran on one machine kind with one torch: True, False, or None where they agree in what
     both recorded but a record leaves out what decides the speed (older files: no CPU vector units or flags)."""
-    runs = lambda rep: [r for s in rep.sections for r in s.records]  # noqa: E731
-    a, b = runs(here), runs(reference)
-    facts = lambda rs: {(r.machine, r.environment.get("threads"), r.environment.get("torch")) for r in rs}  # noqa: E731
+    facts = lambda rep: {(r.machine, r.environment.get("threads"), r.environment.get("torch"))  # noqa: E731
+                         for r in _records(rep)}
+    a, b = facts(here), facts(reference)
     if not a or not b:
         return False
-    if facts(a) == facts(b) and all(None not in astuple(m) for m, _, _ in facts(a)):
+    if a == b and all(None not in astuple(m) for m, _, _ in a):
         return True
-    agree = all(x.matches(y) and (tx, vx) == (ty, vy) for x, tx, vx in facts(a) for y, ty, vy in facts(b))
+    agree = all(x.matches(y) and (tx, vx) == (ty, vy) for x, tx, vx in a for y, ty, vy in b)
     return None if agree else False
 
 
@@ -210,7 +214,8 @@ def summary_text(vs: VsReference) -> str:
 def vs_reference_json(vs: VsReference) -> dict:
     """The comparison as plain data (strict JSON): the short rows, and the full ``compare --json`` document."""
     return {"results": str(vs.results), "reference": str(vs.reference), "this_machine": vs.machine_here,
-            "reference_machine": vs.machine_reference, "same_kind_of_machine": vs.same_kind, "configurations": [r.to_json() for r in vs.rows],
+            "reference_machine": vs.machine_reference, "same_kind_of_machine": vs.same_kind,
+            "configurations": [r.to_json() for r in vs.rows],
             "units": "accuracy in %, difference and its 95% Welch interval in points (here − reference), "
                      "throughput_ratio = median training samples/s here / reference",
             "comparison": to_json(vs.comparison, [])}
