@@ -40,7 +40,7 @@ def test_an_epoch_records_every_metric(tiny):
     assert out.epochs[-1].test_accuracy > 0.5  # the synthetic digits are learnable
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "adadelta"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "adadelta", "muon"])
 @pytest.mark.parametrize("schedule", ["none", "step", "cosine", "onecycle"])
 def test_every_optimizer_and_schedule_is_built_as_configured(optimizer, schedule):
     config = cfg(optimizer=optimizer, schedule=schedule, lr=0.01, epochs=2, step_size=1, gamma=0.5, weight_decay=1e-4)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 ELEMENT_BYTES = 4  # float32
 # Optimizer state buffers per parameter, read and written every step.
-_STATE_BUFFERS = {"sgd": 1, "adam": 2, "adamw": 2, "adadelta": 2}
+# Muon keeps one momentum buffer per weight matrix (its biases take two, Adam's: a rounding error of the count).
+_STATE_BUFFERS = {"sgd": 1, "adam": 2, "adamw": 2, "adadelta": 2, "muon": 1}
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,13 @@ def run_spec(
     return summary
 
 
+def check_step_budget(cell, dataset: Dataset) -> None:
+    """A cell's ``max_steps`` ends in its last epoch over the training samples it has (one line otherwise)."""
+    problem = cell.config.step_budget_problem(len(dataset.train) - cell.config.validation)
+    if problem:
+        raise MnistbenchError(f"cell {cell.id}: {problem}")
+
+
 def plan_run(
     spec: Spec, root: Path, data_dir, allow_download: bool, force: bool = False, device_type=None, selection: Selection = Selection(),
     threads_for=None,
@@ -124,6 +131,7 @@ def plan_run(
     datasets = {name: load_dataset(name, dirs.get(name), allow_download) for name in used}
     for k in chosen:
         check_holdout(datasets[cells[k].config.dataset], cells[k].config.validation)
+        check_step_budget(cells[k], datasets[cells[k].config.dataset])
     device_type = device_type or Sequential().device_type
     devices = {name: device_type(name) for name in dict.fromkeys(cells[k].config.device for k in chosen)}
     threads_for = threads_for or Sequential().threads

@@ -37,6 +37,8 @@ KEY_OMITTED_AT_DEFAULT: dict[str, Any] = {
     "stop_at_target": False,
     "recipe": "",
     "model_sha256": None,
+    "max_steps": None,
+    "ns_steps": 5,
 }
 
 DISTORT_RANGES = ("distort_translate", "distort_scale", "distort_squeeze", "distort_shear", "distort_rotate")

@@ -26,7 +26,7 @@ from ..models.names import display_name, parse_model_ref
 from .keys import DISTORT_RANGES, cell_key
 from .safeyaml import MAX_SPEC_BYTES, load_bounded
 
-Optimizer = Literal["sgd", "adam", "adamw", "adadelta"]
+Optimizer = Literal["sgd", "adam", "adamw", "adadelta", "muon"]
 Schedule = Literal["none", "step", "cosine", "onecycle"]
 
 
@@ -41,11 +41,13 @@ class CellConfig(BaseModel):
     device: Literal["cpu", "cuda", "auto"] = "auto"
     loader: Literal["tensor", "torchvision"] = "tensor"
     epochs: int = Field(10, gt=0, le=10_000)
+    max_steps: Optional[int] = Field(None, gt=0)  # end training after this many optimizer steps: the last epoch is cut short there
     batch_size: int = Field(128, gt=0, le=1_000_000)
     eval_batch_size: int = Field(1000, gt=0, le=1_000_000)
     optimizer: Optimizer = "adam"
     lr: float = Field(1e-3, gt=0, le=100)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD's, and Muon's (Nesterov) with optimizer: muon
+    ns_steps: int = Field(5, gt=0, lt=100)  # Newton-Schulz iterations of each Muon update, with optimizer: muon
     weight_decay: float = Field(0.0, ge=0)
     schedule: Schedule = "none"
     warmup: float = Field(0.3, gt=0, lt=1)  # fraction of the steps spent rising to the peak lr, for schedule 'onecycle'
@@ -111,8 +113,28 @@ class CellConfig(BaseModel):
         return max(1, round(self.batch_size_start * (self.batch_size / self.batch_size_start) ** t))
 
     def steps_per_epoch(self, samples: int) -> list[int]:
-        """The number of optimizer steps of each epoch over ``samples`` training samples (the last batch may be short)."""
-        return [-(-samples // self.epoch_batch_size(e)) for e in range(1, self.epochs + 1)]
+        """The number of optimizer steps of each epoch over ``samples`` training samples (the last batch may be short);
+        with ``max_steps``, the last epoch ends at that step (ValueError, one line, when it does not end in the last)."""
+        full = [-(-samples // self.epoch_batch_size(e)) for e in range(1, self.epochs + 1)]
+        if self.max_steps is None:
+            return full
+        problem = self.step_budget_problem(samples)
+        if problem:
+            raise ValueError(problem)
+        return full[:-1] + [self.max_steps - sum(full[:-1])]
+
+    def step_budget_problem(self, samples: int) -> Optional[str]:
+        """Why ``max_steps`` does not fit ``epochs`` over ``samples`` training samples (it must end in the last epoch,
+        so every epoch trains and is evaluated), or None."""
+        if self.max_steps is None:
+            return None
+        full = [-(-samples // self.epoch_batch_size(e)) for e in range(1, self.epochs + 1)]
+        before, total = sum(full[:-1]), sum(full)
+        if before < self.max_steps <= total:
+            return None
+        fits = f"steps {before + 1} to {total}" if self.epochs > 1 else f"at most {total} steps"
+        return (f"max_steps: {self.max_steps} must end in the last of the {self.epochs} epochs ({fits} with "
+                f"{samples:,} training samples): change epochs or max_steps")
 
     @property
     def base_dir(self) -> str:

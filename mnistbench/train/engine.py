@@ -25,6 +25,7 @@ from ..errors import Interrupted, MnistbenchError
 from .fastadam import FlatAdam, FlatAdamW
 from .fastconv import swap_first_convs
 from .fastpool import fold_relus, swap_max_pools
+from .muon import Muon
 from .memory import peak_rss_bytes, reset_peak
 from ..models.factory import build_model, load_unchanged
 from ..results import EpochMetrics
@@ -124,6 +125,9 @@ def build_optimizer(config: CellConfig, params) -> torch.optim.Optimizer:
         # The batched update over one flat copy of the moments: the same bits where a probe shows it (fastadam.py).
         flat = FlatAdam if config.optimizer == "adam" else FlatAdamW
         return flat(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "muon":  # Muon for weight matrices and filters, Adam (optimizer_impl) for the rest: muon.py
+        return Muon(params, lr=config.lr, momentum=config.momentum, ns_steps=config.ns_steps,
+                    weight_decay=config.weight_decay, foreach=impl.get("foreach", True), fused=impl.get("fused", False))
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **impl)
     if config.optimizer == "adadelta":  # PyTorch's defaults (rho 0.9, eps 1e-6), as pytorch/examples uses them
@@ -200,9 +204,10 @@ def autocast(config: CellConfig, device: torch.device):
 
 def train_epoch(
     model, batches, optimizer, scheduler, device, should_stop=None, autocast_ctx=None, probe=None, probe_every: int = 0,
-    loss_fn: Callable = F.cross_entropy, after_step: Optional[Callable[[], None]] = None,
-) -> tuple[float, float, float]:
-    """One pass over the training set: mean loss, accuracy, seconds of training.
+    loss_fn: Callable = F.cross_entropy, after_step: Optional[Callable[[], None]] = None, steps: Optional[int] = None,
+) -> tuple[float, float, float, int]:
+    """One pass over the training set (or its first ``steps`` batches): mean loss, accuracy, seconds of training and
+    the number of samples trained on.
 
     ``should_stop()`` is polled between batches; when it answers a signal number the
     epoch is abandoned (nothing of it is kept) by raising ``Interrupted``.
@@ -214,8 +219,11 @@ def train_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seconds = 0.0
+    samples = 0
     start = clock(device)
     for step, (x, y) in enumerate(batches, start=1):
+        if steps is not None and step > steps:
+            break
         if should_stop is not None and should_stop():
             raise Interrupted(should_stop())
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -232,14 +240,14 @@ def train_epoch(
         # Accumulate on the device: no host sync inside the loop.
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
+        samples += len(y)
         if probe is not None and probe_every and step % probe_every == 0:
             seconds += clock(device) - start
             probe(step, seconds)
             model.train()
             start = clock(device)
     seconds += clock(device) - start
-    n = batches.num_samples
-    return loss_sum.item() / n, correct.item() / n, seconds
+    return loss_sum.item() / samples, correct.item() / samples, seconds, samples
 
 
 @torch.inference_mode()
@@ -353,6 +361,7 @@ class _Training:
     test_batches: Any
     distorted: Any  # distorted training batches, or None
     average: Any = None  # the weight average (AveragedModel) with ema set, else None
+    epoch_steps: Optional[int] = None  # the steps of the epoch under way with max_steps, else None (all its batches)
 
     def state(self, outcome: CellOutcome) -> ResumeState:
         return ResumeState(
@@ -379,17 +388,22 @@ class _Training:
         return evaluate(judged, self.test_batches, self.device, autocast(self.config, self.device))
 
     def start_epoch(self, epoch: int) -> None:
-        """Set the epoch's batch size (it changes only with a batch-size ramp, which needs tensor batches)."""
+        """Set the epoch's batch size (it changes only with a batch-size ramp, which needs tensor batches) and, with
+        ``max_steps``, its number of steps."""
         if self.config.batch_size_start is not None:
             self.train_batches.batch_size = self.config.epoch_batch_size(epoch)
+        self.epoch_steps = None
+        if self.config.max_steps is not None:
+            self.epoch_steps = self.config.steps_per_epoch(self.train_batches.num_samples)[epoch - 1]
 
-    def train(self, should_stop, probe) -> tuple[float, float, float]:
+    def train(self, should_stop, probe) -> tuple[float, float, float, int]:
         config = self.config
         average = self.average
         return train_epoch(
             self.step_model, self.train_batches if self.distorted is None else self.distorted, self.optimizer, self.scheduler,
             self.device, should_stop, autocast(config, self.device), probe=probe, probe_every=config.target_eval_every or 0,
             loss_fn=training_loss(config), after_step=None if average is None else lambda: average.update_parameters(self.model),
+            steps=self.epoch_steps,
         )
 
 
@@ -465,12 +479,12 @@ def _epoch(t: _Training, epoch: int, outcome: CellOutcome, should_stop) -> Epoch
 
     probing = config.target_accuracy is not None and config.target_eval_every is not None
     lr = t.optimizer.param_groups[0]["lr"]
-    train_loss, train_acc, train_s = t.train(should_stop, probe if probing else None)
+    train_loss, train_acc, train_s, samples = t.train(should_stop, probe if probing else None)
     test_loss, test_acc, eval_s = t.evaluate()
     if config.target_accuracy is not None and outcome.time_to_target_s is None and test_acc >= config.target_accuracy:
-        reached(train_s, float(epoch))
+        reached(train_s, epoch - 1 + samples / t.train_batches.num_samples)  # a whole epoch, or the part max_steps left
     wall_s = clock(t.device) - wall_start
     metrics = EpochMetrics(epoch, train_loss, train_acc, test_loss, test_acc, train_s, eval_s,
-                           t.train_batches.num_samples / train_s, t.test_batches.num_samples / eval_s, lr, wall_s)
+                           samples / train_s, t.test_batches.num_samples / eval_s, lr, wall_s)
     outcome.epochs.append(metrics)
     return metrics
