@@ -123,7 +123,7 @@ SPEC_CASES = {  # case: (text in TINY_SPEC, replacement, words the error must sa
     "wrong type": ("epochs: 2", "epochs: two", "epochs: Input should be a valid integer"),
     "unknown model": ("[lenet5, mlp-matched]", "[lenet5, vgg]", "unknown model 'vgg' (known: lenet5, custom-mlp, mlp-matched"),
     "unknown dataset": ("dataset: mnist", "dataset: cifar", "unknown dataset 'cifar'"),
-    "unknown optimizer": ("optimizer: adam", "optimizer: rmsprop", "optimizer: Input should be 'sgd', 'adam', 'adamw' or 'adadelta'"),
+    "unknown optimizer": ("optimizer: adam", "optimizer: rmsprop", "optimizer: Input should be 'sgd', 'adam', 'adamw', 'adadelta' or 'muon'"),
     "unknown schedule": ("schedule: onecycle", "schedule: exp", "schedule: Input should be 'none', 'step', 'cosine' or 'onecycle'"),
     "epochs out of range": ("epochs: 2", "epochs: 0", "epochs: Input should be greater than 0"),
     "batch size out of range": ("batch_size: 32", "batch_size: 0", "batch_size: Input should be greater than 0"),

@@ -67,7 +67,7 @@ def test_an_unknown_model_lists_the_known_ones():
         ({"model": "lenet5", "batch_size": -8}, "batch_size", "greater than 0"),
         ({"model": "lenet5", "lr": 0}, "lr", "greater than 0"),
         ({"model": "lenet5", "matrix": {"seed": [0, -1]}}, "matrix.seed", "greater than or equal to 0"),
-        ({"model": "lenet5", "optimizer": "rmsprop"}, "optimizer", "'sgd', 'adam', 'adamw' or 'adadelta'"),
+        ({"model": "lenet5", "optimizer": "rmsprop"}, "optimizer", "'sgd', 'adam', 'adamw', 'adadelta' or 'muon'"),
         ({"model": "lenet5", "schedule": "linear"}, "schedule", "'none', 'step', 'cosine' or 'onecycle'"),
         ({"model": "lenet5", "dataset": "cifar10"}, "dataset", "unknown dataset 'cifar10' (known: mnist, fashion-mnist)"),
         ({"model": "lenet5", "device": "tpu"}, "device", "'cpu', 'cuda' or 'auto'"),
