@@ -121,6 +121,7 @@ class _Config(TypedDict, total=False):
     epochs: Required[StrictInt]
     device: StrictStr
     target_accuracy: Number
+    max_steps: Optional[StrictInt]
 
 
 class _DataFile(TypedDict, total=False):
@@ -199,6 +200,7 @@ class _Extra(TypedDict, total=False):
     cell_index: StrictInt
     roofline: _Roofline
     load: _Load  # load.py: the machine's load while the cell ran
+    epoch_samples: StrictInt  # with max_steps: the training samples of a whole epoch
 
 
 # The parts of a record's free-form mappings that the tables and figures read, with the types they rely on.

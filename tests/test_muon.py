@@ -178,3 +178,20 @@ def test_a_budget_of_every_step_trains_exactly_as_no_budget(tiny):
     budget = run_cell(cfg(schedule="onecycle", lr=0.01, max_steps=16), tiny)
     strip = lambda o: [(e.train_loss, e.train_accuracy, e.test_loss, e.test_accuracy, e.lr) for e in o.epochs]
     assert strip(plain) == strip(budget)
+
+
+def test_the_report_counts_the_epochs_a_budget_trains_and_scales_a_cut_epochs_seconds(tmp_path, tiny_data):
+    import csv
+    import json
+
+    spec = write_spec(tmp_path / "s.yaml", "name: s\nmodel: lenet5\ndevice: cpu\nepochs: 2\nbatch_size: 32\n"
+                                           "threads: 1\nmax_steps: 12\nmatrix:\n  seed: [0, 1]\n")
+    r = CliRunner().invoke(app, ["run", str(spec), "--data-dir", str(tiny_data), "--results-dir", str(tmp_path / "r")])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "r" / "s"
+    runs = [json.loads(p.read_text()) for p in sorted((folder / "runs").glob("*.json"))]
+    assert [r["extra"]["epoch_samples"] for r in runs] == [256, 256]
+    row = next(csv.DictReader((folder / "summary.csv").open()))
+    assert row["epochs"] == "1.5"  # 8 steps and 4 of 8
+    cut = sorted(2 * r["epochs"][1]["train_seconds"] for r in runs)  # the steady epoch is the cut one: half an epoch
+    assert float(row["seconds_per_epoch_median"]) == pytest.approx(sum(cut) / 2, rel=1e-4)  # the CSV keeps 6 digits

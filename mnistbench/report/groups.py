@@ -159,6 +159,23 @@ class Group:
             out += [getattr(e, attr) for e in epochs]
         return out
 
+    def epochs_trained(self) -> int | float:
+        """The epochs each run trains: ``epochs``, or with ``max_steps`` the whole ones and the part of the last it
+        cut (1.6), to two decimals."""
+        first = self.records[0]
+        shares = epoch_shares(first)
+        return first.config["epochs"] if shares is None else round(sum(shares), 2)
+
+    def seconds_per_epoch(self) -> list[float]:
+        """Training seconds of each steady epoch (as ``steady_epochs``), an epoch cut by ``max_steps`` scaled to a
+        whole one by the samples it took."""
+        out = []
+        for r in self.records:
+            shares = epoch_shares(r)
+            epochs = r.epochs[1:] if len(r.epochs) > 1 else r.epochs
+            out += [e.train_seconds / (1.0 if shares is None else shares[e.epoch - 1]) for e in epochs]
+        return out
+
     def train_throughput(self) -> tuple[float | None, float | None, float | None]:
         """Median, min and max training samples/s over steady epochs and seeds."""
         return _median_range(self.steady_epochs("train_samples_per_s"))
@@ -392,6 +409,18 @@ def seeds_words(groups: list[Group]) -> str:
     return f"{n} seed{'' if counts == [1] else 's'}"
 
 
+def epoch_shares(record: RunRecord) -> Optional[list[float]]:
+    """With ``max_steps``: the share of a whole epoch each epoch of ``record`` trained (1.0, ..., then the cut part);
+    None without it, or in a record that does not say how many samples an epoch holds."""
+    samples = record.extra.get("epoch_samples")
+    if record.config.get("max_steps") is None or not samples:
+        return None
+    from ..spec.schema import CellConfig
+
+    per_epoch = CellConfig.model_validate(record.config).samples_per_epoch(samples)
+    return [n / samples for n in per_epoch]
+
+
 def _median_range(values: list[float]) -> tuple[float | None, float | None, float | None]:
     if not values:
         return None, None, None
@@ -404,13 +433,13 @@ def summary_row(g: Group) -> SummaryRow:
     acc, best, loss = g.final_accuracy(), g.best_accuracy(), g.final_loss()
     train_med, train_min, train_max = g.train_throughput()
     eval_med, _, _ = _median_range(g.steady_epochs("eval_samples_per_s"))
-    epoch_s, _, _ = _median_range(g.steady_epochs("train_seconds"))
+    epoch_s, _, _ = _median_range(g.seconds_per_epoch())
     targeted = [r for r in g.records if r.config.get("target_accuracy") is not None and r.status != "failed"]
     ttt = [r.time_to_target_s for r in targeted]
     return SummaryRow(
         model=g.label,
         parameters=first.model["parameters"],
-        epochs=first.config["epochs"],
+        epochs=g.epochs_trained(),
         seeds=len(g.records),
         diverged=len(g.with_status("diverged")),
         final_test_acc_mean=acc.mean if acc else None,

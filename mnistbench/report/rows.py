@@ -21,7 +21,7 @@ def _measured():
 class SummaryRow:
     model: str  # the group's label: the model's name and the settings that vary in the section
     parameters: int
-    epochs: int
+    epochs: int | float  # trained: with max_steps the whole ones and the part of the last it cut (1.6)
     seeds: int
     diverged: int
     final_test_acc_mean: Optional[float]

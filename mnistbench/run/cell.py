@@ -151,6 +151,8 @@ def build_record(
              "resumed_from_epoch": resumed_from,
              "wall_seconds": time.perf_counter() - wall_start,
              "measured_seconds": measured, **task.extra}
+    if config.max_steps is not None:  # the samples of a whole epoch: what a report needs to count a cut one
+        extra["epoch_samples"] = len(dataset.train) - config.validation
     if load is not None:
         extra["load"] = load  # this invocation's epochs only: a resumed cell measured the others elsewhere
     spread = throughput_spread([e.train_samples_per_s for e in epochs])

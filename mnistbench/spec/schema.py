@@ -123,6 +123,10 @@ class CellConfig(BaseModel):
             raise ValueError(problem)
         return full[:-1] + [self.max_steps - sum(full[:-1])]
 
+    def samples_per_epoch(self, samples: int) -> list[int]:
+        """The training samples each epoch takes over ``samples`` (all of them, but in an epoch ``max_steps`` cuts)."""
+        return [min(samples, steps * self.epoch_batch_size(e)) for e, steps in enumerate(self.steps_per_epoch(samples), 1)]
+
     def step_budget_problem(self, samples: int) -> Optional[str]:
         """Why ``max_steps`` does not fit ``epochs`` over ``samples`` training samples (it must end in the last epoch,
         so every epoch trains and is evaluated), or None."""
