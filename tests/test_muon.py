@@ -99,6 +99,40 @@ def test_one_cycle_cycles_adams_beta_and_leaves_muons_momentum_fixed():
     assert all(a == b for a, b in lrs)  # one learning rate for both parts
 
 
+def _muon_step_one_parameter_at_a_time(opt: Muon, group: dict, params: list) -> None:
+    """The Muon update written per parameter, as torch.optim.Muon writes it: the oracle of the batched step."""
+    lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
+    for p in params:
+        buf = opt.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+        buf.lerp_(p.grad, 1 - momentum)
+        update = p.grad.lerp(buf, momentum)
+        ortho = orthogonalize(update.reshape(len(update), -1), group["ns_steps"])
+        if wd:
+            p.mul_(1 - lr * wd)
+        p.add_(ortho.view_as(p), alpha=-lr * lr_ratio(p.shape))
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_the_batched_muon_step_gives_the_bits_of_one_parameter_at_a_time(monkeypatch, weight_decay):
+    shapes = [(6, 1, 5, 5), (6,), (16, 6, 5, 5), (120, 256), (120,), (84, 120), (10, 84)]
+    torch.manual_seed(0)
+    start = [torch.randn(s) * 0.1 for s in shapes]
+    a = [torch.nn.Parameter(t.clone()) for t in start]
+    b = [torch.nn.Parameter(t.clone()) for t in start]
+    opt_a = Muon(a, lr=0.03, momentum=0.9, ns_steps=3, weight_decay=weight_decay)
+    opt_b = Muon(b, lr=0.03, momentum=0.9, ns_steps=3, weight_decay=weight_decay)
+    monkeypatch.setattr(opt_b, "_muon_step", lambda group, params: _muon_step_one_parameter_at_a_time(opt_b, group, params))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        for x, y in zip(a, b):
+            x.grad = torch.randn(x.shape, generator=g) * 0.01
+            y.grad = x.grad.clone()
+        opt_a.step()
+        opt_b.step()
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[3], start[3])  # it moved
+
+
 def test_muon_resumes_from_its_state_dict_to_the_same_weights():
     def steps(opt, model, n, seed):
         g = torch.Generator().manual_seed(seed)
