@@ -116,6 +116,26 @@ def cpu_libraries(config: str) -> dict[str, str | None]:
     }
 
 
+# Allocators a process may run on instead of the C library's malloc, loaded with LD_PRELOAD (scripts/bench.sh does it
+# on MNISTBENCH_MALLOC: docs/performance.md, "The memory allocator"). They change speed and memory, never a result.
+ALLOCATORS = ("tcmalloc", "jemalloc", "mimalloc")
+
+
+def malloc(maps: str | None = None) -> str | None:
+    """The memory allocator this process runs on: the first of ALLOCATORS whose library is mapped into it, else
+    "libc" (the C library's own malloc); None where /proc/self/maps cannot be read (not Linux)."""
+    if maps is None:
+        try:
+            maps = Path("/proc/self/maps").read_text()
+        except OSError:
+            return None
+    libraries = {Path(line.split()[-1]).name for line in maps.splitlines() if line.rstrip().endswith(".so") or ".so." in line}
+    for name in ALLOCATORS:
+        if any(lib.startswith(f"lib{name}") for lib in libraries):
+            return name
+    return "libc"
+
+
 def container() -> dict | None:
     """The image a run was in, as the Makefile's ``docker run`` passes it; None when run natively."""
     image = os.environ.get("MNISTBENCH_IMAGE")
@@ -169,6 +189,7 @@ def _static() -> dict:
         "cpu_flags": cpu_flags(),
         **cpu_libraries(torch.__config__.show()),
         "constraints": constraints(),
+        "malloc": malloc(),
     }
 
 

@@ -169,6 +169,7 @@ class _Environment(TypedDict, total=False):
     threads: Optional[StrictInt]
     cpu_capability: Optional[StrictStr]
     cpu_flags: Optional[list[StrictStr]]
+    malloc: Optional[StrictStr]
     host: Optional[StrictStr]
     gpu: Optional[_Gpu]
     container: Optional[_Container]

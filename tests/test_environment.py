@@ -1,7 +1,10 @@
 """The environment record: the keys runs have always stored, the added ones, and their parsers."""
 
 import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +115,38 @@ def test_git_commit_outside_a_checkout_comes_from_the_container_build(tmp_path, 
     monkeypatch.setattr(env_module, "REPO_ROOT", tmp_path)
     monkeypatch.setenv("MNISTBENCH_GIT_COMMIT", "abcdef123456")
     assert git_commit() == "abcdef123456"
+
+
+MAPS = """55d0c0a00000-55d0c0a01000 r--p 00000000 fd:01 131  /usr/bin/python3.11
+7f3a10000000-7f3a10021000 rw-p 00000000 00:00 0
+7f3a1c200000-7f3a1c228000 r--p 00000000 fd:01 262  /usr/lib/x86_64-linux-gnu/libc.so.6
+7f3a1c400000-7f3a1c401000 r-xp 00000000 fd:01 990  /opt/venv/lib/python3.11/site-packages/torch/lib/libc10.so
+7ffd4c3e0000-7ffd4c401000 rw-p 00000000 00:00 0  [stack]
+"""
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("", "libc"),
+    ("7f3a1c600000-7f3a1c62a000 r-xp 00000000 fd:01 77  /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4.5.10\n",
+     "tcmalloc"),
+    ("7f3a1c600000-7f3a1c62a000 r-xp 00000000 fd:01 78  /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n", "jemalloc"),
+])
+def test_malloc_names_the_allocator_whose_library_the_process_maps(extra, expected):
+    assert env_module.malloc(MAPS + extra) == expected
+
+
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="no /proc: the allocator is not recorded")
+@pytest.mark.parametrize("preload", [None, TCMALLOC])
+def test_the_record_names_the_allocator_a_process_really_runs_on(preload):
+    if preload is not None and not preload.exists():
+        pytest.skip("libtcmalloc-minimal4 is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    if preload is not None:
+        env["LD_PRELOAD"] = str(preload)
+    code = "from mnistbench.environment import malloc; print(malloc())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == ("tcmalloc" if preload else "libc")

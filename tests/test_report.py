@@ -199,3 +199,17 @@ def test_roofline_and_harness_overhead_appear_in_the_summary(tmp_path):
     text = summary_markdown(report_of([r], tmp_path))
     assert "| lenet5 " in text and "| 150.0 " in text and "| 45.0 " in text and "| 30.0 " in text
     assert "Harness overhead: 4.0% of the cells' 100.0 s wall time" in text
+
+
+def test_the_environment_names_the_allocator_and_says_when_the_runs_differ(tmp_path):
+    from records_factory import ENVIRONMENT
+
+    def runs(*allocators):
+        return [make_record("lenet5", s, environment={**ENVIRONMENT, "malloc": a}) for s, a in enumerate(allocators)]
+
+    one = summary_markdown(report_of(runs("tcmalloc", "tcmalloc"), tmp_path / "one"))
+    assert "- Memory allocator: tcmalloc\n" in one
+    mixed = summary_markdown(report_of(runs("libc", "tcmalloc"), tmp_path / "mixed"))
+    assert "- Memory allocator: libc, tcmalloc (the runs differ: their speed figures mix allocators)" in mixed
+    # Records written before the allocator was recorded keep the page they had.
+    assert "Memory allocator" not in summary_markdown(report_of(runs(None, None)[:1], tmp_path / "old"))

@@ -334,6 +334,10 @@ def _environment(s: Section, h: str) -> list[str]:
         f"- Python {env.get('python')}, torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), {env.get('os')}",
         f"- Container: {(env.get('container') or {}).get('image', 'none (native)')}",
     ]
+    allocators = sorted({str(r.environment["malloc"]) for r in s.records if r.environment.get("malloc")})
+    if allocators:  # recorded since the allocator became a choice (docs/performance.md, "The memory allocator")
+        lines.append(f"- Memory allocator: {', '.join(allocators)}"
+                     + (" (the runs differ: their speed figures mix allocators)" if len(allocators) > 1 else ""))
     if len(hosts) > 1:
         lines.append(f"- Hosts: {len(hosts)} machines of this kind ({', '.join(hosts)}); throughput pools them")
     return lines + [""]
