@@ -2,12 +2,15 @@
 """A whole spec under two engines, cell by cell in turns (issue #27): how much faster `make bench-cpu` got, and
 whether every result stayed the same.
 
-Usage: scripts/bench_ab.py [SPEC] [--data-dir DIR] [--off fast-pool,...] [--reference DIR] [--work DIR] [--out F.json]
+Usage: scripts/bench_ab.py [SPEC] [--data-dir DIR] [--off fast-pool,...] [--old-env K=V] [--new-env K=V]
+                           [--reference DIR] [--work DIR] [--out F.json]
 
 Each cell of SPEC (default bench/cpu.yaml) is run twice with `mnistbench run SPEC --cell ID`, once by the engine
 with the speed-ups in ``--off`` turned off (MNISTBENCH_ENGINE_OFF; default: all of engine.SPEEDUPS, the engine before
 #27) and once by today's, into two results folders under ``--work``; the order alternates cell by cell (old new, new
-old, ...: ABBA), so a machine whose speed drifts slows both alike. Two whole runs back to back are not: on a VM whose
+old, ...: ABBA), so a machine whose speed drifts slows both alike. ``--old-env`` and ``--new-env`` (repeatable) set
+variables for one side only, an empty value unsets one: ``--old-env LD_PRELOAD= --new-env LD_PRELOAD=/usr/lib/x86_64-
+linux-gnu/libtcmalloc_minimal.so.4`` runs the new side on tcmalloc (docs/performance.md, "The memory allocator"). Two whole runs back to back are not: on a VM whose
 speed moves by a third within minutes they measure the drift as much as the engine.
 
 Printed and written (``--out``): per cell, each engine's wall seconds per invocation (start-up, data, training,
@@ -38,11 +41,16 @@ COLUMNS = ("final_test_acc_mean", "final_test_acc_std", "best_test_acc_mean", "b
            "final_test_loss_std", "final_test_error_pct")
 
 
-def mnistbench(*args: str, off: str | None = None) -> subprocess.CompletedProcess:
+def mnistbench(*args: str, off: str | None = None, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("MNISTBENCH_ENGINE_OFF", None)
     if off:
         env["MNISTBENCH_ENGINE_OFF"] = off
+    for key, value in (extra or {}).items():
+        if value:
+            env[key] = value
+        else:
+            env.pop(key, None)
     return subprocess.run([sys.executable, "-m", "mnistbench", *args], env=env, cwd=ROOT, capture_output=True, text=True)
 
 
@@ -69,11 +77,18 @@ def main(argv=None) -> int:
     p.add_argument("spec", nargs="?", default="bench/cpu.yaml")
     p.add_argument("--data-dir", default=os.environ.get("MNISTBENCH_DATA_DIR"))
     p.add_argument("--off", default=",".join(SPEEDUPS), help="the speed-ups the old engine runs without")
+    for side in ("old", "new"):
+        p.add_argument(f"--{side}-env", action="append", default=[], metavar="KEY=VALUE",
+                       help=f"a variable for the {side} side only (an empty value unsets it)")
     p.add_argument("--reference", type=Path, help="a results folder whose accuracy and loss columns both must equal")
     p.add_argument("--work", type=Path, default=ROOT / "results" / "bench-ab", help="where the two results roots go")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     engines = {"old": args.off, "new": None}
+    pairs = {side: getattr(args, f"{side}_env") for side in engines}
+    if any("=" not in kv or kv.startswith("=") for side in pairs.values() for kv in side):
+        sys.exit("bench_ab: --old-env and --new-env take KEY=VALUE")
+    extra = {side: dict(kv.partition("=")[::2] for kv in kvs) for side, kvs in pairs.items()}
     cells = cells_of(args.spec)
     data = ["--data-dir", args.data_dir] if args.data_dir else []
     wall: dict = {c: {} for c in cells}
@@ -83,7 +98,7 @@ def main(argv=None) -> int:
             root = args.work / name
             start = time.perf_counter()
             done = mnistbench("run", args.spec, "--cell", cell, "--results-dir", str(root), "--no-reference", *data,
-                              off=engines[name])
+                              off=engines[name], extra=extra[name])
             wall[cell][name] = round(time.perf_counter() - start, 2)
             if done.returncode:
                 sys.exit(f"bench_ab: {cell} ({name} engine) failed: {(done.stderr.strip() or done.stdout).splitlines()[-1]}")
@@ -99,7 +114,7 @@ def main(argv=None) -> int:
         return {"old_s": round(old, 2), "new_s": round(new, 2), "ratio": round(new / old, 3) if old else None}
 
     result = {
-        "what": __doc__.split("\n\n")[0], "spec": args.spec, "old_engine_off": args.off, "order": order,
+        "what": __doc__.split("\n\n")[0], "spec": args.spec, "old_engine_off": args.off, "env": extra, "order": order,
         "wall_s": wall, "timed_s": timed,
         "total_wall": totals(wall), "total_timed": totals(timed),
         "per_model_timed": {m: totals(timed, lambda c, m=m: c.rsplit("_seed-", 1)[0] == m) for m in models},
@@ -108,6 +123,8 @@ def main(argv=None) -> int:
     result["columns_equal_old_new"] = cols["old"] == cols["new"]
     if args.reference:
         result["columns_equal_reference"] = {n: cols[n] == columns(args.reference / "summary.csv") for n in engines}
+    result["malloc"] = {n: sorted({json.loads(p.read_text())["environment"].get("malloc") or "unrecorded"
+                                   for p in (folders[n] / "runs").glob("*.json")}) for n in engines}
     result["environment"] = environment()
     for label, key in (("wall per invocation", "total_wall"), ("timed training+evaluation", "total_timed")):
         t = result[key]

@@ -222,13 +222,31 @@ def test_bench_ab_runs_a_spec_under_both_engines_in_turns_and_checks_the_columns
     spec = write_spec(tmp_path / "ab.yaml", "name: ab\ndataset: mnist\ndevice: cpu\nepochs: 1\nbatch_size: 64\n"
                                             "threads: 1\nmatrix:\n  model: [lenet5, mlp-matched]\n  seed: [0]\n")
     out = tmp_path / "ab.json"
+    # The new side on tcmalloc where it is installed (--new-env): the same columns, and each side's allocator recorded.
+    tcmalloc = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
+    sides = ["--old-env", "LD_PRELOAD="] + (["--new-env", f"LD_PRELOAD={tcmalloc}"] if tcmalloc.exists() else [])
     done = subprocess.run([sys.executable, str(root / "scripts" / "bench_ab.py"), str(spec), "--data-dir", str(tiny_data),
-                           "--work", str(tmp_path / "work"), "--out", str(out)], capture_output=True, text=True,
+                           "--work", str(tmp_path / "work"), "--out", str(out), *sides], capture_output=True, text=True,
                           cwd=root, timeout=300)
     assert done.returncode == 0, done.stderr
     doc = json.loads(out.read_text())
+    assert doc["malloc"] == {"old": ["libc"], "new": ["tcmalloc" if tcmalloc.exists() else "libc"]}
     assert doc["order"] == ["lenet5_seed-0 old", "lenet5_seed-0 new", "mlp-matched_seed-0 new", "mlp-matched_seed-0 old"]
     assert doc["old_engine_off"] == ",".join(SPEEDUPS) and doc["columns_equal_old_new"] is True
     assert all(t["old"] > 0 and t["new"] > 0 for t in doc["timed_s"].values())
     assert set(doc["per_model_timed"]) == {"lenet5", "mlp-matched"} and doc["environment"]["threads"]
     assert "accuracy and loss columns equal (old, new): True" in done.stdout
+
+
+@pytest.mark.parametrize("pair", ["LD_PRELOAD", "=x"])
+def test_bench_ab_refuses_a_side_variable_without_a_name_and_a_value(pair):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_ab.py"
+    spec = importlib.util.spec_from_file_location("bench_ab", path)
+    bench_ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_ab)
+    with pytest.raises(SystemExit) as refused:
+        bench_ab.main(["--new-env", pair])
+    assert refused.value.code == "bench_ab: --old-env and --new-env take KEY=VALUE"
