@@ -8,6 +8,8 @@
 #   INSTALL=cmd            run before a native run to install the venv (the Makefile passes `make install`)
 #   MNISTBENCH_DATA_DIR    the MNIST folder mounted into the container (default: the user cache, as natively)
 #   MNISTBENCH_INVOKED_AS  the make command that ran this (the Makefile sets it), for mnistbench's resume hint
+#   MNISTBENCH_MALLOC=libc|tcmalloc|jemalloc|auto   a native run's memory allocator: libc (default) the C library's,
+#                          the others preloaded (auto: tcmalloc where installed) (docs/performance.md, "The memory allocator")
 # The image is built only when no image has the tag of what goes into it (scripts/image.sh, make image-cpu).
 set -euo pipefail
 
@@ -39,7 +41,30 @@ data_in_image=/data/mnist
 
 install_venv() { if [ -n "${INSTALL:-}" ]; then $INSTALL; fi; }
 
+# The allocator a native run preloads when asked: the same results, about 3% faster, up to 5% more memory
+# (docs/performance.md, "The memory allocator"). Found through the linker's cache, as the dynamic loader finds
+# libraries; each run records the allocator it had.
+preload_malloc() {
+  local want=${MNISTBENCH_MALLOC:-libc} pattern lib ldconfig
+  case $want in
+    libc) return 0 ;;
+    auto | tcmalloc) pattern='libtcmalloc(_minimal)?[.]so[.][0-9]+' ;;
+    jemalloc) pattern='libjemalloc[.]so[.][0-9]+' ;;
+    *) echo "mnistbench: error: MNISTBENCH_MALLOC must be libc, tcmalloc, jemalloc or auto, not '$want'" >&2; exit 2 ;;
+  esac
+  case ${LD_PRELOAD:-} in *tcmalloc* | *jemalloc* | *mimalloc*) return 0 ;; esac # the caller chose one already
+  ldconfig=$(command -v ldconfig || echo /sbin/ldconfig)
+  lib=$("$ldconfig" -p 2>/dev/null | awk -v re="^${pattern}\$" '$1 ~ re { print $NF; exit }') || true
+  if [ -z "$lib" ] || [ ! -f "$lib" ]; then
+    [ "$want" = auto ] && return 0
+    echo "mnistbench: error: MNISTBENCH_MALLOC=$want, but the linker's cache has no lib$want (on Debian or Ubuntu: apt-get install libtcmalloc-minimal4 or libjemalloc2)" >&2
+    exit 2
+  fi
+  export LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}"
+}
+
 native() {
+  preload_malloc
   exec "$venv/bin/mnistbench" run "${spec_abs#"$root"/}" ${extra[@]+"${extra[@]}"}
 }
 

@@ -48,7 +48,9 @@ class Host:
         self.data = tmp_path / "mnist"
         self.native_log = tmp_path / "native-args"
         # The native CLI: records its arguments, one a line.
-        _script(self.venv / "bin" / "mnistbench", f'printf "%s\\n" "$@" > {self.native_log}\n')
+        self.preload_log = tmp_path / "native-preload"
+        _script(self.venv / "bin" / "mnistbench",
+                f'printf "%s\\n" "$@" > {self.native_log}; printf "%s" "${{LD_PRELOAD:-}}" > {self.preload_log}\n')
         self.host_cuda(False)
         (self.venv / ".installed").touch()  # so `make install` finds the fake venv up to date
         self.engine("docker", answers=False)
@@ -174,6 +176,49 @@ def test_docker_yes_without_an_engine_fails_in_one_line(host):
 def test_an_unknown_docker_mode_is_refused(host):
     out = host.bench("cpu", DOCKER="maybe")
     assert out.returncode == 2 and "auto, yes or no" in out.stderr
+
+
+def _linker_cache(host: Host, *libraries: str) -> list[Path]:
+    """A stand-in `ldconfig -p` that lists these libraries (empty files in tmp_path: the loader skips them with a warning)."""
+    paths = [host.tmp / "lib" / name for name in libraries]
+    for path in paths:
+        path.parent.mkdir(exist_ok=True)
+        path.touch()
+    lines = "".join(f"\\t{p.name} (libc6,x86-64) => {p}\\n" for p in paths)
+    _script(host.bin / "ldconfig", f'[ "$1" = -p ] && printf "{len(paths)} libs found in cache\\n{lines}"\n')
+    return paths
+
+
+@pytest.mark.parametrize("wanted, preloaded", [
+    (None, None), ("libc", None), ("tcmalloc", "libtcmalloc_minimal.so.4"), ("auto", "libtcmalloc_minimal.so.4"),
+    ("jemalloc", "libjemalloc.so.2"),
+])
+def test_a_native_run_preloads_the_allocator_it_is_asked_for(host, wanted, preloaded):
+    libs = _linker_cache(host, "libjemalloc.so.2", "libtcmalloc_minimal.so.4")
+    env = {"DOCKER": "no", "LD_PRELOAD": ""} | ({"MNISTBENCH_MALLOC": wanted} if wanted else {})
+    out = host.bench("cpu", **env)
+    assert out.returncode == 0, out.stderr
+    assert host.native_args() == ["run", "bench/smoke.yaml"]
+    expected = next((str(p) for p in libs if p.name == preloaded), "")
+    assert host.preload_log.read_text() == expected
+
+
+def test_without_tcmalloc_auto_keeps_the_c_librarys_malloc_and_a_named_allocator_is_an_error(host):
+    _linker_cache(host)
+    out = host.bench("cpu", DOCKER="no", LD_PRELOAD="", MNISTBENCH_MALLOC="auto")
+    assert out.returncode == 0 and out.stderr == "" and host.preload_log.read_text() == ""
+    for wanted in ("tcmalloc", "jemalloc"):
+        out = host.bench("cpu", DOCKER="no", MNISTBENCH_MALLOC=wanted)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+        assert f"MNISTBENCH_MALLOC={wanted}" in out.stderr and "apt-get install" in out.stderr
+
+
+def test_an_unknown_allocator_is_refused_in_one_line(host):
+    out = host.bench("cpu", DOCKER="no", MNISTBENCH_MALLOC="ptmalloc")
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "mnistbench: error: MNISTBENCH_MALLOC must be libc, tcmalloc, jemalloc or auto, not 'ptmalloc'"
+    ]
+    assert host.native_args() is None
 
 
 def test_engine_names_the_one_engine_to_ask(host):
