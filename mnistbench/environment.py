@@ -129,7 +129,7 @@ def malloc(maps: str | None = None) -> str | None:
             maps = Path("/proc/self/maps").read_text()
         except OSError:
             return None
-    libraries = {Path(line.split()[-1]).name for line in maps.splitlines() if line.rstrip().endswith(".so") or ".so." in line}
+    libraries = {Path(fields[5]).name for fields in map(str.split, maps.splitlines()) if len(fields) > 5}  # the paths
     for name in ALLOCATORS:
         if any(lib.startswith(f"lib{name}") for lib in libraries):
             return name

@@ -8,10 +8,11 @@ Usage: scripts/bench_ab.py [SPEC] [--data-dir DIR] [--off fast-pool,...] [--old-
 Each cell of SPEC (default bench/cpu.yaml) is run twice with `mnistbench run SPEC --cell ID`, once by the engine
 with the speed-ups in ``--off`` turned off (MNISTBENCH_ENGINE_OFF; default: all of engine.SPEEDUPS, the engine before
 #27) and once by today's, into two results folders under ``--work``; the order alternates cell by cell (old new, new
-old, ...: ABBA), so a machine whose speed drifts slows both alike. ``--old-env`` and ``--new-env`` (repeatable) set
-variables for one side only, an empty value unsets one: ``--old-env LD_PRELOAD= --new-env LD_PRELOAD=/usr/lib/x86_64-
-linux-gnu/libtcmalloc_minimal.so.4`` runs the new side on tcmalloc (docs/performance.md, "The memory allocator"). Two whole runs back to back are not: on a VM whose
-speed moves by a third within minutes they measure the drift as much as the engine.
+old, ...: ABBA), so a machine whose speed drifts slows both alike. Two whole runs back to back are not: on a VM whose
+speed moves by a third within minutes they measure the drift as much as the engine. ``--old-env`` and ``--new-env``
+(repeatable) set variables for one side only, an empty value unsets one: ``--old-env LD_PRELOAD= --new-env
+LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`` runs the new side on tcmalloc (docs/performance.md,
+"The memory allocator").
 
 Printed and written (``--out``): per cell, each engine's wall seconds per invocation (start-up, data, training,
 evaluation, report) and its timed training + evaluation (the run file's epochs: what the cell itself costs inside a
