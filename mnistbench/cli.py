@@ -549,22 +549,26 @@ def profile_layers(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: PyTorch's)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Model and batch in channels_last, as a spec's "
                                        "channels_last: true trains them."),
+    onednn: bool = typer.Option(False, "--onednn", help="Also trace the oneDNN primitives of whole steps (CPU): "
+                                "kernels, memory formats, reorders, time per step."),
     out: Optional[Path] = typer.Option(None, "--out", metavar="FOLDER", help="Also write layers.json and summary.md there."),
     as_json: bool = JsonOption,
 ) -> None:
     """Time each layer's forward and backward alone and place each on the roofline (docs/performance.md)."""
-    from .train.layerprofile import LayerConfig, profile_layers, table, to_json, totals, write_profile
+    from .train.layerprofile import LayerConfig, onednn_section, profile_layers, table, to_json, totals, write_profile
     from .train.stepprofile import check_out
 
     try:
-        config = LayerConfig(model, batch_size, repeats, warmup, device, threads, channels_last)
+        config = LayerConfig(model, batch_size, repeats, warmup, device, threads, channels_last, onednn)
         if out is not None:
             check_out(out)
         profile = profile_layers(config)
         written = write_profile(profile, out) if out is not None else []
     except MnistbenchError as e:
         fail(str(e))
-    typer.echo(to_json(profile).rstrip("\n") if as_json else f"{table(profile)}\n\n{totals(profile)}")
+    primitives = onednn_section(profile)
+    typer.echo(to_json(profile).rstrip("\n") if as_json
+               else f"{table(profile)}\n\n{totals(profile)}" + (f"\n\n{primitives}" if primitives else ""))
     for path in written:
         typer.echo(f"wrote {path}", err=as_json)
 

@@ -23,9 +23,10 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import MnistbenchError
+from .onednn import OnednnProfile
 
 DEVICES = ("cpu", "cuda", "auto")
 SEED = 0
@@ -42,6 +43,7 @@ class LayerConfig:
     device: str = "auto"
     threads: Optional[int] = None  # CPU threads (torch.set_num_threads); None: PyTorch's default
     channels_last: bool = False  # convolutions on NHWC tensors, as a spec's channels_last: true trains them
+    onednn: bool = False  # also trace oneDNN's primitives in whole steps (onednn.py; CPU only)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "repeats"):
@@ -53,6 +55,8 @@ class LayerConfig:
             raise MnistbenchError(f"--threads must be at least 1, not {self.threads}")
         if self.device not in DEVICES:
             raise MnistbenchError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if self.onednn and self.device == "cuda":
+            raise MnistbenchError("--onednn traces oneDNN, the CPU's kernels: use it with --device cpu")
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class LayerProfile:
     layers: list[LayerTiming]
     speedups: list[str] = field(default_factory=list)  # the engine's speed-ups that were on (engine.SPEEDUPS)
     environment: dict = field(default_factory=dict)
+    onednn: Optional[OnednnProfile] = None  # with LayerConfig.onednn: the primitives of a step (onednn.py)
 
     @property
     def layer_seconds(self) -> float:
@@ -170,25 +175,30 @@ def _time_layer(module, x, first: bool, config: LayerConfig, device) -> tuple[li
     return forward, backward, fwd.get_total_flops(), bwd.get_total_flops(), out[0].numel()
 
 
-def _time_step(model, x, y, config: LayerConfig, device) -> list[float]:
-    """Whole training steps as the engine takes them: forward, cross-entropy, zero_grad, backward, Adam (foreach)."""
+def _time_step(model, x, y, config: LayerConfig, device) -> tuple[list[float], Callable[[], None]]:
+    """Whole training steps as the engine takes them: forward, cross-entropy, zero_grad, backward, Adam (foreach);
+    their times, and the step itself (to trace more of them)."""
     import torch
     import torch.nn.functional as F
 
     from .engine import OPTIMIZER_IMPL, clock
 
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, **OPTIMIZER_IMPL["foreach"])
-    times = []
-    for i in range(config.warmup + config.repeats):
-        t0 = clock(device)
+
+    def step() -> None:
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+    times = []
+    for i in range(config.warmup + config.repeats):
+        t0 = clock(device)
+        step()
         t1 = clock(device)
         if i >= config.warmup:
             times.append(t1 - t0)
-    return times
+    return times, step
 
 
 def _batch(config: LayerConfig, device, input_shape: tuple[int, ...]):
@@ -225,6 +235,8 @@ def profile_layers(config: LayerConfig, input_shape: tuple[int, ...] = (1, 28, 2
     from .roofline import matmul_peak_gflops, stream_bandwidth
 
     device = resolve_device(config.device)
+    if config.onednn and device.type != "cpu":
+        raise MnistbenchError("--onednn traces oneDNN, the CPU's kernels: use it with --device cpu")
     previous = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -240,13 +252,26 @@ def profile_layers(config: LayerConfig, input_shape: tuple[int, ...] = (1, 28, 2
             fwd_bytes, bwd_bytes = layer_pass_bytes(shape, config.batch_size, first=i == 0)
             layers.append(LayerTiming(name, kind, PassTiming(statistics.median(fwd), fwd_flops, fwd_bytes),
                                       PassTiming(statistics.median(bwd), bwd_flops, bwd_bytes)))
-        step = statistics.median(_time_step(model, x, y, config, device))
+        times, one_step = _time_step(model, x, y, config, device)
+        step = statistics.median(times)
+        traced = _trace_onednn(one_step, config, device) if config.onednn else None
         peak = matmul_peak_gflops(str(device), threads)
         bandwidth = stream_bandwidth(str(device), threads).best_gbs
     finally:
         torch.set_num_threads(previous)
     on = [name for name in SPEEDUPS if speedup(name)]
-    return LayerProfile(config, str(device), threads, peak, bandwidth, step, layers, on, environment())
+    return LayerProfile(config, str(device), threads, peak, bandwidth, step, layers, on, environment(), traced)
+
+
+def _trace_onednn(one_step: Callable[[], None], config: LayerConfig, device) -> OnednnProfile:
+    """oneDNN's primitives over ``repeats`` more steps (after the timed ones: every primitive made and warm)."""
+    from .onednn import record
+
+    def run() -> None:
+        for _ in range(config.repeats):
+            one_step()
+
+    return record(run, config.repeats)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -306,13 +331,31 @@ def how_measured(profile: LayerProfile) -> str:
     )
 
 
+def onednn_section(profile: LayerProfile) -> str:
+    """The oneDNN primitives of a step (with --onednn), as a table and a sentence; empty without them."""
+    from . import onednn
+
+    if profile.onednn is None:
+        return ""
+    return (f"{onednn.table(profile.onednn, profile.step_seconds)}\n\n{onednn.totals(profile.onednn, profile.step_seconds)}"
+            f" {ONEDNN_HOW}")
+
+
+ONEDNN_HOW = ("Traced with oneDNN's verbose mode over as many steps as were timed, after them; each primitive's time "
+              "is oneDNN's own around its execution, its share is against the median step timed without the trace. "
+              "Formats are oneDNN's tags: abcd is NCHW, acdb channels-last, aBcd8b channels in blocks of 8. Linear "
+              "layers' matrix multiplies go to the BLAS and are not listed.")
+
+
 def profile_markdown(profile: LayerProfile) -> str:
     from ..environment import format_environment
 
     c = profile.config
     layout = ", channels_last" if c.channels_last else ""
+    primitives = onednn_section(profile)
     return (f"# Layer by layer: {c.model}, batch {c.batch_size}{layout}, {profile.device}\n\n{table(profile)}\n\n"
-            f"{totals(profile)}\n\n## How it was measured\n\n{how_measured(profile)}\n\n"
+            f"{totals(profile)}\n\n" + (f"## oneDNN primitives in a step\n\n{primitives}\n\n" if primitives else "")
+            + f"## How it was measured\n\n{how_measured(profile)}\n\n"
             f"## Environment\n\n```text\n{format_environment(profile.environment)}\n```\n")
 
 
