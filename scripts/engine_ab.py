@@ -89,6 +89,10 @@ VARIANTS = {v.name: v for v in (
             same_function=False, lenet_only=True),
     Variant("eval-batch-10000", "eval_batch_size: 10000 (one test batch; loss summed in another order)",
             {"eval_batch_size": 10000}, same_function=False),
+    Variant("pool-planes", "the fast pool on its windows copied into four contiguous planes (fastpool._planes), in "
+            "training", on=("fast-pool", "pool-planes"), lenet_only=True),
+    Variant("five", "the first five speed-ups (the engine before pool-planes)",
+            on=tuple(s for s in SPEEDUPS if s != "pool-planes")),
     Variant("new-engine", "every speed-up kept: " + ", ".join(SPEEDUPS), on=SPEEDUPS),
     Variant("pool-first+new-engine", "LeNet-5 pooling before its ReLU, with every speed-up", lenet=POOL_FIRST,
             on=SPEEDUPS, lenet_only=True),

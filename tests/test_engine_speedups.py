@@ -6,7 +6,7 @@ from torch import nn
 
 from mnistbench.data.datasets import load_dataset
 from mnistbench.spec.schema import CellConfig
-from mnistbench.train.engine import SPEEDUPS, build_optimizer, run_cell
+from mnistbench.train.engine import SPEEDUPS, build_optimizer, fast_layers, run_cell
 from mnistbench.train.fastconv import FirstConv2d, swap_first_convs
 from mnistbench.train.fastpool import FoldedReLU, MaxPool2x2, fold_relus, swap_max_pools
 
@@ -40,6 +40,47 @@ def test_the_fast_2x2_pool_gives_max_pools_values_and_gradients_bit_for_bit(shap
     assert torch.equal(want[0].abs().sign(), got[0].abs().sign())  # the same zeros picked
     with torch.inference_mode():
         assert torch.equal(nn.MaxPool2d(2)(x), MaxPool2x2()(x))
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 24, 24), (3, 16, 8, 8), (2, 1, 6, 10), (1, 1, 2, 2)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_the_pool_on_contiguous_planes_gives_the_strided_pools_bits_infinities_and_nans_included(shape, relu):
+    x = with_ties(shape)
+    x[0, 0, 0, :2] = float("inf")  # a window with two equal infinite maxima
+    x[-1, -1, 0, -2:] = -float("inf")
+    x[-1, 0, -2, 0] = float("nan")  # max_pool2d itself may route a NaN's gradient elsewhere: both paths agree
+    grad = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2, generator=torch.Generator().manual_seed(1))
+    strided = pools_and_grads(MaxPool2x2(relu=relu, planes=False), x, grad)
+    planes = pools_and_grads(MaxPool2x2(relu=relu, planes=True), x, grad)
+    same = lambda a, b: torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0)) and torch.equal(a.isnan(), b.isnan())  # noqa: E731
+    assert same(strided[0], planes[0]) and same(strided[1], planes[1])
+    assert torch.equal(strided[0].nan_to_num(7.0).sign(), planes[0].nan_to_num(7.0).sign())
+
+
+def test_the_planes_are_copied_only_where_an_index_is_computed_from_a_contiguous_input(monkeypatch):
+    import mnistbench.train.fastpool as fastpool
+
+    real, calls = fastpool._planes, []
+    monkeypatch.setattr(fastpool, "_planes", lambda x: calls.append(tuple(x.shape)) or real(x))
+    x = with_ties((2, 3, 8, 8))
+    pool = MaxPool2x2()
+    pool(x.clone().requires_grad_())  # training on a contiguous input: the planes
+    with torch.inference_mode():
+        pool(x)  # evaluation (no index): the strided views are faster
+    pool(x.contiguous(memory_format=torch.channels_last).requires_grad_())  # channels-last: kept as it was
+    MaxPool2x2(planes=False)(x.clone().requires_grad_())  # MNISTBENCH_ENGINE_OFF=pool-planes
+    assert calls == [(2, 3, 8, 8)]
+
+
+def test_engine_off_pool_planes_builds_pools_without_them(monkeypatch):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2))
+    monkeypatch.setenv("MNISTBENCH_ENGINE_OFF", "pool-planes")
+    fast_layers(model)
+    assert type(model[1]) is MaxPool2x2 and model[1].planes is False
+    monkeypatch.delenv("MNISTBENCH_ENGINE_OFF")
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2))
+    fast_layers(model)
+    assert model[1].planes is True
 
 
 def test_an_odd_sized_input_falls_back_to_pytorchs_pool():

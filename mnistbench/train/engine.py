@@ -91,8 +91,8 @@ def resolve_device(name: str) -> torch.device:
 OPTIMIZER_IMPL = {"default": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 # The engine's speed-ups that leave every result bit-identical (issue #27; scripts/engine_ab.py measures each).
-# MNISTBENCH_ENGINE_OFF=fast-pool,foreach,fast-conv1,fast-adam,pool-relu turns some off, for that A/B only.
-SPEEDUPS = ("fast-pool", "foreach", "fast-conv1", "fast-adam", "pool-relu")
+# MNISTBENCH_ENGINE_OFF=fast-pool,foreach,fast-conv1,fast-adam,pool-relu,pool-planes turns some off, for that A/B only.
+SPEEDUPS = ("fast-pool", "foreach", "fast-conv1", "fast-adam", "pool-relu", "pool-planes")
 
 
 def speedup(name: str) -> bool:
@@ -105,7 +105,7 @@ def fast_layers(model: torch.nn.Module, channels_last: bool = False) -> None:
     ReLU just before a 2x2 max-pool done by the pool), as SPEEDUPS has them on; ``channels_last`` models keep their
     first convolution (it has its kernel already)."""
     if speedup("fast-pool"):
-        swap_max_pools(model)
+        swap_max_pools(model, planes=speedup("pool-planes"))
         if speedup("pool-relu"):
             fold_relus(model)
     if speedup("fast-conv1") and not channels_last:

@@ -9,6 +9,11 @@ routing its gradient to another element of the window).
 
 A ReLU just before such a pool (LeNet-5's conv -> ReLU -> pool) is done by the pool after pooling (``fold_relus``):
 the same values and gradients, the ReLU's two passes on a quarter of the elements.
+
+In training (``planes``, `pool-planes`), the windows' four elements are first copied into four contiguous planes: on
+strided views PyTorch's element-wise kernels run element by element, and a comparison into bool is never vectorized,
+so the planes, with the comparisons written as 1.0 or 0.0 and the index computed in float32 (small integers, exact),
+cost less than the views, copy included. The same elements and the same arithmetic: the same maxima and indices.
 """
 
 from __future__ import annotations
@@ -21,29 +26,58 @@ from torch.nn import functional as F
 _CORNERS: dict[tuple, torch.Tensor] = {}
 
 
-def _corners(h: int, w: int, width: int, device: torch.device) -> torch.Tensor:
-    """The flat index of each 2x2 window's top-left element in its (2h x width) plane, int64, made once per shape."""
-    key = (h, w, width, device)
+def _corners(h: int, w: int, width: int, device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """The flat index of each 2x2 window's top-left element in its (2h x width) plane, made once per shape."""
+    key = (h, w, width, device, dtype)
     if key not in _CORNERS:
-        _CORNERS[key] = (torch.arange(h).mul_(2 * width).unsqueeze(1) + torch.arange(w).mul_(2)).to(device)
+        _CORNERS[key] = (torch.arange(h).mul_(2 * width).unsqueeze(1) + torch.arange(w).mul_(2)).to(device, dtype)
     return _CORNERS[key]
+
+
+def _planes(x: torch.Tensor) -> tuple:
+    """The four elements of every 2x2 window of a contiguous ``x`` (N x C x H x W) as four contiguous planes
+    (N x C x H/2 x W/2: top-left, top-right, bottom-left, bottom-right), in one copy."""
+    n, ch, hh, ww = x.shape
+    s = x.view(n, ch, hh // 2, 2, ww // 2, 2).permute(3, 5, 0, 1, 2, 4).contiguous()
+    return s[0, 0], s[0, 1], s[1, 0], s[1, 1]
+
+
+def _vectorized(x: torch.Tensor) -> bool:
+    """Whether the window's planes are worth copying out (a contiguous NCHW tensor, as LeNet-5's convolutions give)
+    and every index fits a float32 exactly (the offsets are computed in it)."""
+    return x.is_contiguous() and x.shape[-2] * x.shape[-1] + x.shape[-1] < 2 ** 24
 
 
 class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
-        a, b, c, d = x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    def forward(ctx, x: torch.Tensor, relu: bool = False, planes: bool = False) -> torch.Tensor:
+        # On strided views of x every operation runs element by element; on contiguous planes it is vectorized, and
+        # with the index to compute that pays for the copy (each plane holds the same elements of x: the same
+        # maxima). For the maxima alone (evaluation) it does not.
+        planes = planes and ctx.needs_input_grad[0] and _vectorized(x)
+        if planes:
+            a, b, c, d = _planes(x)
+        else:
+            a, b, c, d = x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2]
         out = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
         if ctx.needs_input_grad[0]:
             h, w = out.shape[-2:]
             width = x.shape[-1]
             # The first maximum in row-major window order, as max_pool2d's kernel keeps it (ties are common: the
             # blank background of a digit gives a constant convolution output). Its offset from the window's corner,
-            # 0 (a), 1 (b), width (c) or width + 1 (d), is (a != out) * (1 + (b != out) * (width - 1 + (c != out))):
-            # integer arithmetic on the comparisons (three times cheaper than nested torch.where), in 32 bits (a
-            # fifth faster than in 64), widened to the index max_pool2d keeps by adding the window's corner.
-            offset = (c != out).to(torch.int32).add_(width - 1).mul_(b != out).add_(1).mul_(a != out)
-            indices = torch.add(_corners(h, w, width, x.device), offset)
+            # 0 (a), 1 (b), width (c) or width + 1 (d), is (a != out) * (1 + (b != out) * (width - 1 + (c != out))),
+            # plus the window's corner: the index max_pool2d keeps.
+            if planes:
+                # Comparisons into float32 (1 or 0) take PyTorch's vectorized kernels, into bool they do not; the
+                # offsets and indices are small integers, exact in float32 (_vectorized); the planes are spent.
+                offset = torch.ne(c, out, out=c).add_(width - 1).mul_(torch.ne(b, out, out=b)).add_(1)
+                offset.mul_(torch.ne(a, out, out=a)).add_(_corners(h, w, width, x.device, torch.float32))
+                indices = offset.to(torch.int64)
+            else:
+                # Integer arithmetic on the comparisons (three times cheaper than nested torch.where), in 32 bits
+                # (a fifth faster than in 64), widened by adding the window's corner.
+                offset = (c != out).to(torch.int32).add_(width - 1).mul_(b != out).add_(1).mul_(a != out)
+                indices = torch.add(_corners(h, w, width, x.device), offset)
         if relu:
             out = out.clamp_min_(0)  # ReLU(max) = max(ReLU): the ReLU on a quarter of the elements
         if ctx.needs_input_grad[0]:
@@ -56,22 +90,24 @@ class _MaxPool2x2(torch.autograd.Function):
         if relu_out is not None:  # ReLU's own backward (threshold at 0 on its output), then the pool's
             grad = torch.ops.aten.threshold_backward(grad, relu_out, 0)
         return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False,
-                                                               indices), None
+                                                               indices), None, None
 
 
 class MaxPool2x2(nn.MaxPool2d):
     """``nn.MaxPool2d(2)`` computed as above for even-sized CPU batches (N x C x H x W), by PyTorch otherwise; with
-    ``relu``, followed by the ReLU that came before it (``fold_relus``)."""
+    ``relu``, followed by the ReLU that came before it (``fold_relus``); with ``planes``, on the windows' elements
+    copied into four contiguous planes first (``_planes``)."""
 
-    def __init__(self, relu: bool = False) -> None:
+    def __init__(self, relu: bool = False, planes: bool = True) -> None:
         super().__init__(2)
         self.relu = relu
+        self.planes = planes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or x.dim() != 4 or x.shape[-1] % 2 or x.shape[-2] % 2:
             out = F.max_pool2d(x, 2)
             return F.relu(out) if self.relu else out
-        return _MaxPool2x2.apply(x, self.relu)
+        return _MaxPool2x2.apply(x, self.relu, self.planes)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", then the ReLU before it" if self.relu else "")
@@ -94,14 +130,15 @@ def plain_2x2(module: nn.Module) -> bool:
             and not module.ceil_mode and not module.return_indices)
 
 
-def swap_max_pools(model: nn.Module) -> int:
-    """Replace every ``nn.MaxPool2d(2)`` inside ``model`` by ``MaxPool2x2`` in place; the number replaced.
+def swap_max_pools(model: nn.Module, planes: bool = True) -> int:
+    """Replace every ``nn.MaxPool2d(2)`` inside ``model`` by ``MaxPool2x2`` (``planes`` as given) in place; the number
+    replaced.
 
     Pooling has no parameters or buffers, so the state dict (its keys included) is unchanged.
     """
     swaps = [(parent, name) for parent in model.modules() for name, child in parent.named_children() if plain_2x2(child)]
     for parent, name in swaps:
-        setattr(parent, name, MaxPool2x2())
+        setattr(parent, name, MaxPool2x2(planes=planes))
     return len(swaps)
 
 
