@@ -98,3 +98,11 @@ def test_without_onednn_the_profile_has_no_such_section(tmp_path):
 
 def test_onednn_on_cuda_is_one_line():
     assert_one_line_error(runner.invoke(app, ["profile-layers", "--onednn", "--device", "cuda"]), "--onednn traces oneDNN")
+
+
+def test_a_onednn_without_its_verbose_mode_is_one_clear_error(monkeypatch):
+    from mnistbench.errors import MnistbenchError
+
+    monkeypatch.setattr(torch._C._verbose, "mkldnn_set_verbose", lambda level: 0)  # what such a build answers
+    with pytest.raises(MnistbenchError, match="no verbose mode"):
+        onednn.record(lambda: None, steps=1)

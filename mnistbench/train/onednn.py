@@ -130,8 +130,16 @@ def record(run: Callable[[], None], steps: int) -> OnednnProfile:
     if not torch.backends.mkldnn.is_available():
         raise MnistbenchError("--onednn: this PyTorch was built without oneDNN (torch.backends.mkldnn.is_available() is False)")
     with tempfile.TemporaryFile() as sink:
-        with _stdout_into(sink), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
-            run()
+        with _stdout_into(sink):
+            try:
+                verbose = torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON)
+                verbose.__enter__()
+            except AssertionError:  # PyTorch's own check: a oneDNN built without its verbose mode
+                raise MnistbenchError("--onednn: this PyTorch's oneDNN has no verbose mode to trace") from None
+            try:
+                run()
+            finally:
+                verbose.__exit__(None, None, None)
         sink.seek(0)
         text = sink.read().decode(errors="replace")
     primitives, isa = parse(text)
