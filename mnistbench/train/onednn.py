@@ -129,17 +129,14 @@ def record(run: Callable[[], None], steps: int) -> OnednnProfile:
         raise MnistbenchError("--onednn reads oneDNN's verbose output from the process's standard output: Linux or macOS only")
     if not torch.backends.mkldnn.is_available():
         raise MnistbenchError("--onednn: this PyTorch was built without oneDNN (torch.backends.mkldnn.is_available() is False)")
-    with tempfile.TemporaryFile() as sink:
-        with _stdout_into(sink):
-            try:
-                verbose = torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON)
-                verbose.__enter__()
-            except AssertionError:  # PyTorch's own check: a oneDNN built without its verbose mode
-                raise MnistbenchError("--onednn: this PyTorch's oneDNN has no verbose mode to trace") from None
-            try:
-                run()
-            finally:
-                verbose.__exit__(None, None, None)
+    with tempfile.TemporaryFile() as sink, contextlib.ExitStack() as traced:
+        traced.enter_context(_stdout_into(sink))
+        try:
+            traced.enter_context(torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON))
+        except AssertionError:  # PyTorch's own check: a oneDNN built without its verbose mode
+            raise MnistbenchError("--onednn: this PyTorch's oneDNN has no verbose mode to trace") from None
+        run()
+        traced.close()  # verbose mode off, the standard output back: then read what was caught
         sink.seek(0)
         text = sink.read().decode(errors="replace")
     primitives, isa = parse(text)
