@@ -30,6 +30,7 @@ from .onednn import OnednnProfile
 
 DEVICES = ("cpu", "cuda", "auto")
 SEED = 0
+ONEDNN_CPU_ONLY = "--onednn traces oneDNN, the CPU's kernels: use it with --device cpu"  # asked for CUDA, or auto found it
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class LayerConfig:
         if self.device not in DEVICES:
             raise MnistbenchError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.onednn and self.device == "cuda":
-            raise MnistbenchError("--onednn traces oneDNN, the CPU's kernels: use it with --device cpu")
+            raise MnistbenchError(ONEDNN_CPU_ONLY)
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ def profile_layers(config: LayerConfig, input_shape: tuple[int, ...] = (1, 28, 2
 
     device = resolve_device(config.device)
     if config.onednn and device.type != "cpu":
-        raise MnistbenchError("--onednn traces oneDNN, the CPU's kernels: use it with --device cpu")
+        raise MnistbenchError(ONEDNN_CPU_ONLY)
     previous = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -331,6 +332,12 @@ def how_measured(profile: LayerProfile) -> str:
     )
 
 
+ONEDNN_HOW = ("Traced with oneDNN's verbose mode over as many steps as were timed, after them; each primitive's time "
+              "is oneDNN's own around its execution, its share is against the median step timed without the trace. "
+              "Formats are oneDNN's tags: abcd is NCHW, acdb channels-last, aBcd8b channels in blocks of 8. Linear "
+              "layers' matrix multiplies go to the BLAS and are not listed.")
+
+
 def onednn_section(profile: LayerProfile) -> str:
     """The oneDNN primitives of a step (with --onednn), as a table and a sentence; empty without them."""
     from . import onednn
@@ -339,12 +346,6 @@ def onednn_section(profile: LayerProfile) -> str:
         return ""
     return (f"{onednn.table(profile.onednn, profile.step_seconds)}\n\n{onednn.totals(profile.onednn, profile.step_seconds)}"
             f" {ONEDNN_HOW}")
-
-
-ONEDNN_HOW = ("Traced with oneDNN's verbose mode over as many steps as were timed, after them; each primitive's time "
-              "is oneDNN's own around its execution, its share is against the median step timed without the trace. "
-              "Formats are oneDNN's tags: abcd is NCHW, acdb channels-last, aBcd8b channels in blocks of 8. Linear "
-              "layers' matrix multiplies go to the BLAS and are not listed.")
 
 
 def profile_markdown(profile: LayerProfile) -> str:
