@@ -110,3 +110,36 @@ def test_out_that_is_a_file_is_refused_before_timing(tmp_path):
     target = tmp_path / "taken"
     target.write_text("x")
     assert_one_line_error(cli("profile-layers", *FAST, "--out", target), "not a folder")
+
+
+def test_a_batch_1_step_is_timed_beside_the_step_and_reported(lenet):
+    _, text, out = lenet
+    doc = json.loads((out / "layers.json").read_text())  # the run that printed the text
+    assert doc["batch1_step_seconds"] > 0
+    assert doc["batch1_share_of_step"] == pytest.approx(doc["batch1_step_seconds"] / doc["step_seconds"])
+    rest = doc["rest_fraction_of_peak"]
+    if doc["step_seconds"] > doc["batch1_step_seconds"]:  # at batch 8 timing noise may leave the step no slower
+        assert rest == pytest.approx(doc["train_flops_per_batch"] * 7 / 8 / (doc["step_seconds"] - doc["batch1_step_seconds"])
+                                     / 1e9 / doc["peak_gflops"])
+        assert "the rest of the step runs the other 7 samples at" in text
+    else:
+        assert rest is None and "nothing is said of the rest" in text
+    assert "At batch 1 a step takes" in text and "At batch 1 a step takes" in (out / "summary.md").read_text()
+    assert "The batch-1 step is the same step" in (out / "summary.md").read_text()
+
+
+def test_the_batch_1_figures_follow_from_the_two_steps():
+    profile = profile_layers(LayerConfig("lenet5", batch_size=4, repeats=1, warmup=0, device="cpu", threads=1))
+    flops = profile.train_flops
+    profile.step_seconds, profile.batch1_step_seconds, profile.peak_gflops = 4e-3, 1e-3, flops * 3 / 4 / 3e-3 / 1e9 / 0.25
+    assert profile.batch1_share == pytest.approx(0.25)
+    assert profile.rest_fraction_of_peak == pytest.approx(0.25)  # 3 of 4 samples' FLOPs in 3 ms, a quarter of the peak
+    profile.batch1_step_seconds = 5e-3  # slower than the step: noise, nothing claimed about the rest
+    assert profile.rest_fraction_of_peak is None and profile.batch1_share == pytest.approx(1.25)
+
+
+def test_at_batch_1_there_is_no_second_step_to_time():
+    profile = profile_layers(LayerConfig("lenet5", batch_size=1, repeats=1, warmup=0, device="cpu", threads=1))
+    assert profile.batch1_step_seconds is None and profile.batch1_share is None and profile.rest_fraction_of_peak is None
+    assert "At batch 1" not in profile_markdown(profile)
+    assert json.loads(json.dumps(profile.to_dict()))["batch1_share_of_step"] is None

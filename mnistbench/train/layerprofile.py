@@ -15,13 +15,20 @@ same model and batch: what the layers timed alone do not account for is the step
 optimizer, autograd's bookkeeping, allocation). The last figure, the model's ceiling, is the fraction of the
 compute peak the step would reach if every pass ran exactly at its roof with no reuse between layers: the most
 a faster kernel could give without fusing layers.
+
+Some of a step does not grow with the batch: Python, PyTorch's dispatch and autograd, each kernel's set-up (oneDNN
+builds a primitive descriptor on every call), the passes over the parameters (each layer reads its weights and
+writes their gradients, the optimizer updates them). The whole step is timed
+again at batch 1, on a model of its own: that step is the batch-independent part at most (plus one sample's work),
+what a larger batch spreads over more samples. Its share of the step, and the rate at which the rest of the step
+runs the batch's other samples, say how much of the distance to the peak is that part and how much the kernels.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -106,6 +113,7 @@ class LayerProfile:
     speedups: list[str] = field(default_factory=list)  # the engine's speed-ups that were on (engine.SPEEDUPS)
     environment: dict = field(default_factory=dict)
     onednn: Optional[OnednnProfile] = None  # with LayerConfig.onednn: the primitives of a step (onednn.py)
+    batch1_step_seconds: Optional[float] = None  # median whole step at batch 1 (None when the batch is 1)
 
     @property
     def layer_seconds(self) -> float:
@@ -125,10 +133,27 @@ class LayerProfile:
     def step_fraction_of_peak(self) -> float:
         return self.train_flops / self.step_seconds / 1e9 / self.peak_gflops if self.step_seconds else 0.0
 
+    @property
+    def batch1_share(self) -> Optional[float]:
+        """A batch-1 step against the step: the share of the step that need not grow with the batch, at most."""
+        if self.batch1_step_seconds is None or not self.step_seconds:
+            return None
+        return self.batch1_step_seconds / self.step_seconds
+
+    @property
+    def rest_fraction_of_peak(self) -> Optional[float]:
+        """The fraction of the peak at which the step runs its batch's samples beyond the first: their FLOPs over
+        the step's time beyond a batch-1 step. None where that time is not positive (timing noise at a small batch)."""
+        if self.batch1_step_seconds is None or self.step_seconds <= self.batch1_step_seconds:
+            return None
+        b = self.config.batch_size
+        return self.train_flops * (b - 1) / b / (self.step_seconds - self.batch1_step_seconds) / 1e9 / self.peak_gflops
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d |= {"layer_seconds": self.layer_seconds, "train_flops_per_batch": self.train_flops,
-              "step_fraction_of_peak": self.step_fraction_of_peak, "ceiling_fraction_of_peak": self.ceiling}
+              "step_fraction_of_peak": self.step_fraction_of_peak, "ceiling_fraction_of_peak": self.ceiling,
+              "batch1_share_of_step": self.batch1_share, "rest_fraction_of_peak": self.rest_fraction_of_peak}
         return d
 
 
@@ -256,12 +281,22 @@ def profile_layers(config: LayerConfig, input_shape: tuple[int, ...] = (1, 28, 2
         times, one_step = _time_step(model, x, y, config, device)
         step = statistics.median(times)
         traced = _trace_onednn(one_step, config, device) if config.onednn else None
+        batch1 = _batch1_step(config, device, input_shape) if config.batch_size > 1 else None
         peak = matmul_peak_gflops(str(device), threads)
         bandwidth = stream_bandwidth(str(device), threads).best_gbs
     finally:
         torch.set_num_threads(previous)
     on = [name for name in SPEEDUPS if speedup(name)]
-    return LayerProfile(config, str(device), threads, peak, bandwidth, step, layers, on, environment(), traced)
+    return LayerProfile(config, str(device), threads, peak, bandwidth, step, layers, on, environment(), traced, batch1)
+
+
+def _batch1_step(config: LayerConfig, device, input_shape: tuple[int, ...]) -> float:
+    """The median whole training step at batch 1, on a model of its own built the same way (the same number of
+    rounds): what a step costs whatever its batch, at most."""
+    one = replace(config, batch_size=1)
+    x, y = _batch(one, device, input_shape)
+    times, _ = _time_step(_model(one, device), x, y, one, device)
+    return statistics.median(times)
 
 
 def _trace_onednn(one_step: Callable[[], None], config: LayerConfig, device) -> OnednnProfile:
@@ -306,7 +341,21 @@ def totals(profile: LayerProfile) -> str:
             f"{profile.step_fraction_of_peak:.1%} of the {profile.peak_gflops:,.1f} GFLOP/s peak; "
             f"bandwidth {profile.bandwidth_gbs:,.1f} GB/s, ridge {profile.peak_gflops / profile.bandwidth_gbs:,.1f} FLOP/byte. "
             f"The layers timed alone take {profile.layer_seconds / profile.step_seconds:.0%} of the step. "
-            f"Ceiling (every pass at its roof, nothing else): {profile.ceiling:.0%} of the peak.")
+            f"Ceiling (every pass at its roof, nothing else): {profile.ceiling:.0%} of the peak."
+            + batch1_sentence(profile))
+
+
+def batch1_sentence(profile: LayerProfile) -> str:
+    """What a batch-1 step says about the step (empty when the batch is 1), with a leading space."""
+    if profile.batch1_share is None:
+        return ""
+    c, rest = profile.config, profile.rest_fraction_of_peak
+    said = (f" At batch 1 a step takes {profile.batch1_step_seconds * 1e6:,.1f} µs, {profile.batch1_share:.0%} of this "
+            f"one: at most that much of the step does not grow with the batch (Python, dispatch, autograd, each "
+            f"kernel's set-up, the passes over the parameters: weights read, gradients written, the optimizer's update)")
+    if rest is None:
+        return said + "; the step is no slower than it, so nothing is said of the rest (timing noise, or a small batch)."
+    return said + f"; the rest of the step runs the other {c.batch_size - 1} samples at {rest:.0%} of the peak."
 
 
 def how_measured(profile: LayerProfile) -> str:
@@ -328,7 +377,8 @@ def how_measured(profile: LayerProfile) -> str:
         "its GB/s against the bandwidth. Peak and bandwidth: mnistbench's matmul and STREAM calibrations "
         "(train/roofline.py) with the same threads. The step is forward, cross-entropy, zero_grad, backward and "
         "foreach Adam on the same model and batch, median of the same number of rounds; its rest is the step's time "
-        "the layers timed alone do not account for."
+        "the layers timed alone do not account for. The batch-1 step is the same step on a model of its own built the "
+        "same way, at batch 1, median of the same number of rounds."
     )
 
 
