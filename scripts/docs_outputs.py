@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # file (under the repository) -> the mnistbench command line whose stdout it holds
 OUTPUTS = {
     "reference/rerun/compare-cpu.md": ["compare", "reference/cpu", "reference/rerun/cpu"],
+    "reference/rerun/compare-fixed-budget-muon85-cpu.md": ["compare", "reference/fixed-budget-muon85-cpu",
+                                                           "reference/rerun/fixed-budget-muon85-cpu"],
 }
 
 
