@@ -18,10 +18,10 @@ a faster kernel could give without fusing layers.
 
 Some of a step does not grow with the batch: Python, PyTorch's dispatch and autograd, each kernel's set-up (oneDNN
 builds a primitive descriptor on every call), the passes over the parameters (each layer reads its weights and
-writes their gradients, the optimizer updates them). The whole step is timed
-again at batch 1, on a model of its own: that step is the batch-independent part at most (plus one sample's work),
-what a larger batch spreads over more samples. Its share of the step, and the rate at which the rest of the step
-runs the batch's other samples, say how much of the distance to the peak is that part and how much the kernels.
+writes their gradients, the optimizer updates them). The whole step is timed again at batch 1, on a model of its
+own: that step is the batch-independent part at most (plus one sample's work), what a larger batch spreads over
+more samples. Its share of the step, and the rate at which the rest of the step runs the batch's other samples,
+say how much of the distance to the peak is that part and how much the kernels.
 """
 
 from __future__ import annotations
