@@ -280,7 +280,7 @@ def profile_layers(config: LayerConfig, input_shape: tuple[int, ...] = (1, 28, 2
                                       PassTiming(statistics.median(bwd), bwd_flops, bwd_bytes)))
         times, one_step = _time_step(model, x, y, config, device)
         step = statistics.median(times)
-        traced = _trace_onednn(one_step, config, device) if config.onednn else None
+        traced = _trace_onednn(one_step, config) if config.onednn else None
         batch1 = _batch1_step(config, device, input_shape) if config.batch_size > 1 else None
         peak = matmul_peak_gflops(str(device), threads)
         bandwidth = stream_bandwidth(str(device), threads).best_gbs
@@ -299,7 +299,7 @@ def _batch1_step(config: LayerConfig, device, input_shape: tuple[int, ...]) -> f
     return statistics.median(times)
 
 
-def _trace_onednn(one_step: Callable[[], None], config: LayerConfig, device) -> OnednnProfile:
+def _trace_onednn(one_step: Callable[[], None], config: LayerConfig) -> OnednnProfile:
     """oneDNN's primitives over ``repeats`` more steps (after the timed ones: every primitive made and warm)."""
     from .onednn import record
 
