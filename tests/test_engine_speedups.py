@@ -44,7 +44,8 @@ def test_the_fast_2x2_pool_gives_max_pools_values_and_gradients_bit_for_bit(shap
 
 @pytest.mark.parametrize("shape", [(4, 6, 24, 24), (3, 16, 8, 8), (2, 1, 6, 10), (1, 1, 2, 2)])
 @pytest.mark.parametrize("relu", [False, True])
-def test_the_pool_on_contiguous_planes_gives_the_strided_pools_bits_infinities_and_nans_included(shape, relu):
+def test_the_pool_on_contiguous_planes_gives_the_strided_pools_bits_infinities_and_nans_included(shape, relu, monkeypatch):
+    monkeypatch.setenv("MNISTBENCH_ENGINE_OFF", "native-pool")  # the planes, not kernels.c (tests/test_native.py)
     x = with_ties(shape)
     x[0, 0, 0, :2] = float("inf")  # a window with two equal infinite maxima
     x[-1, -1, 0, -2:] = -float("inf")
@@ -60,6 +61,7 @@ def test_the_pool_on_contiguous_planes_gives_the_strided_pools_bits_infinities_a
 def test_the_planes_are_copied_only_where_an_index_is_computed_from_a_contiguous_input(monkeypatch):
     import mnistbench.train.fastpool as fastpool
 
+    monkeypatch.setenv("MNISTBENCH_ENGINE_OFF", "native-pool")  # where kernels.c's pool is not taken
     real, calls = fastpool._planes, []
     monkeypatch.setattr(fastpool, "_planes", lambda x: calls.append(tuple(x.shape)) or real(x))
     x = with_ties((2, 3, 8, 8))

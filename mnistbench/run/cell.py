@@ -22,6 +22,7 @@ from ..environment import environment
 from .events import Event, OnEvent
 from ..layout import run_file
 from ..train.load import LoadMonitor, throughput_spread
+from ..train.native import status as native_status
 from ..train.roofline import achieved_rates
 from ..errors import Interrupted, MnistbenchError, reason
 from .preflight import describe_model
@@ -129,10 +130,13 @@ def save_result(record: RunRecord, outcome: Optional[CellOutcome], path: Path) -
 
 
 def cell_environment(outcome: Optional[CellOutcome]) -> dict:
-    """The environment record, with the thread count and determinism settings the cell ran with."""
+    """The environment record, with the thread count and determinism settings the cell ran with, and on the CPU
+    whether the engine's C kernels were in use (train/native.py)."""
     env = environment(outcome.threads if outcome else None)
     if outcome is not None and outcome.determinism is not None:
         env["determinism"] = outcome.determinism
+    if outcome is not None and outcome.device == "cpu":
+        env["native_kernels"] = native_status()
     return env
 
 

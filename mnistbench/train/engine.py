@@ -91,8 +91,8 @@ def resolve_device(name: str) -> torch.device:
 OPTIMIZER_IMPL = {"default": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 # The engine's speed-ups that leave every result bit-identical (issue #27; scripts/engine_ab.py measures each).
-# MNISTBENCH_ENGINE_OFF=fast-pool,foreach,fast-conv1,fast-adam,pool-relu,pool-planes turns some off, for that A/B only.
-SPEEDUPS = ("fast-pool", "foreach", "fast-conv1", "fast-adam", "pool-relu", "pool-planes")
+# MNISTBENCH_ENGINE_OFF=fast-pool,foreach,...,native-adam turns some off, for that A/B only (native-*: kernels.c, native.py).
+SPEEDUPS = ("fast-pool", "foreach", "fast-conv1", "fast-adam", "pool-relu", "pool-planes", "native-pool", "native-adam")
 
 
 def speedup(name: str) -> bool:

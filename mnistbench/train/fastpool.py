@@ -14,6 +14,12 @@ In training (``planes``, `pool-planes`), the windows' four elements are first co
 strided views PyTorch's element-wise kernels run element by element, and a comparison into bool is never vectorized,
 so the planes, with the comparisons written as 1.0 or 0.0 and the index computed in float32 (small integers, exact),
 cost less than the views, copy included. The same elements and the same arithmetic: the same maxima and indices.
+
+Where the engine's C kernels load (native.py, `native-pool`), training takes kernels.c's pool instead: one pass that
+keeps each window's choice (0..3, a byte) and, in the backward pass, one pass that writes the input's gradient. It
+follows max_pool2d's own rule element by element, so it gives PyTorch's bits (signed zeros included, which the
+element-wise ``maximum`` above does not keep), and it is taken only where a probe of the same shape gave PyTorch's
+values and gradients on this machine (``native_verified``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from . import native
 
 
 _CORNERS: dict[tuple, torch.Tensor] = {}
@@ -48,9 +56,68 @@ def _vectorized(x: torch.Tensor) -> bool:
     return x.is_contiguous() and x.shape[-2] * x.shape[-1] + x.shape[-1] < 2 ** 24
 
 
+# Whether kernels.c's pool gave PyTorch's values and gradients, per input shape and ReLU (see native_verified).
+_NATIVE_VERIFIED: dict[tuple, bool] = {}
+
+
+def _reference(x: torch.Tensor, grad: torch.Tensor, relu: bool) -> tuple:
+    """PyTorch's own 2x2 max-pool (then the ReLU) of ``x`` and its input's gradient from ``grad``."""
+    out, indices = F.max_pool2d_with_indices(x, 2)
+    if relu:
+        out = out.clamp_min(0)
+        grad = torch.ops.aten.threshold_backward(grad, out, 0)
+    grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
+    return out, grad_x
+
+
+def _probe_values(shape: tuple, gen: torch.Generator) -> torch.Tensor:
+    """Random values of ``shape`` with what a pool must get right: ties (a blank background), +0 and -0, ±inf, NaN."""
+    x = torch.randn(shape, generator=gen).mul_(2).round_().div_(2)  # many ties
+    flat = x.view(-1)
+    picks = torch.randint(0, flat.numel(), (5, max(1, flat.numel() // 50)), generator=gen)
+    for pick, value in zip(picks, (-0.0, 0.0, float("inf"), -float("inf"), float("nan"))):
+        flat[pick] = value
+    return x
+
+
+def native_verified(shape: tuple, relu: bool) -> bool:
+    """Whether kernels.c's pool gives PyTorch's bits (values, signs of zeros, gradients) for inputs of ``shape``.
+
+    Checked once per shape on values full of ties, signed zeros, infinities and NaNs, with gradients holding signed
+    zeros; compared as bits, so a zero's sign and a NaN's payload count.
+    """
+    key = (tuple(shape), relu)
+    if key not in _NATIVE_VERIFIED:
+        gen = torch.Generator().manual_seed(0)
+        x = _probe_values(shape, gen)
+        grad = torch.randn((*shape[:-2], shape[-2] // 2, shape[-1] // 2), generator=gen)
+        grad.view(-1)[::7] = -0.0
+        want_out, want_grad = _reference(x, grad, relu)
+        kernels = native.load()
+        out, choice = kernels.pool_forward(x, relu)
+        got_grad = kernels.pool_backward(grad, out, choice, relu)
+        bits = lambda t: t.view(torch.int32)  # noqa: E731 - torch.equal holds -0 == +0
+        _NATIVE_VERIFIED[key] = torch.equal(bits(out), bits(want_out)) and torch.equal(bits(got_grad), bits(want_grad))
+    return _NATIVE_VERIFIED[key]
+
+
+def _native(x: torch.Tensor, relu: bool) -> bool:
+    """Whether training takes kernels.c's pool for ``x``: on, loaded, a float32 contiguous input, shown to agree."""
+    from .engine import speedup
+
+    return (x.dtype == torch.float32 and x.is_contiguous() and speedup("native-pool") and native.load().lib is not None
+            and native_verified(tuple(x.shape), relu))
+
+
 class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, relu: bool = False, planes: bool = False) -> torch.Tensor:
+        ctx.native = ctx.needs_input_grad[0] and _native(x, relu)
+        if ctx.native:
+            out, choice = native.load().pool_forward(x, relu)
+            ctx.relu = relu
+            ctx.save_for_backward(out, choice)
+            return out
         # On strided views of x every operation runs element by element; on contiguous planes it is vectorized, and
         # with the index to compute that pays for the copy (each plane holds the same elements of x: the same
         # maxima). For the maxima alone (evaluation) it does not.
@@ -86,6 +153,9 @@ class _MaxPool2x2(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple:
+        if ctx.native:
+            out, choice = ctx.saved_tensors
+            return native.load().pool_backward(grad.contiguous(), out, choice, ctx.relu), None, None
         x, indices, relu_out = ctx.saved_tensors
         if relu_out is not None:  # ReLU's own backward (threshold at 0 on its output), then the pool's
             grad = torch.ops.aten.threshold_backward(grad, relu_out, 0)
