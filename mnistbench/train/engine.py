@@ -26,6 +26,7 @@ from .fastadam import FlatAdam, FlatAdamW
 from .fastconv import swap_first_convs
 from .fastpool import fold_relus, swap_max_pools
 from .muon import Muon
+from .speedups import SPEEDUPS, speedup  # noqa: F401 - SPEEDUPS: the engine's list, for its callers
 from .memory import peak_rss_bytes, reset_peak
 from ..models.factory import build_model, load_unchanged
 from ..results import EpochMetrics
@@ -90,14 +91,6 @@ def resolve_device(name: str) -> torch.device:
 # PyTorch's implementations of an optimizer's update: one loop per parameter, batched over parameters, or one fused kernel.
 OPTIMIZER_IMPL = {"default": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
-# The engine's speed-ups that leave every result bit-identical (issue #27; scripts/engine_ab.py measures each).
-# MNISTBENCH_ENGINE_OFF=fast-pool,foreach,...,native-adam turns some off, for that A/B only (native-*: kernels.c, native.py).
-SPEEDUPS = ("fast-pool", "foreach", "fast-conv1", "fast-adam", "pool-relu", "pool-planes", "native-pool", "native-adam")
-
-
-def speedup(name: str) -> bool:
-    """Whether the speed-up ``name`` (one of SPEEDUPS) is on: it is unless MNISTBENCH_ENGINE_OFF names it."""
-    return name not in os.environ.get("MNISTBENCH_ENGINE_OFF", "").split(",")
 
 
 def fast_layers(model: torch.nn.Module, channels_last: bool = False) -> None:

@@ -31,6 +31,7 @@ import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
 from . import native
+from .speedups import speedup
 
 
 def _plain(group: dict) -> bool:
@@ -69,8 +70,6 @@ def _offsets(params: list) -> list:
 
 def _native_adam() -> Optional[native.Native]:
     """kernels.c's Adam where it is on and could be loaded with the square root PyTorch takes."""
-    from .engine import speedup
-
     if not speedup("native-adam"):
         return None
     kernels = native.load()

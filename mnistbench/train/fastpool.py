@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import native
+from .speedups import speedup
 
 
 _CORNERS: dict[tuple, torch.Tensor] = {}
@@ -103,8 +104,6 @@ def native_verified(shape: tuple, relu: bool) -> bool:
 
 def _native(x: torch.Tensor, relu: bool) -> bool:
     """Whether training takes kernels.c's pool for ``x``: on, loaded, a float32 contiguous input, shown to agree."""
-    from .engine import speedup
-
     return (x.dtype == torch.float32 and x.is_contiguous() and speedup("native-pool") and native.load().lib is not None
             and native_verified(tuple(x.shape), relu))
 

@@ -257,7 +257,8 @@ def profile_layers(config: LayerConfig, input_shape: tuple[int, ...] = (1, 28, 2
 
     from ..environment import environment
     from ..models.traffic import LayerShape, layer_pass_bytes
-    from .engine import SPEEDUPS, resolve_device, speedup
+    from .engine import resolve_device
+    from .speedups import SPEEDUPS, speedup
     from .roofline import matmul_peak_gflops, stream_bandwidth
 
     device = resolve_device(config.device)

@@ -30,6 +30,8 @@ from typing import Optional
 
 import torch
 
+from .speedups import speedup
+
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O2", "-mavx2", "-mfma", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
 
@@ -55,6 +57,7 @@ class Native:
     lib: Optional[ctypes.CDLL]
     vsqrt: Optional[int]  # the address of MKL's vsSqrt in libtorch_cpu, or None
     reason: str  # "" when the library loaded
+    set_threads: Optional[int] = None  # the address of MKL's mkl_set_num_threads_local (MKL_Set_Num_Threads_Local), or None
 
     def pool_forward(self, x: torch.Tensor, relu: bool) -> tuple:
         """The 2x2 max-pool of a contiguous float32 (N, C, H, W) ``x`` (H, W even): its values (with the ReLU after
@@ -77,7 +80,7 @@ class Native:
                   beta2: float, c2: float, bc2: float, eps: float, step_size: float) -> None:
         """One Adam step of the contiguous float32 ``p`` from ``g``, its moments ``m`` and ``v`` (contiguous views)."""
         self.lib.adam_step(p.numel(), p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr(), weight, beta2, c2, bc2,
-                           eps, step_size, self.vsqrt)
+                           eps, step_size, self.vsqrt, self.set_threads)
 
 
 def _cache_dir() -> Path:
@@ -98,17 +101,16 @@ def _writable(folder: Path) -> Path:
     return fallback
 
 
-def _vsqrt_address() -> Optional[int]:
-    """The address of MKL's ``vmsSqrt`` inside PyTorch's CPU library (what torch.sqrt calls), if it exports one."""
-    lib_dir = Path(torch.__file__).parent / "lib"
-    for name in ("libtorch_cpu.so",):
-        path = lib_dir / name
-        if path.exists():
-            try:
-                return ctypes.cast(ctypes.CDLL(str(path)).VMSSQRT_, ctypes.c_void_p).value
-            except (OSError, AttributeError):
-                return None
-    return None
+def _mkl_addresses() -> tuple:
+    """The addresses of MKL's ``vmsSqrt`` (what torch.sqrt calls) and ``mkl_set_num_threads_local`` inside PyTorch's
+    CPU library, each None where it exports none."""
+    path = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError:
+        return None, None
+    address = lambda name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value if hasattr(lib, name) else None  # noqa: E731
+    return address("VMSSQRT_"), address("MKL_Set_Num_Threads_Local")  # the C entries: mkl_service.h
 
 
 def build(compiler: str, folder: Path) -> Path:
@@ -134,7 +136,7 @@ def build(compiler: str, folder: Path) -> Path:
 def _declare(lib: ctypes.CDLL) -> None:
     lib.pool2x2_fwd.argtypes = [_P, _P, _P, _I, _I, _I, ctypes.c_int]
     lib.pool2x2_bwd.argtypes = [_P, _P, _P, _P, _I, _I, _I, ctypes.c_int]
-    lib.adam_step.argtypes = [_I, _P, _P, _P, _P, _F, _F, _F, _F, _F, _F, _P]
+    lib.adam_step.argtypes = [_I, _P, _P, _P, _P, _F, _F, _F, _F, _F, _F, _P, _P]
     for fn in (lib.pool2x2_fwd, lib.pool2x2_bwd, lib.adam_step):
         fn.restype = None
 
@@ -158,13 +160,12 @@ def load() -> Native:
         return Native(None, None, f"{compiler} failed to build kernels.c{': ' + first[0] if first else ''}")
     except (OSError, subprocess.SubprocessError, AttributeError) as e:
         return Native(None, None, f"kernels.c could not be built or loaded: {e}")
-    return Native(lib, _vsqrt_address(), "")
+    vsqrt, set_threads = _mkl_addresses()
+    return Native(lib, vsqrt, "", set_threads)
 
 
 def status() -> str:
     """One line for the run record: whether the C kernels were loaded in this process, and why not (never builds)."""
-    from .engine import speedup
-
     wanted = [name for name in ("native-pool", "native-adam") if speedup(name)]
     if not wanted:
         return "off (MNISTBENCH_ENGINE_OFF)"
