@@ -140,3 +140,17 @@ def test_the_engine_takes_it_for_the_default_adam_unless_turned_off(optimizer, i
     opt = build_optimizer(CellConfig(model="mlp-matched", optimizer=optimizer, optimizer_impl=impl),
                           nn.Linear(3, 2).parameters())
     assert type(opt) is expected
+
+
+def test_the_probe_runs_in_the_lerp_regime_of_the_groups_beta1(monkeypatch):
+    # lerp computes m + w (g - m) for a weight w = 1 - beta1 below 0.5 and g - (1 - w)(g - m) from 0.5 on: a probe
+    # with beta1 = 0.9 says nothing of a group with beta1 = 0.3, so each regime is probed with its own betas.
+    seen = []
+    real = fastadam._flat_update
+    monkeypatch.setattr(fastadam, "_VERIFIED", {})
+    monkeypatch.setattr(fastadam, "_flat_update", lambda p, g, flat, group, step: seen.append(group["betas"][0]) or real(p, g, flat, group, step))
+    for beta1 in (0.9, 0.3):
+        group = dict(torch.optim.Adam([torch.zeros(3)], betas=(beta1, 0.999), foreach=True).param_groups[0])
+        assert fastadam.verified((3, 5), group)
+    assert seen == [0.95, 0.9, 0.85, 0.3, 0.45, 0.2]
+    assert {key[2] for key in fastadam._VERIFIED} == {False, True}

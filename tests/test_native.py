@@ -1,4 +1,5 @@
-"""The engine's C kernels (train/kernels.c, train/native.py; issue #27): PyTorch's bits or PyTorch's own paths."""
+"""The engine's C kernel for the max-pool (train/kernels.c, train/native.py; issue #27): PyTorch's bits, or PyTorch's
+own paths where it cannot be had."""
 
 import shutil
 
@@ -6,9 +7,9 @@ import pytest
 import torch
 
 from mnistbench.run.cell import cell_environment
-from mnistbench.train import fastadam, fastpool, native
+from mnistbench.train import fastpool, native
 from mnistbench.train.engine import CellOutcome
-from mnistbench.train.fastadam import FlatAdam, FlatAdamW
+from mnistbench.train.fastadam import FlatAdam
 from mnistbench.train.fastpool import MaxPool2x2
 
 
@@ -29,10 +30,9 @@ def kernels():
 
 @pytest.fixture
 def fresh_load(monkeypatch):
-    """native.load() forgotten before and after the test, with the probes' memories."""
+    """native.load() forgotten before and after the test, with the pool's probes."""
     native.load.cache_clear()
     monkeypatch.setattr(fastpool, "_NATIVE_VERIFIED", {})
-    monkeypatch.setattr(fastadam, "_VERIFIED", {})
     yield
     native.load.cache_clear()
 
@@ -95,31 +95,6 @@ def test_where_the_probe_shows_other_bits_the_planes_pool_is_kept(kernels, monke
     assert torch.equal(got, torch.nn.functional.max_pool2d(x, 2))
 
 
-@pytest.mark.parametrize("flat_class, torch_class, weight_decay, beta1", [
-    (FlatAdam, torch.optim.Adam, 0.0, 0.9), (FlatAdam, torch.optim.Adam, 1e-2, 0.9),
-    (FlatAdamW, torch.optim.AdamW, 1e-2, 0.9), (FlatAdam, torch.optim.Adam, 0.0, 0.3)])
-def test_the_c_adam_step_is_pytorchs_batched_adam_bit_for_bit(kernels, monkeypatch, flat_class, torch_class,
-                                                              weight_decay, beta1):
-    calls = []
-    real = native.Native.adam_step
-    monkeypatch.setattr(native.Native, "adam_step", lambda self, p, *a: calls.append(p.numel()) or real(self, p, *a))
-    gen = torch.Generator().manual_seed(0)
-    sizes = [(150, 784), (150,), (10, 150), (10,), (3, 5, 5)]  # large and small, tails of every length
-    start = [torch.randn(s, generator=gen) for s in sizes]
-    want, got = [t.clone() for t in start], [t.clone() for t in start]
-    options = dict(lr=3e-3, betas=(beta1, 0.999), weight_decay=weight_decay)
-    reference, flat = torch_class(want, foreach=True, **options), flat_class(got, **options)
-    for step in range(4):
-        grads = [torch.randn(s, generator=gen) * 10.0 ** -(step + i % 3) for i, s in enumerate(sizes)]
-        for ps, g in ((want, grads), (got, grads)):
-            for p, gr in zip(ps, g):
-                p.grad = gr.clone()
-        reference.step()
-        flat.step()
-        assert all(torch.equal(bits(a), bits(b)) for a, b in zip(want, got))
-    assert sum(calls) >= 4 * sum(t.numel() for t in start)  # kernels.c did the steps (after the probe's own)
-
-
 def test_without_a_c_compiler_the_engine_keeps_pytorchs_paths_and_says_why(fresh_load, monkeypatch):
     monkeypatch.setenv("CC", "/nonexistent/cc")
     loaded = native.load()
@@ -156,6 +131,6 @@ def test_the_library_is_built_once_per_source_flags_and_compiler(kernels, tmp_pa
 def test_a_cpu_cells_environment_says_whether_the_kernels_were_used(monkeypatch):
     env = cell_environment(CellOutcome([], "cpu", 1))
     assert env["native_kernels"] == native.status()
-    monkeypatch.setenv("MNISTBENCH_ENGINE_OFF", "native-pool,native-adam")
+    monkeypatch.setenv("MNISTBENCH_ENGINE_OFF", "native-pool")
     assert cell_environment(CellOutcome([], "cpu", 1))["native_kernels"] == "off (MNISTBENCH_ENGINE_OFF)"
     assert "native_kernels" not in cell_environment(CellOutcome([], "cuda", 1))

@@ -15,11 +15,6 @@ of the same parameter sizes, thread count and options gave PyTorch's bits on thi
 and for what it does not cover (a parameter without a gradient, non-contiguous parameters, amsgrad, maximize, tensors
 as hyper-parameters), the step is PyTorch's batched one on the same state. `MNISTBENCH_ENGINE_OFF=fast-adam` turns it
 off; scripts/engine_ab.py compares whole trainings.
-
-Where the engine's C kernels load (native.py, `native-adam`), the update is kernels.c's ``adam_step``: the same
-operations with the same roundings (and the same square root, MKL's, which torch.sqrt calls) in one pass per
-parameter, the gradients read where they lie. ``verified`` probes that path, so it too is taken only where it gave
-PyTorch's bits.
 """
 
 from __future__ import annotations
@@ -29,9 +24,6 @@ from typing import Optional
 
 import torch
 from torch.optim.optimizer import _get_scalar_dtype
-
-from . import native
-from .speedups import speedup
 
 
 def _plain(group: dict) -> bool:
@@ -68,17 +60,9 @@ def _offsets(params: list) -> list:
     return offsets
 
 
-def _native_adam() -> Optional[native.Native]:
-    """kernels.c's Adam where it is on and could be loaded with the square root PyTorch takes."""
-    if not speedup("native-adam"):
-        return None
-    kernels = native.load()
-    return kernels if kernels.lib is not None and kernels.vsqrt is not None else None
-
-
 def _flat_update(params: list, grads: list, flat: FlatMoments, group: dict, step: float) -> None:
     """One Adam step of ``params`` (given their ``grads``) whose moments are ``flat``: PyTorch's ``_multi_tensor_adam``
-    operation by operation, over one tensor instead of a list (or by kernels.c, the same operations fused)."""
+    operation by operation, over one tensor instead of a list."""
     beta1, beta2 = group["betas"]
     lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
     if weight_decay != 0:
@@ -86,12 +70,6 @@ def _flat_update(params: list, grads: list, flat: FlatMoments, group: dict, step
             torch._foreach_mul_(params, 1 - lr * weight_decay)
         else:
             grads = torch._foreach_add(grads, params, alpha=weight_decay)
-    kernels = _native_adam()
-    if kernels is not None:
-        step_size, bc2 = (lr / (1 - beta1 ** step)) * -1, (1 - beta2 ** step) ** 0.5
-        for p, g, m, v in zip(params, grads, flat.m_views, flat.v_views):
-            kernels.adam_step(p, g, m, v, 1 - beta1, beta2, 1 - beta2, bc2, eps, step_size)
-        return
     g = torch.cat([t.reshape(-1) for t in grads])
     flat.m.lerp_(g, 1 - beta1)
     flat.v.mul_(beta2)
@@ -112,13 +90,15 @@ _VERIFIED: dict[tuple, bool] = {}
 def verified(sizes: tuple, group: dict) -> bool:
     """Whether the flat update gives the same bits as PyTorch's batched Adam for parameters of these sizes here.
 
-    Checked once per key on random parameters and gradients over three steps with changing hyper-parameters: where a
+    Checked once per key on random parameters and gradients over three steps with changing hyper-parameters, beta1
+    on the same side of 0.5 as the group's (``lerp`` computes by one formula below a weight of 0.5, by another from
+    it on, so a probe of one says nothing of the other): where a
     kernel's vector and scalar paths round alike, every element gets the same bits wherever it lies; where they do
     not (a fused multiply-add in one of them), random values show it.
     """
     options = (group["weight_decay"] != 0, group["decoupled_weight_decay"])
     large = abs(1 - group["betas"][0]) >= 0.5  # lerp's other formula (beta1 <= 0.5): probed in its own regime
-    key = (sizes, options, large, torch.get_num_threads(), _native_adam() is not None)
+    key = (sizes, options, large, torch.get_num_threads())
     if key not in _VERIFIED:
         gen = torch.Generator().manual_seed(0)
         randn = lambda n: torch.randn(n, generator=gen, dtype=torch.float32)  # noqa: E731 - what the flat path takes

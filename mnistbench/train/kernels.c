@@ -1,16 +1,14 @@
 /* The engine's C kernels for the CPU (issue #27), compiled on first use by mnistbench/train/native.py and called
    through ctypes. Each computes exactly what the PyTorch operations it replaces compute, bit for bit, and the engine
-   takes it only where a probe on this machine showed that (native.py, fastpool.py, fastadam.py).
+   takes it only where a probe on this machine showed that (native.py, fastpool.py).
 
    - pool2x2_fwd / pool2x2_bwd: a 2x2, stride-2 max-pool of contiguous planes with the window's choice as 0..3, and
      its backward, optionally with the ReLU that LeNet-5 runs before the pool folded in after it (fastpool.py).
-   - adam_step: one Adam step of one parameter tensor over its slice of the flat moments (fastadam.py).
 
-   Compiled with -ffp-contract=off: every fused multiply-add below is written out, where PyTorch's kernels have one. */
+   Compiled with -ffp-contract=off, so the compiler fuses no multiply and add (the pool has none to fuse). */
 #include <stdint.h>
 #include <string.h>
 #include <immintrin.h>
-#include <math.h>
 /* The pool works on units of four windows (eight floats of each of the windows' two rows) and takes two units per
    vector, wherever they lie: LeNet-5's pooled rows are 12 and 4 windows wide. PyTorch's max_pool2d keeps a window's
    first maximum in row-major order and lets a NaN win (the last one); as pairs: the top row's choice (b if b > a or
@@ -114,59 +112,3 @@ void pool2x2_bwd(const float* g, const float* out, const uint8_t* off, float* gx
    d = sqrt(v) / bc2 + eps  (the square root by MKL's vsSqrt, the function torch.sqrt calls on the CPU);
    p.addcdiv_(m, d, value=step)  (p + (step * m) / d). In blocks of BLOCK elements, so the square roots' block
    stays in the first-level cache. */
-typedef void (*vsqrt_fn)(const int64_t* n, const float* a, float* r, const int64_t* mode);
-#define BLOCK 1024
-/* VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE: the mode PyTorch calls vsSqrt with (ATen/cpu/vml.h). */
-#define VML_MODE 0x00140102
-
-typedef int (*set_threads_fn)(int n); /* MKL's mkl_set_num_threads_local */
-typedef struct { float w, beta2, c2, bc2, eps, step; vsqrt_fn vsqrt; } adam_args;
-
-static void adam_block(int64_t o, int64_t n, float* p, const float* g, float* m, float* v, const adam_args* a)
-{
-  const int64_t mode = VML_MODE;
-  const int small = fabsf(a->w) < 0.5f;
-  const float coef = small ? a->w : a->w - 1.0f, beta2 = a->beta2, c2 = a->c2, bc2 = a->bc2, eps = a->eps, step = a->step;
-  const __m256 W = _mm256_set1_ps(coef), B2 = _mm256_set1_ps(beta2), C2 = _mm256_set1_ps(c2);
-  const __m256 BC = _mm256_set1_ps(bc2), E = _mm256_set1_ps(eps), S = _mm256_set1_ps(step);
-  float d[BLOCK];
-  int64_t k = n - o < BLOCK ? n - o : BLOCK, i = 0;
-  float *pp = p + o, *mm = m + o, *vv = v + o; const float* gg = g + o;
-  for (; i + 8 <= k; i += 8) {
-    __m256 G = _mm256_loadu_ps(gg + i), M = _mm256_loadu_ps(mm + i), V = _mm256_loadu_ps(vv + i);
-    M = _mm256_fmadd_ps(W, _mm256_sub_ps(G, M), small ? M : G);
-    V = _mm256_fmadd_ps(_mm256_mul_ps(C2, G), G, _mm256_mul_ps(V, B2));
-    _mm256_storeu_ps(mm + i, M); _mm256_storeu_ps(vv + i, V);
-  }
-  for (; i < k; i++) {
-    mm[i] = fmaf(coef, gg[i] - mm[i], small ? mm[i] : gg[i]);
-    vv[i] = fmaf(c2 * gg[i], gg[i], vv[i] * beta2);
-  }
-  a->vsqrt(&k, vv, d, &mode);
-  for (i = 0; i + 8 <= k; i += 8) {
-    __m256 D = _mm256_add_ps(_mm256_div_ps(_mm256_loadu_ps(d + i), BC), E);
-    __m256 P = _mm256_add_ps(_mm256_loadu_ps(pp + i), _mm256_div_ps(_mm256_mul_ps(S, _mm256_loadu_ps(mm + i)), D));
-    _mm256_storeu_ps(pp + i, P);
-  }
-  for (; i < k; i++) pp[i] = pp[i] + (step * mm[i]) / (d[i] / bc2 + eps);
-}
-
-/* A parameter of more than PARALLEL blocks is split among OpenMP's threads (built with -fopenmp: PyTorch's own
-   runtime); a smaller one runs on the calling thread, outside any parallel region (inside an inactive one MKL would
-   start a nested team of threads for each square root), with MKL told to stay on it (set_threads, where given):
-   its own team for a block of a thousand elements costs more than the block. */
-#define PARALLEL 4
-void adam_step(int64_t n, float* p, const float* g, float* m, float* v, float w, float beta2, float c2, float bc2,
-               float eps, float step, vsqrt_fn vsqrt, set_threads_fn set_threads)
-{
-  const adam_args a = {w, beta2, c2, bc2, eps, step, vsqrt};
-  const int64_t blocks = (n + BLOCK - 1) / BLOCK;
-  if (blocks > PARALLEL) {
-#pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < blocks; b++) adam_block(b * BLOCK, n, p, g, m, v, &a);
-  } else {
-    int before = set_threads ? set_threads(1) : 0;
-    for (int64_t b = 0; b < blocks; b++) adam_block(b * BLOCK, n, p, g, m, v, &a);
-    if (set_threads) set_threads(before);
-  }
-}

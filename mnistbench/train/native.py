@@ -1,16 +1,14 @@
 """The engine's C kernels (kernels.c), compiled on first use with the machine's C compiler and loaded with ctypes.
 
-Two places of a LeNet-5 or MLP training step are many small PyTorch calls over the same memory: the max-pools with
-their index (fastpool.py: a dozen element-wise kernels, each a pass over the layer's activations) and Adam's
-update (fastadam.py: seven passes over the moments). kernels.c does each in one pass, with the arithmetic of the
-PyTorch operations it replaces, so the results keep their bits; the engine takes a kernel only where a probe on this
-machine gave PyTorch's bits (``fastpool.native_verified``, ``fastadam.verified``), as for its other speed-ups.
+What is left of LeNet-5's max-pools in PyTorch (fastpool.py) is a dozen element-wise calls, each a pass over the
+layer's activations. kernels.c does the pool and its index in one pass, and its backward in another, following
+``max_pool2d``'s own rule, so the results keep their bits; the engine takes it only where a probe on this machine
+gave PyTorch's bits (``fastpool.native_verified``), as for its other speed-ups.
 
 The library is built once per source, flags and compiler into the user's cache ($XDG_CACHE_HOME/mnistbench/kernels,
 else a temporary folder) by ``$CC`` (default ``cc``), as torch.compile's C++ backend builds its kernels. It needs an
-x86-64 CPU with AVX2 and FMA; for Adam, the square root PyTorch's CPU kernel takes (MKL's ``vsSqrt``, found in
-libtorch_cpu). Where any of that is missing, or the build fails, the engine keeps its PyTorch paths and ``status()``
-says why (recorded with every run, environment.py). `MNISTBENCH_ENGINE_OFF=native-pool,native-adam` turns them off.
+x86-64 CPU with AVX2. Where that or a compiler is missing, or the build fails, the engine keeps its PyTorch paths and
+``status()`` says why (recorded with every CPU run). `MNISTBENCH_ENGINE_OFF=native-pool` turns it off.
 """
 
 from __future__ import annotations
@@ -36,18 +34,7 @@ SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O2", "-mavx2", "-mfma", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
 
 
-def _openmp() -> tuple:
-    """``-fopenmp`` where the process's OpenMP runtime is GNU's ``libgomp.so.1`` (PyTorch's own on Linux builds): the
-    library then shares its threads and thread count (torch.set_num_threads); elsewhere (a wheel's renamed libgomp, no
-    OpenMP) a second runtime would compete with PyTorch's threads, so Adam runs on one thread."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return ()
-    names = {Path(line.split()[-1]).name for line in maps.splitlines() if "gomp" in line and "/" in line}
-    return ("-fopenmp",) if names == {"libgomp.so.1"} else ()
-
-_P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+_P, _I = ctypes.c_void_p, ctypes.c_int64
 
 
 @dataclass(frozen=True)
@@ -55,9 +42,7 @@ class Native:
     """The loaded library (None where it could not be had) and a one-line reason why not."""
 
     lib: Optional[ctypes.CDLL]
-    vsqrt: Optional[int]  # the address of MKL's vsSqrt in libtorch_cpu, or None
     reason: str  # "" when the library loaded
-    set_threads: Optional[int] = None  # the address of MKL's mkl_set_num_threads_local (MKL_Set_Num_Threads_Local), or None
 
     def pool_forward(self, x: torch.Tensor, relu: bool) -> tuple:
         """The 2x2 max-pool of a contiguous float32 (N, C, H, W) ``x`` (H, W even): its values (with the ReLU after
@@ -75,12 +60,6 @@ class Native:
         self.lib.pool2x2_bwd(grad.data_ptr(), out.data_ptr(), choice.data_ptr(), grad_x.data_ptr(), n * c, 2 * h, 2 * w,
                              int(relu))
         return grad_x
-
-    def adam_step(self, p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, weight: float,
-                  beta2: float, c2: float, bc2: float, eps: float, step_size: float) -> None:
-        """One Adam step of the contiguous float32 ``p`` from ``g``, its moments ``m`` and ``v`` (contiguous views)."""
-        self.lib.adam_step(p.numel(), p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr(), weight, beta2, c2, bc2,
-                           eps, step_size, self.vsqrt, self.set_threads)
 
 
 def _cache_dir() -> Path:
@@ -101,31 +80,18 @@ def _writable(folder: Path) -> Path:
     return fallback
 
 
-def _mkl_addresses() -> tuple:
-    """The addresses of MKL's ``vmsSqrt`` (what torch.sqrt calls) and ``mkl_set_num_threads_local`` inside PyTorch's
-    CPU library, each None where it exports none."""
-    path = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError:
-        return None, None
-    address = lambda name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value if hasattr(lib, name) else None  # noqa: E731
-    return address("VMSSQRT_"), address("MKL_Set_Num_Threads_Local")  # the C entries: mkl_service.h
-
-
 def build(compiler: str, folder: Path) -> Path:
     """The library built from SOURCE into ``folder`` (once per source, flags and compiler); raises OSError or
     subprocess.CalledProcessError when it cannot be."""
     cmd = shlex.split(compiler)
     version = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
-    flags = (*FLAGS, *_openmp())
-    key = hashlib.sha256(SOURCE.read_bytes() + repr((flags, version)).encode()).hexdigest()[:16]
+    key = hashlib.sha256(SOURCE.read_bytes() + repr((FLAGS, version)).encode()).hexdigest()[:16]
     target = folder / f"kernels-{key}.so"
     if not target.exists():
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)  # built aside, then renamed: shards may race
         os.close(fd)
         try:
-            subprocess.run([*cmd, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120,
+            subprocess.run([*cmd, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=120,
                            check=True)
             os.replace(tmp, target)
         finally:
@@ -136,8 +102,7 @@ def build(compiler: str, folder: Path) -> Path:
 def _declare(lib: ctypes.CDLL) -> None:
     lib.pool2x2_fwd.argtypes = [_P, _P, _P, _I, _I, _I, ctypes.c_int]
     lib.pool2x2_bwd.argtypes = [_P, _P, _P, _P, _I, _I, _I, ctypes.c_int]
-    lib.adam_step.argtypes = [_I, _P, _P, _P, _P, _F, _F, _F, _F, _F, _F, _P, _P]
-    for fn in (lib.pool2x2_fwd, lib.pool2x2_bwd, lib.adam_step):
+    for fn in (lib.pool2x2_fwd, lib.pool2x2_bwd):
         fn.restype = None
 
 
@@ -145,35 +110,31 @@ def _declare(lib: ctypes.CDLL) -> None:
 def load() -> Native:
     """The kernels, built and loaded once per process; ``reason`` says why not where they cannot be."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return Native(None, None, f"not an x86-64 CPU ({platform.machine()})")
+        return Native(None, f"not an x86-64 CPU ({platform.machine()})")
     capability = torch.backends.cpu.get_cpu_capability()
     if capability not in ("AVX2", "AVX512"):
-        return Native(None, None, f"the CPU lacks AVX2 (PyTorch's capability: {capability})")
+        return Native(None, f"the CPU lacks AVX2 (PyTorch's capability: {capability})")
     compiler = os.environ.get("CC") or "cc"
     if not shlex.split(compiler) or shutil.which(shlex.split(compiler)[0]) is None:
-        return Native(None, None, f"no C compiler ({compiler}) on the PATH")
+        return Native(None, f"no C compiler ({compiler}) on the PATH")
     try:
         lib = ctypes.CDLL(str(build(compiler, _writable(_cache_dir()))))
         _declare(lib)
     except subprocess.CalledProcessError as e:
         first = (e.stderr or e.stdout or "").strip().splitlines()[:1]
-        return Native(None, None, f"{compiler} failed to build kernels.c{': ' + first[0] if first else ''}")
+        return Native(None, f"{compiler} failed to build kernels.c{': ' + first[0] if first else ''}")
     except (OSError, subprocess.SubprocessError, AttributeError) as e:
-        return Native(None, None, f"kernels.c could not be built or loaded: {e}")
-    vsqrt, set_threads = _mkl_addresses()
-    return Native(lib, vsqrt, "", set_threads)
+        return Native(None, f"kernels.c could not be built or loaded: {e}")
+    return Native(lib, "")
 
 
 def status() -> str:
     """One line for the run record: whether the C kernels were loaded in this process, and why not (never builds)."""
-    wanted = [name for name in ("native-pool", "native-adam") if speedup(name)]
-    if not wanted:
+    if not speedup("native-pool"):
         return "off (MNISTBENCH_ENGINE_OFF)"
     if load.cache_info().currsize == 0:
-        return "not loaded (no CPU max-pool or Adam step asked for them)"
+        return "not loaded (no CPU max-pool was trained)"
     native = load()
     if native.lib is None:
         return f"not used: {native.reason}"
-    if "native-adam" in wanted and native.vsqrt is None:
-        wanted.remove("native-adam")
-    return "loaded (" + ", ".join(wanted) + "; each taken where its probe gave PyTorch's bits)"
+    return "loaded (native-pool, taken for each shape whose probe gave PyTorch's bits)"

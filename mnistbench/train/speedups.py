@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-SPEEDUPS = ("fast-pool", "foreach", "fast-conv1", "fast-adam", "pool-relu", "pool-planes", "native-pool", "native-adam")
+SPEEDUPS = ("fast-pool", "foreach", "fast-conv1", "fast-adam", "pool-relu", "pool-planes", "native-pool")
 
 
 def speedup(name: str) -> bool:
