@@ -6,7 +6,7 @@ Usage: scripts/bench_ab.py [SPEC] [--data-dir DIR] [--off fast-pool,...] [--old-
                            [--reference DIR] [--work DIR] [--out F.json]
 
 Each cell of SPEC (default bench/cpu.yaml) is run twice with `mnistbench run SPEC --cell ID`, once by the engine
-with the speed-ups in ``--off`` turned off (MNISTBENCH_ENGINE_OFF; default: all of engine.SPEEDUPS, the engine before
+with the speed-ups in ``--off`` turned off (MNISTBENCH_ENGINE_OFF; default: all of speedups.SPEEDUPS, the engine before
 #27) and once by today's, into two results folders under ``--work``; the order alternates cell by cell (old new, new
 old, ...: ABBA), so a machine whose speed drifts slows both alike. Two whole runs back to back are not: on a VM whose
 speed moves by a third within minutes they measure the drift as much as the engine. ``--old-env`` and ``--new-env``
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mnistbench.environment import environment  # noqa: E402
-from mnistbench.train.engine import SPEEDUPS  # noqa: E402
+from mnistbench.train.speedups import SPEEDUPS  # noqa: E402
 
 COLUMNS = ("final_test_acc_mean", "final_test_acc_std", "best_test_acc_mean", "best_test_acc_max", "final_test_loss_mean",
            "final_test_loss_std", "final_test_error_pct")

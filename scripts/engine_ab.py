@@ -10,7 +10,7 @@ Every variant trains each model with bench/cpu.yaml's recipe (Adam, lr 2e-3, one
 before #27) in one setting. The variants take turns (A B C ... A B C ...) for ``--rounds`` rounds after one untimed
 warm-up round, so a load that comes and goes hits all of them alike; the table gives, for training and evaluation
 seconds, the median over rounds of each round's ratio to the baseline's (below 1: faster). Only ratios are printed:
-the absolute figures depend on the machine and on what else runs on it. ``MNISTBENCH_ENGINE_OFF`` (engine.SPEEDUPS)
+the absolute figures depend on the machine and on what else runs on it. ``MNISTBENCH_ENGINE_OFF`` (speedups.SPEEDUPS)
 turns the engine's speed-ups off for the baseline and on one at a time for the variants.
 
 A variant marked ``same function`` must train to bit-identical weights and metrics (``torch.equal`` on every tensor of
@@ -39,7 +39,8 @@ from mnistbench.data.datasets import Dataset, Split, load_dataset  # noqa: E402
 from mnistbench.models.zoo import register_model  # noqa: E402
 from mnistbench.spec.schema import CellConfig  # noqa: E402
 from mnistbench.train import engine  # noqa: E402
-from mnistbench.train.engine import SPEEDUPS, run_cell  # noqa: E402
+from mnistbench.train.engine import run_cell  # noqa: E402
+from mnistbench.train.speedups import SPEEDUPS  # noqa: E402
 
 # bench/cpu.yaml's recipe, one epoch, at the batch size the figures are for.
 RECIPE = dict(device="cpu", epochs=1, batch_size=256, optimizer="adam", lr=2.0e-3, schedule="onecycle", seed=0)

@@ -6,8 +6,9 @@ from torch import nn
 
 from mnistbench.data.datasets import load_dataset
 from mnistbench.spec.schema import CellConfig
-from mnistbench.train.engine import SPEEDUPS, build_optimizer, fast_layers, run_cell
+from mnistbench.train.engine import build_optimizer, fast_layers, run_cell
 from mnistbench.train.fastconv import FirstConv2d, swap_first_convs
+from mnistbench.train.speedups import SPEEDUPS
 from mnistbench.train.fastpool import FoldedReLU, MaxPool2x2, fold_relus, swap_max_pools
 
 def pools_and_grads(pool, x, grad):

@@ -13,7 +13,8 @@ from mnistbench.models.describe import forward_flops, train_flops
 from mnistbench.models.factory import create_model
 from mnistbench.models.traffic import layer_pass_bytes, layer_shapes, model_traffic, state_buffers, train_bytes_per_sample
 from mnistbench.models.zoo import INPUT_SHAPE
-from mnistbench.train.engine import SPEEDUPS, fast_layers
+from mnistbench.train.engine import fast_layers
+from mnistbench.train.speedups import SPEEDUPS
 from mnistbench.train.layerprofile import LayerConfig, PassTiming, profile_layers, profile_markdown
 
 runner = CliRunner()

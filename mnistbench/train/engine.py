@@ -26,7 +26,7 @@ from .fastadam import FlatAdam, FlatAdamW
 from .fastconv import swap_first_convs
 from .fastpool import fold_relus, swap_max_pools
 from .muon import Muon
-from .speedups import SPEEDUPS, speedup  # noqa: F401 - SPEEDUPS: the engine's list, for its callers
+from .speedups import speedup
 from .memory import peak_rss_bytes, reset_peak
 from ..models.factory import build_model, load_unchanged
 from ..results import EpochMetrics
@@ -90,7 +90,6 @@ def resolve_device(name: str) -> torch.device:
 
 # PyTorch's implementations of an optimizer's update: one loop per parameter, batched over parameters, or one fused kernel.
 OPTIMIZER_IMPL = {"default": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
-
 
 
 def fast_layers(model: torch.nn.Module, channels_last: bool = False) -> None:

@@ -110,7 +110,7 @@ class LayerProfile:
     bandwidth_gbs: float
     step_seconds: float  # median of whole training steps
     layers: list[LayerTiming]
-    speedups: list[str] = field(default_factory=list)  # the engine's speed-ups that were on (engine.SPEEDUPS)
+    speedups: list[str] = field(default_factory=list)  # the engine's speed-ups that were on (speedups.SPEEDUPS)
     environment: dict = field(default_factory=dict)
     onednn: Optional[OnednnProfile] = None  # with LayerConfig.onednn: the primitives of a step (onednn.py)
     batch1_step_seconds: Optional[float] = None  # median whole step at batch 1 (None when the batch is 1)

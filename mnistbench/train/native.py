@@ -31,8 +31,7 @@ import torch
 from .speedups import speedup
 
 SOURCE = Path(__file__).with_name("kernels.c")
-FLAGS = ("-O2", "-mavx2", "-mfma", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
-
+FLAGS = ("-O2", "-mavx2", "-ffp-contract=off", "-shared", "-fPIC")
 
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 
